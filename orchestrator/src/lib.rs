@@ -1,0 +1,1 @@
+//! slotpack orchestrator library (issue B: not built yet).

@@ -1,0 +1,338 @@
+//! The agent's HTTP API: routes, bearer auth, JSON errors, SSE and metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::protocol::{ErrorBody, ErrorDetail, Health, ProgramSpec, ProgramState};
+use crate::supervisor::{lock, Shared, SupervisorError};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// State of the HTTP layer.
+#[derive(Clone)]
+pub struct Api {
+    /// The supervisor.
+    pub sup: Shared,
+    /// The bearer token.
+    pub token: Arc<str>,
+}
+
+/// An API error: status code, stable code and message, rendered as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        let (status, code) = match &e {
+            SupervisorError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            SupervisorError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            SupervisorError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            SupervisorError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            SupervisorError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            eprintln!("slot-agent: {e}");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Build the router.
+pub fn router(api: Api) -> Router {
+    let protected = Router::new()
+        .route("/v1/programs", get(list))
+        .route(
+            "/v1/programs/{id}",
+            get(get_one).put(put_one).delete(delete_one),
+        )
+        .route("/v1/programs/{id}/start", post(start))
+        .route("/v1/programs/{id}/stop", post(stop))
+        .route("/v1/programs/{id}/restart", post(restart))
+        .route("/v1/programs/{id}/logs", get(logs))
+        .route("/v1/events", get(events))
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(protected)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+/// Compare in time that depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), api.token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token").into_response()
+        }
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <token>",
+        )
+        .into_response(),
+    }
+}
+
+fn checked_id(id: &str) -> ApiResult<()> {
+    if crate::protocol::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid program id {id:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"),
+        ))
+    }
+}
+
+async fn health(State(api): State<Api>) -> Json<Health> {
+    let s = lock(&api.sup);
+    Json(Health {
+        status: "ok".into(),
+        programs: s.len(),
+        uptime_seconds: s.uptime().as_secs(),
+    })
+}
+
+async fn list(State(api): State<Api>) -> impl IntoResponse {
+    Json(lock(&api.sup).list())
+}
+
+async fn get_one(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    checked_id(&id)?;
+    Ok(Json(lock(&api.sup).get(&id)?).into_response())
+}
+
+async fn put_one(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    checked_id(&id)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(e.status(), "bad_request", e.body_text())
+        }
+    })?;
+    let spec: ProgramSpec = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid program spec: {e}"),
+        )
+    })?;
+    let mut s = lock(&api.sup);
+    let created = s.put(&id, spec)?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(s.get(&id)?)).into_response())
+}
+
+async fn delete_one(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    checked_id(&id)?;
+    let limit = {
+        let mut s = lock(&api.sup);
+        s.api_delete_begin(&id)?;
+        s.max_stop_timeout(Some(&id))
+    };
+    let (sup, i) = (api.sup.clone(), id.clone());
+    wait_until(&api.sup, limit, move || lock(&sup).is_down(&i)).await;
+    lock(&api.sup).api_delete_finish(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    checked_id(&id)?;
+    let mut s = lock(&api.sup);
+    s.api_start(&id)?;
+    Ok(Json(s.get(&id)?).into_response())
+}
+
+async fn stop(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    checked_id(&id)?;
+    let limit = {
+        let mut s = lock(&api.sup);
+        s.api_stop(&id)?;
+        s.max_stop_timeout(Some(&id))
+    };
+    let (sup, i) = (api.sup.clone(), id.clone());
+    wait_until(&api.sup, limit, move || lock(&sup).is_down(&i)).await;
+    Ok(Json(lock(&api.sup).get(&id)?).into_response())
+}
+
+async fn restart(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    checked_id(&id)?;
+    let (old_pid, limit) = {
+        let mut s = lock(&api.sup);
+        let old = s.get(&id)?.pid;
+        s.api_restart(&id)?;
+        (old, s.max_stop_timeout(Some(&id)))
+    };
+    let (sup, i) = (api.sup.clone(), id.clone());
+    wait_until(&api.sup, limit, move || {
+        lock(&sup)
+            .get(&i)
+            .is_ok_and(|st| st.pid != old_pid && st.state != ProgramState::Stopping)
+    })
+    .await;
+    Ok(Json(lock(&api.sup).get(&id)?).into_response())
+}
+
+/// Wait for `done` to hold, re-checking on every state change, for at most
+/// `limit` plus a second of grace.
+async fn wait_until(sup: &Shared, limit: Duration, done: impl Fn() -> bool) {
+    let mut rx = lock(sup).subscribe();
+    let deadline = tokio::time::Instant::now() + limit + Duration::from_secs(1);
+    while !done() {
+        if tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailQuery {
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    checked_id(&id)?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let n = q.tail.unwrap_or(100).min(100_000);
+    let path = {
+        let s = lock(&api.sup);
+        s.get(&id)?;
+        s.logs_dir().join(format!("{id}.log"))
+    };
+    let text = crate::logs::tail(&path, n).map_err(SupervisorError::from)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+async fn events(
+    State(api): State<Api>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let rx = lock(&api.sup).subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let data = serde_json::to_string(&ev).unwrap_or_default();
+                    return Some((Ok(Event::default().event("state").data(data)), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let text = crate::metrics::render(&lock(&api.sup));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Command-line flags and environment of the agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// `slot-agent` settings; every flag also reads its environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "slot-agent",
+    version,
+    about = "PID 1 supervisor of a slotpack pool"
+)]
+pub struct AgentConfig {
+    /// Address of the HTTP API.
+    #[arg(long, env = "SLOT_AGENT_LISTEN", default_value = "0.0.0.0:8999")]
+    pub listen: SocketAddr,
+    /// Directory for program specs, slot homes and logs.
+    #[arg(long, env = "SLOT_AGENT_STATE_DIR", default_value = "/pool")]
+    pub state_dir: PathBuf,
+    /// Port of slot 0.
+    #[arg(long, env = "POOL_BASE_PORT", default_value_t = 9000)]
+    pub base_port: u16,
+    /// Number of slots.
+    #[arg(long, env = "MAX_BOTS_PER_CONTAINER", default_value_t = 10)]
+    pub slots: u32,
+    /// Bearer token of the API.
+    #[arg(long, env = "SLOT_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (first line).
+    #[arg(long, env = "SLOT_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Default ping interval in ms.
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value_t = 30_000)]
+    pub health_check_interval: u64,
+    /// Default timeout of one ping in ms.
+    #[arg(long, env = "BOT_PING_TIMEOUT", default_value_t = 5_000)]
+    pub ping_timeout: u64,
+    /// Default failed starts in a row before cooldown.
+    #[arg(long, env = "MAX_RESTART_ATTEMPTS", default_value_t = 3)]
+    pub max_restart_attempts: u32,
+    /// Default cooldown in ms.
+    #[arg(long, env = "RESTART_COOLDOWN", default_value_t = 60_000)]
+    pub restart_cooldown: u64,
+    /// Default uptime in seconds after which a start counts as good.
+    #[arg(long, env = "SLOT_START_SECS", default_value_t = 1)]
+    pub start_secs: u64,
+    /// Default first backoff delay in ms.
+    #[arg(long, env = "SLOT_BACKOFF_MS", default_value_t = 1_000)]
+    pub backoff_ms: u64,
+    /// Uid/gid of slot 0 when running as root (slot N gets base + N).
+    #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
+    pub slot_uid_base: u32,
+    /// Size at which a program log is rotated.
+    #[arg(long, env = "SLOT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per program.
+    #[arg(long, env = "SLOT_LOG_BACKUPS", default_value_t = 3)]
+    pub log_backups: u32,
+    /// Interval of the memory sampler in ms.
+    #[arg(long, env = "SLOT_SAMPLE_MS", default_value_t = 1_000)]
+    pub sample_ms: u64,
+}
+
+impl AgentConfig {
+    /// Port of `slot`, if the slot exists.
+    pub fn slot_port(&self, slot: u32) -> Option<u16> {
+        if slot >= self.slots {
+            return None;
+        }
+        u16::try_from(u32::from(self.base_port) + slot).ok()
+    }
+
+    /// Memory sampler interval.
+    pub fn sample_interval(&self) -> Duration {
+        Duration::from_millis(self.sample_ms.max(50))
+    }
+}

@@ -1,0 +1,265 @@
+//! slot-agent: the PID 1 process supervisor of a slotpack pool container.
+//!
+//! It starts, pings and restarts the programs of its slots, reaps every
+//! zombie, forwards SIGTERM/SIGINT, and serves a small HTTP API. The binary
+//! is a thin wrapper over [`run`].
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod logs;
+pub mod metrics;
+pub mod ping;
+pub mod policy;
+pub mod procfs;
+pub mod protocol;
+pub mod store;
+pub mod supervisor;
+
+use std::fs;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub use config::AgentConfig;
+use supervisor::{lock, Shared, Supervisor};
+
+/// Errors that keep the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No API token was given.
+    #[error("no API token: set SLOT_AGENT_TOKEN or --token-file")]
+    NoToken,
+    /// The token file could not be read.
+    #[error("reading token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state dir could not be prepared.
+    #[error("state dir {path}: {source}")]
+    StateDir {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Installing a signal handler failed.
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The API token from the flag/env or the token file.
+pub fn resolve_token(cfg: &AgentConfig) -> Result<String, AgentError> {
+    if let Some(path) = &cfg.token_file {
+        let text = fs::read_to_string(path).map_err(|source| AgentError::TokenFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let t = text.lines().next().unwrap_or("").trim().to_string();
+        return if t.is_empty() {
+            Err(AgentError::NoToken)
+        } else {
+            Ok(t)
+        };
+    }
+    match &cfg.token {
+        Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => Err(AgentError::NoToken),
+    }
+}
+
+/// Run the agent until SIGTERM or SIGINT; returns once every program ended.
+/// Must be called inside a current-thread tokio runtime.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let token = resolve_token(&cfg)?;
+    let is_pid1 = std::process::id() == 1;
+    if !is_pid1 {
+        // Orphans of our programs are re-parented to us, so we reap them.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            eprintln!("slot-agent: cannot become child subreaper: {e}");
+        }
+    }
+    raise_fd_limit();
+    let isolate = nix::unistd::geteuid().is_root();
+    let store = prepare_state_dir(&cfg)?;
+    end_leftovers(&store);
+
+    // Handlers first, so no exit or signal is missed once programs run.
+    let mut sigchld = signal(SignalKind::child()).map_err(AgentError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
+
+    let sup = Supervisor::new(&cfg, store.clone(), isolate);
+    {
+        let mut s = lock(&sup);
+        let records = store.load().map_err(|source| AgentError::StateDir {
+            path: cfg.state_dir.display().to_string(),
+            source,
+        })?;
+        for (id, mut rec) in records {
+            let valid = s.validate(&id, &mut rec.spec);
+            match valid.and_then(|_| s.insert(&id, rec.spec, rec.desired)) {
+                Ok(()) => {}
+                Err(e) => eprintln!("slot-agent: not restoring {id}: {e}"),
+            }
+        }
+        s.start_desired();
+        s.reap();
+    }
+
+    let reaper = {
+        let sup = sup.clone();
+        tokio::spawn(async move {
+            while sigchld.recv().await.is_some() {
+                lock(&sup).reap();
+            }
+        })
+    };
+    let sampler = tokio::spawn(sample_loop(sup.clone(), cfg.sample_interval()));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(api::Api {
+        sup: sup.clone(),
+        token: Arc::from(token.as_str()),
+    });
+    let server = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        if let Err(e) = r {
+            eprintln!("slot-agent: http server: {e}");
+        }
+    });
+    eprintln!(
+        "slot-agent: listening on {} (pid {}, {} slots from port {}, isolation {})",
+        cfg.listen,
+        std::process::id(),
+        cfg.slots,
+        cfg.base_port,
+        if isolate { "on" } else { "off" }
+    );
+
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    shutdown(&sup).await;
+    let _ = stop_tx.send(());
+    sampler.abort();
+    reaper.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    Ok(())
+}
+
+/// Stop every program at once, each within its stop timeout, reaping as they go.
+async fn shutdown(sup: &Shared) {
+    let limit = {
+        let mut s = lock(sup);
+        s.begin_shutdown();
+        s.max_stop_timeout(None)
+    };
+    let deadline = Instant::now() + limit + Duration::from_secs(2);
+    let mut sigchld = signal(SignalKind::child()).ok();
+    loop {
+        {
+            let mut s = lock(sup);
+            s.reap();
+            if s.all_down() || Instant::now() >= deadline {
+                return;
+            }
+        }
+        // Wake on the next exit, or poll in case the signal was consumed.
+        let wait = Duration::from_millis(20);
+        match sigchld.as_mut() {
+            Some(c) => {
+                let _ = tokio::time::timeout(wait, c.recv()).await;
+            }
+            None => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
+async fn sample_loop(sup: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let procs = procfs::all();
+        let rss = procfs::rss_by_group(&procs);
+        lock(&sup).sample_memory(&rss);
+    }
+}
+
+fn prepare_state_dir(cfg: &AgentConfig) -> Result<store::Store, AgentError> {
+    let err = |source| AgentError::StateDir {
+        path: cfg.state_dir.display().to_string(),
+        source,
+    };
+    let dir = &cfg.state_dir;
+    fs::create_dir_all(dir.join("logs")).map_err(err)?;
+    fs::create_dir_all(dir.join("slots")).map_err(err)?;
+    // Slot users must traverse into their homes but list nothing.
+    store::set_mode(dir, 0o711).map_err(err)?;
+    store::set_mode(&dir.join("slots"), 0o711).map_err(err)?;
+    store::set_mode(&dir.join("logs"), 0o700).map_err(err)?;
+    store::Store::open(dir).map_err(err)
+}
+
+/// End process groups that a previous agent (killed before it could stop
+/// them) left running, so the slot ports are free again.
+fn end_leftovers(store: &store::Store) {
+    let Ok(noted) = store.take_pids() else {
+        return;
+    };
+    let mut ended = Vec::new();
+    for (pid, ticks) in noted {
+        if procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks && s.state != 'Z') {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            ended.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline
+        && ended
+            .iter()
+            .any(|p| procfs::stat(*p).is_some_and(|s| s.state != 'Z'))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !ended.is_empty() {
+        eprintln!(
+            "slot-agent: ended {} program(s) left by a previous agent",
+            ended.len()
+        );
+    }
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

@@ -1,0 +1,92 @@
+//! Reading `/proc`: resident memory per process group, process start times.
+
+use std::collections::HashMap;
+use std::fs;
+
+/// One process as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// One-letter state (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Parent process id.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgrp: i32,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
+}
+
+/// Parse the text of `/proc/<pid>/stat`; the command name may hold spaces and parentheses.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let rest: Vec<&str> = text.get(close + 2..)?.split_ascii_whitespace().collect();
+    // rest[0] is field 3 (state); field N is rest[N - 3].
+    Some(ProcStat {
+        pid,
+        state: rest.first()?.chars().next()?,
+        ppid: rest.get(1)?.parse().ok()?,
+        pgrp: rest.get(2)?.parse().ok()?,
+        start_ticks: rest.get(19)?.parse().ok()?,
+        rss_pages: rest.get(21)?.parse().ok()?,
+    })
+}
+
+/// The stat of one process, if it exists.
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every process visible in `/proc`.
+pub fn all() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// Resident bytes summed per process group.
+pub fn rss_by_group(procs: &[ProcStat]) -> HashMap<i32, u64> {
+    let page = page_size();
+    let mut m = HashMap::new();
+    for p in procs {
+        *m.entry(p.pgrp).or_insert(0) += p.rss_pages * page;
+    }
+    m
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let t = "42 (a b) c)) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 777 1000 33 18446744073709551615";
+        let s = parse_stat(t).unwrap();
+        assert_eq!((s.pid, s.state, s.ppid, s.pgrp), (42, 'S', 1, 42));
+        assert_eq!((s.start_ticks, s.rss_pages), (777, 33));
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id() as i32;
+        let s = stat(me).unwrap();
+        assert_eq!(s.pid, me);
+        assert!(s.rss_pages > 0);
+        assert!(all().iter().any(|p| p.pid == me));
+    }
+}

@@ -1,0 +1,348 @@
+//! Wire types of the slot-agent HTTP API, shared with the orchestrator.
+//!
+//! All JSON is camelCase. Specs reject unknown fields so that a typo in an
+//! operator's request is an error rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What the agent should run in one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProgramSpec {
+    /// Executable path (absolute, or looked up in `PATH`).
+    pub command: String,
+    /// Arguments after the command.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment; `PORT`, `SLOT`, `TENANT_ID` and `HOME` are set by the agent.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Slot index inside the pool; required.
+    pub slot: Option<u32>,
+    /// Port of the slot; must equal `base_port + slot` when given.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Health ping; absent means no ping.
+    #[serde(default)]
+    pub ping: Option<PingSpec>,
+    /// Restart policy and pacing.
+    #[serde(default)]
+    pub restart: RestartSpec,
+    /// How the program is stopped.
+    #[serde(default)]
+    pub stop: StopSpec,
+    /// Resident memory limit of the program's process group, in MiB.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+}
+
+/// Kind of health ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PingKind {
+    /// `GET path` on the slot port; any 2xx is healthy.
+    Http,
+    /// A TCP connect to the slot port.
+    Tcp,
+}
+
+/// Health ping settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PingSpec {
+    /// `http` or `tcp`.
+    pub kind: PingKind,
+    /// Path of the http ping.
+    #[serde(default = "default_ping_path")]
+    pub path: String,
+    /// Time between pings (agent default: `HEALTH_CHECK_INTERVAL`).
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    /// One ping's timeout (agent default: `BOT_PING_TIMEOUT`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Failed pings in a row that restart the program.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Wait after a start before the first ping.
+    #[serde(default)]
+    pub initial_delay_ms: u64,
+}
+
+fn default_ping_path() -> String {
+    "/api/v1/ping".to_string()
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+/// When a program that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whatever the exit.
+    #[default]
+    Always,
+    /// Restart after a non-zero exit, a signal, or a kill for health or memory.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// Restart policy and pacing. `None` fields take the agent's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartSpec {
+    /// The policy.
+    #[serde(default)]
+    pub policy: RestartPolicy,
+    /// Failed starts in a row before cooldown (agent default: `MAX_RESTART_ATTEMPTS`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Pause after the attempts are spent (agent default: `RESTART_COOLDOWN`).
+    #[serde(default)]
+    pub cooldown_ms: Option<u64>,
+    /// Uptime after which a start counts as good.
+    #[serde(default)]
+    pub start_secs: Option<u64>,
+    /// First backoff delay; doubles with each failed start.
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+}
+
+/// How a program is stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StopSpec {
+    /// Signal name without `SIG`: TERM, INT, HUP, QUIT, KILL, USR1, USR2.
+    #[serde(default = "default_stop_signal")]
+    pub signal: String,
+    /// Time to wait before SIGKILL of the whole process group.
+    #[serde(default = "default_stop_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for StopSpec {
+    fn default() -> Self {
+        Self {
+            signal: default_stop_signal(),
+            timeout_ms: default_stop_timeout(),
+        }
+    }
+}
+
+fn default_stop_signal() -> String {
+    "TERM".to_string()
+}
+fn default_stop_timeout() -> u64 {
+    10_000
+}
+
+/// Lifecycle state of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramState {
+    /// Not running, and not meant to run until started.
+    Stopped,
+    /// Spawned, not yet up for `startSecs`.
+    Starting,
+    /// Up for at least `startSecs`.
+    Running,
+    /// Waiting before the next start after a failed one.
+    Backoff,
+    /// Attempts spent; waiting `cooldownMs` before trying again.
+    Cooldown,
+    /// Stop signal sent, waiting for the exit.
+    Stopping,
+    /// Ended and not restarted by its policy.
+    Exited,
+    /// A start failed and the policy forbids another try.
+    Fatal,
+}
+
+impl ProgramState {
+    /// Every state, in a stable order (for metrics).
+    pub const ALL: [ProgramState; 8] = [
+        ProgramState::Stopped,
+        ProgramState::Starting,
+        ProgramState::Running,
+        ProgramState::Backoff,
+        ProgramState::Cooldown,
+        ProgramState::Stopping,
+        ProgramState::Exited,
+        ProgramState::Fatal,
+    ];
+
+    /// The lower-case name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramState::Stopped => "stopped",
+            ProgramState::Starting => "starting",
+            ProgramState::Running => "running",
+            ProgramState::Backoff => "backoff",
+            ProgramState::Cooldown => "cooldown",
+            ProgramState::Stopping => "stopping",
+            ProgramState::Exited => "exited",
+            ProgramState::Fatal => "fatal",
+        }
+    }
+}
+
+/// How the last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastExit {
+    /// Exit code, when the program exited.
+    pub code: Option<i32>,
+    /// Signal name, when a signal ended it.
+    pub signal: Option<String>,
+    /// RFC 3339 time of the exit.
+    pub at: String,
+}
+
+/// Result of the latest health ping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastPing {
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Round trip in milliseconds.
+    pub latency_ms: f64,
+    /// RFC 3339 time of the ping.
+    pub at: String,
+}
+
+/// What the agent reports of one program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramStatus {
+    /// Program (tenant) id.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: ProgramState,
+    /// Process id of the running program.
+    pub pid: Option<u32>,
+    /// Slot index.
+    pub slot: u32,
+    /// Slot port.
+    pub port: u16,
+    /// Restarts since the program was created.
+    pub restarts: u64,
+    /// Running, and the latest ping (if any) succeeded.
+    pub healthy: bool,
+    /// How the last run ended.
+    pub last_exit: Option<LastExit>,
+    /// Latest ping.
+    pub last_ping: Option<LastPing>,
+    /// Resident memory of the process group at the latest sample.
+    pub rss_bytes: u64,
+    /// RFC 3339 start time of the current run.
+    pub started_at: Option<String>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `ok` while the agent answers.
+    pub status: String,
+    /// Number of programs known.
+    pub programs: usize,
+    /// Seconds since the agent started.
+    pub uptime_seconds: u64,
+}
+
+/// One `/v1/events` entry: a program changed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateEvent {
+    /// Program id.
+    pub id: String,
+    /// New state.
+    pub state: ProgramState,
+    /// Process id, when running.
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// RFC 3339 time of the change.
+    pub at: String,
+}
+
+/// Error body of every 4xx/5xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    /// Code and message.
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `bad_request`, `not_found`, `unauthorized`.
+    pub code: String,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Whether `id` is a valid program/tenant id: `^[a-z0-9][a-z0-9_-]{0,62}$`.
+pub fn is_valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(is_valid_id("bot-1"));
+        assert!(is_valid_id("0"));
+        assert!(is_valid_id(&"a".repeat(63)));
+        assert!(!is_valid_id(&"a".repeat(64)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("../x"));
+        assert!(!is_valid_id("-a"));
+        assert!(!is_valid_id("Bot"));
+        assert!(!is_valid_id("a.b"));
+    }
+
+    #[test]
+    fn spec_defaults_and_unknown_fields() {
+        let s: ProgramSpec = serde_json::from_str(r#"{"command":"/bin/true","slot":1}"#).unwrap();
+        assert_eq!(s.restart.policy, RestartPolicy::Always);
+        assert_eq!(s.stop.signal, "TERM");
+        assert!(s.ping.is_none());
+        let e = serde_json::from_str::<ProgramSpec>(r#"{"command":"x","slot":1,"bogus":1}"#);
+        assert!(e.unwrap_err().to_string().contains("bogus"));
+        let p: PingSpec = serde_json::from_str(r#"{"kind":"tcp"}"#).unwrap();
+        assert_eq!(p.interval_ms, None);
+        assert_eq!(p.failure_threshold, 3);
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let j = r#"{"command": "/usr/bin/python3", "args": ["-m", "http.server"], "env": {},
+ "slot": 3, "port": 9003,
+ "ping": {"kind": "http", "path": "/api/v1/ping", "intervalMs": 30000,
+          "timeoutMs": 5000, "failureThreshold": 3, "initialDelayMs": 0},
+ "restart": {"policy": "always", "maxAttempts": 3, "cooldownMs": 60000,
+             "startSecs": 1, "backoffMs": 1000},
+ "stop": {"signal": "TERM", "timeoutMs": 10000},
+ "maxMemoryMb": 512}"#;
+        let s: ProgramSpec = serde_json::from_str(j).unwrap();
+        assert_eq!(s.port, Some(9003));
+        assert_eq!(s.restart.max_attempts, Some(3));
+        assert_eq!(s.ping.unwrap().interval_ms, Some(30_000));
+        assert_eq!(s.max_memory_mb, Some(512));
+    }
+}

@@ -1,0 +1,971 @@
+//! The supervisor: sole owner of program state. Spawns programs, reacts to
+//! their exits, pings and memory, and applies the restart policy.
+//!
+//! Everything runs on one current-thread runtime. State sits behind one
+//! `Mutex` that is never held across an `.await`; timers and ping loops carry
+//! the run's generation and do nothing once it has moved on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::broadcast;
+
+use crate::clock::{now_rfc3339, rfc3339};
+use crate::config::AgentConfig;
+use crate::logs::LogFile;
+use crate::policy::{self, Decision, Pacing, RunEnd};
+use crate::protocol::{
+    LastExit, LastPing, PingKind, ProgramSpec, ProgramState, ProgramStatus, StateEvent,
+};
+use crate::store::{Desired, Record, Store};
+use crate::{ping, procfs};
+
+/// Handle to the supervisor shared by the API, the reaper and the timers.
+pub type Shared = Arc<Mutex<Supervisor>>;
+
+/// Lock the supervisor, recovering from a poisoned lock (state stays usable).
+pub fn lock(sh: &Shared) -> MutexGuard<'_, Supervisor> {
+    sh.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Errors of supervisor operations; the API maps them to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No program with that id.
+    #[error("program {0} not found")]
+    NotFound(String),
+    /// The request conflicts with another program.
+    #[error("{0}")]
+    Conflict(String),
+    /// The agent is shutting down.
+    #[error("agent is shutting down")]
+    ShuttingDown,
+    /// Disk I/O failed.
+    #[error("state dir: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why the agent is ending a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// Stopped through the API (or deleted).
+    Stop,
+    /// Restart through the API or a new spec: start again at once.
+    Restart,
+    /// Too many failed pings.
+    Unhealthy,
+    /// Past `maxMemoryMb`.
+    Memory,
+    /// The agent is exiting.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    StartSecs,
+    Backoff,
+    Cooldown,
+    StopTimeout,
+}
+
+struct Program {
+    spec: ProgramSpec,
+    slot: u32,
+    port: u16,
+    pacing: Pacing,
+    desired: Desired,
+    state: ProgramState,
+    pid: Option<i32>,
+    /// Bumped on every spawn, exit and cancel; stale timers compare it.
+    gen: u64,
+    restarts: u64,
+    failed_starts: u32,
+    started: Option<(Instant, SystemTime)>,
+    kill: Option<Kill>,
+    last_exit: Option<LastExit>,
+    last_ping: Option<LastPing>,
+    ping_failures: u32,
+    rss: u64,
+    log: Arc<Mutex<LogFile>>,
+}
+
+impl Program {
+    fn healthy(&self) -> bool {
+        self.state == ProgramState::Running
+            && (self.spec.ping.is_none() || self.last_ping.as_ref().is_some_and(|p| p.ok))
+    }
+}
+
+/// Defaults that fill omitted spec fields, and where things live.
+struct Settings {
+    base_port: u16,
+    slots: u32,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    max_attempts: u32,
+    cooldown: Duration,
+    start_secs: Duration,
+    backoff: Duration,
+    uid_base: Option<u32>,
+    logs_dir: PathBuf,
+    slots_dir: PathBuf,
+    log_max_bytes: u64,
+    log_backups: u32,
+}
+
+/// Owner of every program's state.
+pub struct Supervisor {
+    settings: Settings,
+    store: Store,
+    programs: BTreeMap<String, Program>,
+    by_pid: HashMap<i32, String>,
+    events: broadcast::Sender<StateEvent>,
+    started: Instant,
+    shutting_down: bool,
+    handle: Weak<Mutex<Supervisor>>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const RESERVED_ENV: [&str; 4] = ["PORT", "SLOT", "TENANT_ID", "HOME"];
+const STOP_SIGNALS: [(&str, Signal); 7] = [
+    ("TERM", Signal::SIGTERM),
+    ("INT", Signal::SIGINT),
+    ("HUP", Signal::SIGHUP),
+    ("QUIT", Signal::SIGQUIT),
+    ("KILL", Signal::SIGKILL),
+    ("USR1", Signal::SIGUSR1),
+    ("USR2", Signal::SIGUSR2),
+];
+
+impl Supervisor {
+    /// Create the supervisor over `state_dir`; `isolate` runs each slot under its own uid.
+    pub fn new(cfg: &AgentConfig, store: Store, isolate: bool) -> Shared {
+        let settings = Settings {
+            base_port: cfg.base_port,
+            slots: cfg.slots,
+            ping_interval: Duration::from_millis(cfg.health_check_interval.max(10)),
+            ping_timeout: Duration::from_millis(cfg.ping_timeout.max(1)),
+            max_attempts: cfg.max_restart_attempts.max(1),
+            cooldown: Duration::from_millis(cfg.restart_cooldown),
+            start_secs: Duration::from_secs(cfg.start_secs),
+            backoff: Duration::from_millis(cfg.backoff_ms),
+            uid_base: isolate.then_some(cfg.slot_uid_base),
+            logs_dir: cfg.state_dir.join("logs"),
+            slots_dir: cfg.state_dir.join("slots"),
+            log_max_bytes: cfg.log_max_bytes,
+            log_backups: cfg.log_backups,
+        };
+        let (events, _) = broadcast::channel(1024);
+        Arc::new_cyclic(|handle| {
+            Mutex::new(Supervisor {
+                settings,
+                store,
+                programs: BTreeMap::new(),
+                by_pid: HashMap::new(),
+                events,
+                started: Instant::now(),
+                shutting_down: false,
+                handle: handle.clone(),
+            })
+        })
+    }
+
+    /// Folder of program logs.
+    pub fn logs_dir(&self) -> &PathBuf {
+        &self.settings.logs_dir
+    }
+
+    /// Seconds since the agent started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Number of programs known.
+    pub fn len(&self) -> usize {
+        self.programs.len()
+    }
+
+    /// Whether no program is known.
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty()
+    }
+
+    /// A receiver of every state change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
+        self.events.subscribe()
+    }
+
+    /// Status of every program, ordered by id.
+    pub fn list(&self) -> Vec<ProgramStatus> {
+        self.programs.iter().map(|(id, p)| status(id, p)).collect()
+    }
+
+    /// Status of one program.
+    pub fn get(&self, id: &str) -> Result<ProgramStatus, SupervisorError> {
+        self.programs
+            .get(id)
+            .map(|p| status(id, p))
+            .ok_or_else(|| SupervisorError::NotFound(id.to_string()))
+    }
+
+    /// Check `spec` against the agent's slots and rules; fills in `port`.
+    pub fn validate(&self, id: &str, spec: &mut ProgramSpec) -> Result<(), SupervisorError> {
+        let bad = |m: String| Err(SupervisorError::Invalid(m));
+        if !crate::protocol::is_valid_id(id) {
+            return bad(format!(
+                "invalid program id {id:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
+            ));
+        }
+        if spec.command.is_empty() || spec.command.contains('\0') {
+            return bad("command must be a non-empty string without NUL".into());
+        }
+        if spec.args.iter().any(|a| a.contains('\0')) {
+            return bad("args must not contain NUL".into());
+        }
+        for (k, v) in &spec.env {
+            if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                return bad(format!("invalid env name or value {k:?}"));
+            }
+            if RESERVED_ENV.contains(&k.as_str()) {
+                return bad(format!("env {k} is set by the agent"));
+            }
+        }
+        let Some(slot) = spec.slot else {
+            return bad("slot is required".into());
+        };
+        let s = &self.settings;
+        let Some(port) = u16::try_from(u32::from(s.base_port) + slot)
+            .ok()
+            .filter(|_| slot < s.slots)
+        else {
+            return bad(format!("slot {slot} outside 0..{}", s.slots));
+        };
+        match spec.port {
+            Some(p) if p != port => {
+                return bad(format!(
+                    "port {p} outside the agent's range: slot {slot} has port {port}"
+                ))
+            }
+            _ => spec.port = Some(port),
+        }
+        if let Some(ping) = &spec.ping {
+            if !ping.path.starts_with('/') || ping.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return bad("ping.path must start with / and hold no spaces".into());
+            }
+            if ping.interval_ms.is_some_and(|v| v < 10) || ping.timeout_ms == Some(0) {
+                return bad("ping.intervalMs must be >= 10 and ping.timeoutMs >= 1".into());
+            }
+            if ping.failure_threshold == 0 {
+                return bad("ping.failureThreshold must be >= 1".into());
+            }
+        }
+        if spec.restart.max_attempts == Some(0) {
+            return bad("restart.maxAttempts must be >= 1".into());
+        }
+        if signal_of(&spec.stop.signal).is_none() {
+            return bad(format!(
+                "stop.signal {:?} unknown: want one of TERM INT HUP QUIT KILL USR1 USR2",
+                spec.stop.signal
+            ));
+        }
+        if spec.max_memory_mb == Some(0) {
+            return bad("maxMemoryMb must be >= 1".into());
+        }
+        if let Some((other, _)) = self
+            .programs
+            .iter()
+            .find(|(o, p)| o.as_str() != id && p.slot == slot)
+        {
+            return Err(SupervisorError::Conflict(format!(
+                "slot {slot} is taken by program {other}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Create or replace `id`; returns whether it was created.
+    pub fn put(&mut self, id: &str, mut spec: ProgramSpec) -> Result<bool, SupervisorError> {
+        self.refuse_if_shutting_down()?;
+        self.validate(id, &mut spec)?;
+        if let Some(p) = self.programs.get(id) {
+            if p.spec == spec {
+                return Ok(false);
+            }
+        }
+        self.store.save(
+            id,
+            &Record {
+                spec: spec.clone(),
+                desired: Desired::Running,
+            },
+        )?;
+        let slot = spec.slot.unwrap_or_default();
+        let port = spec.port.unwrap_or_default();
+        let pacing = self.pacing(&spec);
+        if let Some(p) = self.programs.get_mut(id) {
+            p.spec = spec;
+            p.slot = slot;
+            p.port = port;
+            p.pacing = pacing;
+            p.desired = Desired::Running;
+            self.restart_now(id);
+            return Ok(false);
+        }
+        self.insert(id, spec, Desired::Running)?;
+        self.start(id);
+        Ok(true)
+    }
+
+    /// Add a loaded or new program without starting it.
+    pub fn insert(
+        &mut self,
+        id: &str,
+        spec: ProgramSpec,
+        desired: Desired,
+    ) -> Result<(), SupervisorError> {
+        let slot = spec.slot.unwrap_or_default();
+        let port = spec.port.unwrap_or_default();
+        let s = &self.settings;
+        let log = LogFile::new(
+            s.logs_dir.join(format!("{id}.log")),
+            s.log_max_bytes,
+            s.log_backups,
+        );
+        let pacing = self.pacing(&spec);
+        self.programs.insert(
+            id.to_string(),
+            Program {
+                spec,
+                slot,
+                port,
+                pacing,
+                desired,
+                state: ProgramState::Stopped,
+                pid: None,
+                gen: 0,
+                restarts: 0,
+                failed_starts: 0,
+                started: None,
+                kill: None,
+                last_exit: None,
+                last_ping: None,
+                ping_failures: 0,
+                rss: 0,
+                log: Arc::new(Mutex::new(log)),
+            },
+        );
+        Ok(())
+    }
+
+    /// Start every program whose desired state is running (after loading).
+    pub fn start_desired(&mut self) {
+        let ids: Vec<String> = self
+            .programs
+            .iter()
+            .filter(|(_, p)| p.desired == Desired::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.start(&id);
+        }
+    }
+
+    /// API start: mark desired running and start unless a run is under way.
+    pub fn api_start(&mut self, id: &str) -> Result<(), SupervisorError> {
+        self.refuse_if_shutting_down()?;
+        self.set_desired(id, Desired::Running)?;
+        let p = self.program_mut(id)?;
+        if p.pid.is_none() {
+            p.gen += 1; // cancel backoff/cooldown timers
+            p.failed_starts = 0;
+            self.start(id);
+        }
+        Ok(())
+    }
+
+    /// API stop: mark desired stopped (kept across agent restarts) and stop.
+    pub fn api_stop(&mut self, id: &str) -> Result<(), SupervisorError> {
+        self.set_desired(id, Desired::Stopped)?;
+        self.stop(id, Kill::Stop);
+        Ok(())
+    }
+
+    /// API restart: desired running, end the current run, start again at once.
+    pub fn api_restart(&mut self, id: &str) -> Result<(), SupervisorError> {
+        self.refuse_if_shutting_down()?;
+        self.set_desired(id, Desired::Running)?;
+        self.program_mut(id)?.failed_starts = 0;
+        self.restart_now(id);
+        Ok(())
+    }
+
+    /// API delete, first half: forget the spec on disk and begin the stop.
+    pub fn api_delete_begin(&mut self, id: &str) -> Result<(), SupervisorError> {
+        self.program_mut(id)?;
+        self.store.remove(id)?;
+        self.program_mut(id)?.desired = Desired::Stopped;
+        self.stop(id, Kill::Stop);
+        Ok(())
+    }
+
+    /// API delete, second half (after the run ended): drop state, home and logs.
+    pub fn api_delete_finish(&mut self, id: &str) {
+        let Some(p) = self.programs.remove(id) else {
+            return;
+        };
+        if let Some(pid) = p.pid {
+            // It did not stop in time: end it hard and forget it.
+            self.by_pid.remove(&pid);
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = fs::remove_dir_all(self.settings.slots_dir.join(p.slot.to_string()));
+        for n in 0..=self.settings.log_backups {
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!(".{n}")
+            };
+            let _ = fs::remove_file(self.settings.logs_dir.join(format!("{id}.log{suffix}")));
+        }
+    }
+
+    /// Whether `id` has no process (or no longer exists).
+    pub fn is_down(&self, id: &str) -> bool {
+        self.programs.get(id).is_none_or(|p| p.pid.is_none())
+    }
+
+    /// Whether every program is down.
+    pub fn all_down(&self) -> bool {
+        self.programs.values().all(|p| p.pid.is_none())
+    }
+
+    /// The longest stop timeout of any program.
+    pub fn max_stop_timeout(&self, id: Option<&str>) -> Duration {
+        let t = self
+            .programs
+            .iter()
+            .filter(|(pid, _)| id.is_none_or(|i| i == pid.as_str()))
+            .map(|(_, p)| p.spec.stop.timeout_ms)
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(t)
+    }
+
+    /// Begin the agent's exit: stop every program, start nothing any more.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let ids: Vec<String> = self.programs.keys().cloned().collect();
+        for id in ids {
+            self.stop(&id, Kill::Shutdown);
+        }
+    }
+
+    /// Reap every exited child (programs and orphans alike).
+    pub fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid.as_raw(), Some(code), None),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_exit(pid.as_raw(), None, Some(sig))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("slot-agent: waitpid: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sample resident memory per program and enforce `maxMemoryMb`.
+    pub fn sample_memory(&mut self, rss_by_group: &HashMap<i32, u64>) {
+        let mut over = Vec::new();
+        for (id, p) in self.programs.iter_mut() {
+            p.rss = p
+                .pid
+                .and_then(|pid| rss_by_group.get(&pid).copied())
+                .unwrap_or(0);
+            if let Some(mb) = p.spec.max_memory_mb {
+                if p.pid.is_some() && p.kill.is_none() && p.rss > mb * 1024 * 1024 {
+                    over.push(id.clone());
+                }
+            }
+        }
+        for id in over {
+            self.note(&id, "memory limit exceeded: restarting");
+            self.stop(&id, Kill::Memory);
+        }
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<(), SupervisorError> {
+        if self.shutting_down {
+            Err(SupervisorError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn program_mut(&mut self, id: &str) -> Result<&mut Program, SupervisorError> {
+        self.programs
+            .get_mut(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_string()))
+    }
+
+    fn set_desired(&mut self, id: &str, desired: Desired) -> Result<(), SupervisorError> {
+        let p = self.program_mut(id)?;
+        if p.desired != desired {
+            let rec = Record {
+                spec: p.spec.clone(),
+                desired,
+            };
+            self.store.save(id, &rec)?;
+            self.program_mut(id)?.desired = desired;
+        }
+        Ok(())
+    }
+
+    fn pacing(&self, spec: &ProgramSpec) -> Pacing {
+        let s = &self.settings;
+        let r = &spec.restart;
+        Pacing {
+            policy: r.policy,
+            max_attempts: r.max_attempts.unwrap_or(s.max_attempts).max(1),
+            cooldown: r.cooldown_ms.map_or(s.cooldown, Duration::from_millis),
+            start_secs: r.start_secs.map_or(s.start_secs, Duration::from_secs),
+            backoff: r.backoff_ms.map_or(s.backoff, Duration::from_millis),
+        }
+    }
+
+    fn restart_now(&mut self, id: &str) {
+        let Some(p) = self.programs.get_mut(id) else {
+            return;
+        };
+        if p.pid.is_some() {
+            self.stop(id, Kill::Restart);
+        } else {
+            p.gen += 1;
+            if p.started.is_some() || p.last_exit.is_some() {
+                p.restarts += 1;
+            }
+            self.start(id);
+        }
+    }
+
+    /// Spawn a run of `id` now. A spawn error counts as a failed start.
+    fn start(&mut self, id: &str) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(p) = self.programs.get(id) else {
+            return;
+        };
+        if p.pid.is_some() {
+            return;
+        }
+        let spawned = self.spawn(id);
+        let Some(p) = self.programs.get_mut(id) else {
+            return;
+        };
+        p.gen += 1;
+        p.kill = None;
+        p.ping_failures = 0;
+        match spawned {
+            Ok(pid) => {
+                p.pid = Some(pid);
+                p.started = Some((Instant::now(), SystemTime::now()));
+                self.by_pid.insert(pid, id.to_string());
+                let start_ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
+                if let Err(e) = self.store.save_pid(id, pid, start_ticks) {
+                    eprintln!("slot-agent: {id}: noting pid: {e}");
+                }
+                let p = &self.programs[id];
+                let (gen, start_secs) = (p.gen, p.pacing.start_secs);
+                if start_secs.is_zero() {
+                    self.set_state(id, ProgramState::Running);
+                } else {
+                    self.set_state(id, ProgramState::Starting);
+                    self.schedule(id, gen, start_secs, Timer::StartSecs);
+                }
+                self.spawn_ping_loop(id);
+            }
+            Err(e) => {
+                self.note(id, &format!("cannot start: {e}"));
+                let p = self.programs.get_mut(id).expect("present");
+                p.started = None;
+                p.last_exit = Some(LastExit {
+                    code: None,
+                    signal: None,
+                    at: now_rfc3339(),
+                });
+                let end = RunEnd {
+                    started_ok: false,
+                    success: false,
+                };
+                self.apply_policy(id, end);
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: &str) -> io::Result<i32> {
+        let p = &self.programs[id];
+        let s = &self.settings;
+        let home = s.slots_dir.join(p.slot.to_string());
+        fs::create_dir_all(&home)?;
+        let uid = s.uid_base.map(|b| b + p.slot);
+        if let Some(uid) = uid {
+            let id = nix::unistd::Uid::from_raw(uid);
+            let gid = nix::unistd::Gid::from_raw(uid);
+            nix::unistd::chown(&home, Some(id), Some(gid)).map_err(io::Error::from)?;
+        }
+        crate::store::set_mode(&home, 0o700)?;
+
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut cmd = Command::new(&p.spec.command);
+        cmd.args(&p.spec.args)
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .envs(&p.spec.env)
+            .env("HOME", &home)
+            .env("PORT", p.port.to_string())
+            .env("SLOT", p.slot.to_string())
+            .env("TENANT_ID", id)
+            .current_dir(&home)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(write_end.try_clone()?))
+            .stdout(Stdio::from(write_end))
+            .process_group(0);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd.spawn();
+        drop(cmd); // closes our copies of the pipe's write end
+        let pid = child?.id() as i32;
+        // The Child is dropped without waiting: the reaper collects every exit.
+        pump_log(read_end, p.log.clone());
+        Ok(pid)
+    }
+
+    fn on_exit(&mut self, pid: i32, code: Option<i32>, signal: Option<Signal>) {
+        let Some(id) = self.by_pid.remove(&pid) else {
+            return; // an orphan that was re-parented to us: reaped, nothing else
+        };
+        // Whatever the program left in its process group goes with it.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if let Err(e) = self.store.clear_pid(&id) {
+            eprintln!("slot-agent: {id}: clearing pid: {e}");
+        }
+        let Some(p) = self.programs.get_mut(&id) else {
+            return;
+        };
+        p.pid = None;
+        p.gen += 1;
+        p.rss = 0;
+        p.last_exit = Some(LastExit {
+            code,
+            signal: signal.map(|s| s.as_str().trim_start_matches("SIG").to_string()),
+            at: now_rfc3339(),
+        });
+        let uptime = p.started.map_or(Duration::ZERO, |(i, _)| i.elapsed());
+        let started_ok = p.state == ProgramState::Running || uptime >= p.pacing.start_secs;
+        let kill = p.kill.take();
+        if self.shutting_down || p.desired == Desired::Stopped {
+            self.set_state(&id, ProgramState::Stopped);
+            return;
+        }
+        match kill {
+            Some(Kill::Stop) | Some(Kill::Shutdown) => self.set_state(&id, ProgramState::Stopped),
+            Some(Kill::Restart) => {
+                let p = self.programs.get_mut(&id).expect("present");
+                p.restarts += 1;
+                self.start(&id);
+            }
+            Some(Kill::Unhealthy) | Some(Kill::Memory) => self.apply_policy(
+                &id,
+                RunEnd {
+                    started_ok,
+                    success: false,
+                },
+            ),
+            None => self.apply_policy(
+                &id,
+                RunEnd {
+                    started_ok,
+                    success: code == Some(0),
+                },
+            ),
+        }
+    }
+
+    fn apply_policy(&mut self, id: &str, end: RunEnd) {
+        let p = self.programs.get_mut(id).expect("present");
+        let decision = policy::after_exit(&p.pacing, end, p.failed_starts);
+        let gen = p.gen;
+        match decision {
+            Decision::Restart {
+                delay,
+                failed_starts,
+            } => {
+                p.failed_starts = failed_starts;
+                if delay.is_zero() {
+                    p.restarts += 1;
+                    self.start(id);
+                } else {
+                    self.set_state(id, ProgramState::Backoff);
+                    self.schedule(id, gen, delay, Timer::Backoff);
+                }
+            }
+            Decision::Cooldown(d) => {
+                p.failed_starts = p.pacing.max_attempts;
+                self.set_state(id, ProgramState::Cooldown);
+                self.schedule(id, gen, d, Timer::Cooldown);
+            }
+            Decision::Exited => self.set_state(id, ProgramState::Exited),
+            Decision::Fatal => self.set_state(id, ProgramState::Fatal),
+        }
+    }
+
+    /// Send the stop signal to the group of `id` and arm the SIGKILL timer.
+    fn stop(&mut self, id: &str, why: Kill) {
+        let Some(p) = self.programs.get_mut(id) else {
+            return;
+        };
+        let Some(pid) = p.pid else {
+            // Nothing runs: cancel any pending backoff/cooldown start.
+            p.gen += 1;
+            if why == Kill::Restart {
+                p.restarts += 1;
+                self.start(id);
+            } else if p.state != ProgramState::Exited && p.state != ProgramState::Fatal
+                || why == Kill::Stop
+            {
+                self.set_state(id, ProgramState::Stopped);
+            }
+            return;
+        };
+        if p.kill.is_some() && why != Kill::Shutdown && why != Kill::Stop {
+            return; // already being stopped
+        }
+        p.kill = Some(why);
+        let sig = signal_of(&p.spec.stop.signal).unwrap_or(Signal::SIGTERM);
+        let (gen, timeout) = (p.gen, Duration::from_millis(p.spec.stop.timeout_ms));
+        let _ = killpg(Pid::from_raw(pid), sig);
+        self.set_state(id, ProgramState::Stopping);
+        self.schedule(id, gen, timeout, Timer::StopTimeout);
+    }
+
+    fn on_timer(&mut self, id: &str, gen: u64, timer: Timer) {
+        let Some(p) = self.programs.get_mut(id) else {
+            return;
+        };
+        if p.gen != gen {
+            return;
+        }
+        match timer {
+            Timer::StartSecs => {
+                if p.state == ProgramState::Starting {
+                    p.failed_starts = 0;
+                    self.set_state(id, ProgramState::Running);
+                }
+            }
+            Timer::Backoff => {
+                p.restarts += 1;
+                self.start(id);
+            }
+            Timer::Cooldown => {
+                p.failed_starts = 0;
+                p.restarts += 1;
+                self.start(id);
+            }
+            Timer::StopTimeout => {
+                if let Some(pid) = p.pid {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn on_ping(&mut self, id: &str, gen: u64, r: ping::PingResult) -> bool {
+        let Some(p) = self.programs.get_mut(id) else {
+            return false;
+        };
+        if p.gen != gen || p.pid.is_none() {
+            return false;
+        }
+        p.last_ping = Some(LastPing {
+            ok: r.ok,
+            latency_ms: r.latency.as_secs_f64() * 1000.0,
+            at: now_rfc3339(),
+        });
+        if r.ok {
+            p.ping_failures = 0;
+            return true;
+        }
+        p.ping_failures += 1;
+        let threshold = p
+            .spec
+            .ping
+            .as_ref()
+            .map_or(u32::MAX, |c| c.failure_threshold);
+        if p.ping_failures >= threshold && p.kill.is_none() {
+            let n = p.ping_failures;
+            self.note(id, &format!("{n} failed pings in a row: restarting"));
+            self.stop(id, Kill::Unhealthy);
+        }
+        true
+    }
+
+    fn set_state(&mut self, id: &str, state: ProgramState) {
+        let Some(p) = self.programs.get_mut(id) else {
+            return;
+        };
+        p.state = state;
+        let _ = self.events.send(StateEvent {
+            id: id.to_string(),
+            state,
+            pid: p.pid.map(|x| x as u32),
+            restarts: p.restarts,
+            at: now_rfc3339(),
+        });
+    }
+
+    /// Write an agent line into the program's log.
+    fn note(&self, id: &str, msg: &str) {
+        if let Some(p) = self.programs.get(id) {
+            let line = format!("[slot-agent {}] {msg}\n", now_rfc3339());
+            let _ = lock_log(&p.log).write(line.as_bytes());
+        }
+    }
+
+    fn schedule(&self, id: &str, gen: u64, after: Duration, timer: Timer) {
+        let handle = self.handle.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(sh) = handle.upgrade() {
+                lock(&sh).on_timer(&id, gen, timer);
+            }
+        });
+    }
+
+    fn spawn_ping_loop(&self, id: &str) {
+        let p = &self.programs[id];
+        let Some(cfg) = p.spec.ping.clone() else {
+            return;
+        };
+        let s = &self.settings;
+        let interval = cfg
+            .interval_ms
+            .map_or(s.ping_interval, Duration::from_millis);
+        let timeout = cfg.timeout_ms.map_or(s.ping_timeout, Duration::from_millis);
+        let addr = SocketAddr::from(([127, 0, 0, 1], p.port));
+        let (gen, handle, id) = (p.gen, self.handle.clone(), id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(cfg.initial_delay_ms)).await;
+            loop {
+                let r = ping::ping(cfg.kind, addr, &cfg.path, timeout).await;
+                let Some(sh) = handle.upgrade() else { return };
+                if !lock(&sh).on_ping(&id, gen, r) {
+                    return;
+                }
+                drop(sh);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+}
+
+fn status(id: &str, p: &Program) -> ProgramStatus {
+    ProgramStatus {
+        id: id.to_string(),
+        state: p.state,
+        pid: p.pid.map(|x| x as u32),
+        slot: p.slot,
+        port: p.port,
+        restarts: p.restarts,
+        healthy: p.healthy(),
+        last_exit: p.last_exit.clone(),
+        last_ping: p.last_ping.clone(),
+        rss_bytes: p.rss,
+        started_at: p
+            .started
+            .filter(|_| p.pid.is_some())
+            .map(|(_, t)| rfc3339(t)),
+    }
+}
+
+/// The ping kind of a status line in metrics (for labels).
+pub fn ping_kind_name(k: PingKind) -> &'static str {
+    match k {
+        PingKind::Http => "http",
+        PingKind::Tcp => "tcp",
+    }
+}
+
+/// The signal named by a stop spec (`TERM`, `KILL`, ...).
+pub fn signal_of(name: &str) -> Option<Signal> {
+    STOP_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+}
+
+fn lock_log(l: &Mutex<LogFile>) -> MutexGuard<'_, LogFile> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// One read buffer for every log pump (the runtime has one thread).
+    static PUMP_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 16 * 1024]);
+}
+
+/// Copy the program's output pipe into its log until every writer closed it.
+fn pump_log(read_end: OwnedFd, log: Arc<Mutex<LogFile>>) {
+    let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            if rx.readable().await.is_err() {
+                return;
+            }
+            let r = PUMP_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                let n = rx.try_read(&mut buf)?;
+                if n > 0 {
+                    let _ = lock_log(&log).write(&buf[..n]);
+                }
+                Ok::<_, io::Error>(n)
+            });
+            match r {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        }
+    });
+}

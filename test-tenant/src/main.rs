@@ -1,0 +1,276 @@
+//! `test-tenant`: a small program that behaves like a tenant (listens on
+//! `$PORT`, answers `GET /api/v1/ping` with `{"status":"pong"}`) and can be
+//! told to misbehave, for slotpack's tests, demos and benchmarks.
+//!
+//! Flags (all optional):
+//! `--host ADDR` bind address (default 127.0.0.1), `--no-listen`,
+//! `--crash-after-ms N` abort (SIGABRT), `--exit-after-ms N` exit with
+//! `--exit-code C` (default 0), `--hang-after-ms N` stop answering,
+//! `--leak-mb-per-sec N` grow resident memory, `--ignore-term` survive SIGTERM,
+//! `--spawn-orphan-ms N` leave a grandchild that exits after N ms with its
+//! parent gone, `--print-env`, `--log-lines N`, `--write-home NAME=TEXT`,
+//! `--try-read PATH`, `--try-kill PID`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Opts {
+    host: String,
+    listen: bool,
+    crash_after: Option<u64>,
+    exit_after: Option<u64>,
+    exit_code: u8,
+    hang_after: Option<u64>,
+    leak_mb_per_sec: u64,
+    ignore_term: bool,
+    spawn_orphan: Option<u64>,
+    orphan_middle: Option<u64>,
+    print_env: bool,
+    log_lines: u64,
+    write_home: Vec<String>,
+    try_read: Vec<String>,
+    try_kill: Vec<i32>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        host: "127.0.0.1".into(),
+        listen: true,
+        ..Opts::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{a}: {e}"));
+        match a.as_str() {
+            "--host" => o.host = val()?,
+            "--no-listen" => o.listen = false,
+            "--crash-after-ms" => o.crash_after = Some(num(val()?)?),
+            "--exit-after-ms" => o.exit_after = Some(num(val()?)?),
+            "--exit-code" => o.exit_code = val()?.parse().map_err(|e| format!("{a}: {e}"))?,
+            "--hang-after-ms" => o.hang_after = Some(num(val()?)?),
+            "--leak-mb-per-sec" => o.leak_mb_per_sec = num(val()?)?,
+            "--ignore-term" => o.ignore_term = true,
+            "--spawn-orphan-ms" => o.spawn_orphan = Some(num(val()?)?),
+            "--orphan-middle" => o.orphan_middle = Some(num(val()?)?),
+            "--print-env" => o.print_env = true,
+            "--log-lines" => o.log_lines = num(val()?)?,
+            "--write-home" => o.write_home.push(val()?),
+            "--try-read" => o.try_read.push(val()?),
+            "--try-kill" => o
+                .try_kill
+                .push(val()?.parse().map_err(|e| format!("{a}: {e}"))?),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("test-tenant: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(ms) = o.orphan_middle {
+        // Middle process of --spawn-orphan-ms: start the grandchild, exit at once.
+        let _ = Command::new("/proc/self/exe")
+            .args(["--no-listen", "--exit-after-ms", &ms.to_string()])
+            .spawn();
+        return ExitCode::SUCCESS;
+    }
+    if o.ignore_term {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&set),
+            None,
+        );
+    }
+    side_effects(&o);
+    let hung = Arc::new(AtomicBool::new(false));
+    if let Some(ms) = o.crash_after {
+        after(ms, || {
+            println!("test-tenant: crashing");
+            std::process::abort()
+        });
+    }
+    if let Some(ms) = o.exit_after {
+        let code = o.exit_code;
+        after(ms, move || {
+            println!("test-tenant: exiting with {code}");
+            std::process::exit(i32::from(code))
+        });
+    }
+    if let Some(ms) = o.hang_after {
+        let h = hung.clone();
+        after(ms, move || {
+            println!("test-tenant: hanging");
+            h.store(true, Ordering::SeqCst)
+        });
+    }
+    if o.leak_mb_per_sec > 0 {
+        let mb = o.leak_mb_per_sec;
+        thread::spawn(move || {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so the memory is resident.
+                hoard.push(vec![1u8; (mb * 1024 * 1024) as usize]);
+                thread::sleep(Duration::from_secs(1));
+            }
+        });
+    }
+    if !o.listen {
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+    let listener = match TcpListener::bind(format!("{}:{port}", o.host)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("test-tenant: bind {}:{port}: {e}", o.host);
+            return ExitCode::from(3);
+        }
+    };
+    println!("test-tenant: listening on {}:{port}", o.host);
+    for conn in listener.incoming() {
+        if hung.load(Ordering::SeqCst) {
+            loop {
+                thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        if let Ok(s) = conn {
+            thread::spawn(move || {
+                let _ = serve(s);
+            });
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn after(ms: u64, f: impl FnOnce() + Send + 'static) {
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(ms));
+        f()
+    });
+}
+
+fn side_effects(o: &Opts) {
+    if o.print_env {
+        for (k, v) in std::env::vars() {
+            println!("env {k}={v}");
+        }
+    }
+    for i in 0..o.log_lines {
+        println!("test-tenant: log line {i}");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    for w in &o.write_home {
+        let (name, text) = w.split_once('=').unwrap_or((w, ""));
+        match std::fs::write(format!("{home}/{name}"), text) {
+            Ok(()) => println!("write-home {name}: ok"),
+            Err(e) => println!("write-home {name}: error: {e}"),
+        }
+    }
+    for p in &o.try_read {
+        match std::fs::read_to_string(p) {
+            Ok(t) => println!("try-read {p}: ok: {t}"),
+            Err(e) => println!("try-read {p}: denied: {e}"),
+        }
+    }
+    for pid in &o.try_kill {
+        match nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        ) {
+            Ok(()) => println!("try-kill {pid}: ok"),
+            Err(e) => println!("try-kill {pid}: denied: {e}"),
+        }
+    }
+    if let Some(ms) = o.spawn_orphan {
+        let st = Command::new("/proc/self/exe")
+            .args(["--orphan-middle", &ms.to_string()])
+            .status();
+        println!("spawn-orphan: middle exited: {st:?}");
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// Answer one HTTP/1.1 connection (keep-alive supported).
+fn serve(s: TcpStream) -> std::io::Result<()> {
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut w = s;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut len = 0usize;
+        let mut close = false;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body)?;
+        let (status, ctype, out): (&str, &str, Vec<u8>) = match (method.as_str(), path.as_str()) {
+            ("GET", "/api/v1/ping") => (
+                "200 OK",
+                "application/json",
+                br#"{"status":"pong"}"#.to_vec(),
+            ),
+            ("GET", "/info") => {
+                let v = |k: &str| std::env::var(k).unwrap_or_default();
+                let j = format!(
+                    r#"{{"tenant":"{}","port":"{}","slot":"{}","pid":{},"uid":{}}}"#,
+                    v("TENANT_ID"),
+                    v("PORT"),
+                    v("SLOT"),
+                    std::process::id(),
+                    nix::unistd::getuid()
+                );
+                ("200 OK", "application/json", j.into_bytes())
+            }
+            (_, "/echo") => ("200 OK", "application/octet-stream", body),
+            _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
+        };
+        write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{}\r\n",
+            out.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )?;
+        w.write_all(&out)?;
+        if close {
+            return Ok(());
+        }
+    }
+}
