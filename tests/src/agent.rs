@@ -1,0 +1,242 @@
+//! A real `slot-agent` process on free loopback ports, with its own state dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::http::{request, Response};
+use crate::{alive, bin, wait_for};
+
+/// The token every test agent uses.
+pub const TOKEN: &str = "test-token-5f1c";
+
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+/// Find `n + 1` consecutive free loopback ports (API port, then the slots).
+pub fn free_port_block(n: u16) -> u16 {
+    let width = n + 1;
+    let seed = (std::process::id() % 300) as u16;
+    loop {
+        let k = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let base = 20_000 + ((seed * 7 + k) % 1_400) * 32;
+        assert!(width <= 32);
+        let free =
+            (base..base + width).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+/// A running agent; stopped (and every program group it noted ended) on drop.
+pub struct Agent {
+    /// The agent process.
+    pub child: Option<Child>,
+    /// API address `127.0.0.1:port`.
+    pub addr: String,
+    /// Port of slot 0.
+    pub base_port: u16,
+    /// Number of slots.
+    pub slots: u16,
+    /// State dir.
+    pub dir: PathBuf,
+    extra: Vec<String>,
+    stderr: PathBuf,
+}
+
+impl Agent {
+    /// Start an agent with `slots` slots and extra flags, waiting until it answers.
+    pub fn start(slots: u16, extra: &[&str]) -> Agent {
+        let api = free_port_block(slots);
+        let dir = std::env::temp_dir().join(format!("slotpack-test-{}-{api}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut a = Agent {
+            child: None,
+            addr: format!("127.0.0.1:{api}"),
+            base_port: api + 1,
+            slots,
+            stderr: dir.with_extension("stderr"),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        a.spawn();
+        a
+    }
+
+    /// The command line of this agent (for wrapping, e.g. in `unshare`).
+    pub fn command_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--listen".to_string(),
+            self.addr.clone(),
+            "--state-dir".into(),
+            self.dir.display().to_string(),
+            "--base-port".into(),
+            self.base_port.to_string(),
+            "--slots".into(),
+            self.slots.to_string(),
+        ];
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    /// (Re)start the agent process on the same state dir and ports.
+    pub fn spawn(&mut self) {
+        let err = std::fs::File::create(&self.stderr).unwrap();
+        let child = Command::new(bin("slot-agent"))
+            .args(self.command_args())
+            .env("SLOT_AGENT_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn slot-agent");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Wait until `/v1/health` answers.
+    pub fn wait_ready(&self) {
+        wait_for(Duration::from_secs(10), "agent health", || {
+            request(&self.addr, "GET", "/v1/health", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("agent running").id() as i32
+    }
+
+    /// What the agent printed on stderr.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// An authenticated request.
+    pub fn call(&self, method: &str, path: &str, body: &str) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        request(
+            &self.addr,
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// PUT a program spec, asserting success; returns its status.
+    pub fn put(&self, id: &str, spec: Value) -> Value {
+        let r = self.call("PUT", &format!("/v1/programs/{id}"), &spec.to_string());
+        assert!(
+            r.status == 200 || r.status == 201,
+            "PUT {id}: {} {}",
+            r.status,
+            r.text()
+        );
+        r.json()
+    }
+
+    /// GET a program's status.
+    pub fn status(&self, id: &str) -> Value {
+        let r = self.call("GET", &format!("/v1/programs/{id}"), "");
+        assert_eq!(r.status, 200, "GET {id}: {}", r.text());
+        r.json()
+    }
+
+    /// Wait until the status of `id` satisfies `pred`; returns it.
+    pub fn wait_status(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(limit, &format!("{id}: {what}"), || {
+            Some(self.status(id)).filter(|s| pred(s))
+        })
+    }
+
+    /// Wait until `id` is running with a pid; returns the pid.
+    pub fn wait_running(&self, id: &str) -> i32 {
+        let s = self.wait_status(id, "running", Duration::from_secs(10), |s| {
+            s["state"] == "running" && s["pid"].is_number()
+        });
+        s["pid"].as_i64().unwrap() as i32
+    }
+
+    /// Port of `slot`.
+    pub fn port(&self, slot: u16) -> u16 {
+        self.base_port + slot
+    }
+
+    /// The last `n` log lines of `id`.
+    pub fn logs(&self, id: &str, n: usize) -> String {
+        let r = self.call("GET", &format!("/v1/programs/{id}/logs?tail={n}"), "");
+        assert_eq!(r.status, 200, "logs: {}", r.text());
+        r.text()
+    }
+
+    /// Send `sig` to the agent and wait for it to exit; returns its exit status.
+    pub fn signal_and_wait(&mut self, sig: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        wait_for(Duration::from_secs(30), "agent exit", || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Process groups the agent noted for its running programs.
+    pub fn noted_groups(dir: &Path) -> Vec<i32> {
+        let Ok(rd) = std::fs::read_dir(dir.join("run")) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| {
+            let t = std::fs::read_to_string(e.ok()?.path()).ok()?;
+            t.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+        }
+        // An agent killed with -9 leaves its programs: end the ones it noted.
+        for g in Agent::noted_groups(&self.dir) {
+            if alive(g) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(g),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// Spec JSON for the test tenant in `slot`, with extra args and fields merged in.
+pub fn tenant_spec(slot: u16, args: &[&str], extra: Value) -> Value {
+    let mut spec = serde_json::json!({
+        "command": bin("test-tenant").display().to_string(),
+        "args": args,
+        "slot": slot,
+    });
+    if let (Some(m), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    spec
+}
