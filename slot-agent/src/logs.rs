@@ -26,24 +26,38 @@ impl LogFile {
         }
     }
 
-    /// Append `data`, rotating first when it would pass the size limit.
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.file.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.size = f.metadata()?.len();
-            self.file = Some(f);
+    /// Append `data`, rotating whenever the file reaches the size limit. A
+    /// chunk is cut at its last newline that fits, so lines stay whole unless
+    /// one line alone is longer than the limit.
+    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.file.is_none() {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                self.size = f.metadata()?.len();
+                self.file = Some(f);
+            }
+            let room = self.max_bytes.saturating_sub(self.size) as usize;
+            let take = if data.len() <= room {
+                data.len()
+            } else {
+                match data[..room].iter().rposition(|c| *c == b'\n') {
+                    Some(i) => i + 1,
+                    None if self.size == 0 => room,
+                    None => 0,
+                }
+            };
+            if let Some(f) = self.file.as_mut() {
+                f.write_all(&data[..take])?;
+            }
+            self.size += take as u64;
+            data = &data[take..];
+            if !data.is_empty() {
+                self.rotate()?;
+            }
         }
-        if self.size > 0 && self.size + data.len() as u64 > self.max_bytes {
-            self.rotate()?;
-            return self.write(data);
-        }
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(data)?;
-        }
-        self.size += data.len() as u64;
         Ok(())
     }
 
@@ -150,6 +164,14 @@ mod tests {
         assert_eq!(fs::read_to_string(d.join("x.log.1")).unwrap(), "line3...\n");
         assert_eq!(fs::read_to_string(d.join("x.log.2")).unwrap(), "line2...\n");
         assert!(!d.join("x.log.3").exists());
+        // One chunk larger than the limit is split at line ends.
+        let mut l = LogFile::new(d.join("y.log"), 10, 2);
+        l.write(b"aaaa\nbbbb\ncccc\ndddddddddddddd\n").unwrap();
+        // Files in order: "aaaa\nbbbb\n" (dropped), "cccc\n", then the
+        // 15-byte line split into 10 + 5 bytes.
+        assert_eq!(fs::read_to_string(d.join("y.log.2")).unwrap(), "cccc\n");
+        assert_eq!(fs::read_to_string(d.join("y.log.1")).unwrap(), "dddddddddd");
+        assert_eq!(fs::read_to_string(d.join("y.log")).unwrap(), "dddd\n");
         fs::remove_dir_all(&d).unwrap();
     }
 

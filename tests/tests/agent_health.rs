@@ -1,0 +1,131 @@
+//! Pings, memory and logs on a real slot-agent.
+
+use std::time::Duration;
+
+use serde_json::json;
+use slotpack_tests::agent::{tenant_spec, Agent};
+
+const LONG: Duration = Duration::from_secs(15);
+
+#[test]
+fn failing_http_pings_restart_the_program() {
+    let a = Agent::start(2, &[]);
+    let spec = tenant_spec(
+        0,
+        &["--hang-after-ms", "400"],
+        json!({
+            "restart": {"startSecs": 0},
+            "ping": {"kind": "http", "intervalMs": 100, "timeoutMs": 100, "failureThreshold": 3}
+        }),
+    );
+    a.put("hangs", spec);
+    let pid = a.wait_running("hangs");
+    a.wait_status("hangs", "a good ping", LONG, |s| {
+        s["lastPing"]["ok"] == true && s["healthy"] == true
+    });
+    let s = a.wait_status("hangs", "restart for failed pings", LONG, |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    assert_ne!(s["pid"].as_i64(), Some(pid as i64));
+    assert!(a.logs("hangs", 100).contains("failed pings in a row"));
+}
+
+#[test]
+fn http_ping_needs_2xx_and_tcp_ping_needs_a_listener() {
+    let a = Agent::start(3, &[]);
+    // Listens, but the ping path answers 404: never healthy, restarted.
+    a.put(
+        "wrongpath",
+        tenant_spec(0, &[], json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "path": "/nope", "intervalMs": 100, "failureThreshold": 2}})),
+    );
+    let s = a.wait_status("wrongpath", "failed ping seen", LONG, |s| {
+        s["lastPing"]["ok"] == false
+    });
+    assert_eq!(s["healthy"], false);
+    a.wait_status("wrongpath", "restart", LONG, |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    // tcp ping against a listener: healthy, with latency.
+    a.put(
+        "tcpok",
+        tenant_spec(
+            1,
+            &[],
+            json!({"restart": {"startSecs": 0}, "ping": {"kind": "tcp", "intervalMs": 100}}),
+        ),
+    );
+    let s = a.wait_status("tcpok", "healthy", LONG, |s| s["healthy"] == true);
+    assert!(s["lastPing"]["latencyMs"].as_f64().is_some());
+    // tcp ping with nothing listening: restarted after the threshold.
+    a.put(
+        "tcpbad",
+        tenant_spec(2, &["--no-listen"], json!({"restart": {"startSecs": 0}, "ping": {"kind": "tcp", "intervalMs": 100, "failureThreshold": 2}})),
+    );
+    a.wait_status("tcpbad", "restart", LONG, |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+}
+
+#[test]
+fn initial_delay_defers_the_first_ping() {
+    let a = Agent::start(2, &[]);
+    a.put(
+        "late",
+        tenant_spec(0, &[], json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100, "initialDelayMs": 60000}})),
+    );
+    a.wait_running("late");
+    // Meanwhile other pings do happen, so the agent's loop runs.
+    a.put(
+        "early",
+        tenant_spec(
+            1,
+            &[],
+            json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100}}),
+        ),
+    );
+    a.wait_status("early", "pinged", LONG, |s| s["lastPing"]["ok"] == true);
+    assert!(a.status("late")["lastPing"].is_null());
+}
+
+#[test]
+fn logs_are_captured_rotated_and_tailed() {
+    let a = Agent::start(2, &["--log-max-bytes", "4000", "--log-backups", "2"]);
+    a.put(
+        "chatty",
+        tenant_spec(
+            0,
+            &["--no-listen", "--log-lines", "500"],
+            json!({"restart": {"startSecs": 0}}),
+        ),
+    );
+    a.wait_running("chatty");
+    let tail = slotpack_tests::wait_for(LONG, "last line logged", || {
+        let t = a.logs("chatty", 3);
+        t.contains("log line 499").then_some(t)
+    });
+    assert_eq!(
+        tail,
+        "test-tenant: log line 497\ntest-tenant: log line 498\ntest-tenant: log line 499\n"
+    );
+    let logs = a.dir.join("logs");
+    assert!(logs.join("chatty.log.1").exists());
+    assert!(logs.join("chatty.log.2").exists());
+    assert!(!logs.join("chatty.log.3").exists());
+    for f in ["chatty.log", "chatty.log.1", "chatty.log.2"] {
+        assert!(std::fs::metadata(logs.join(f)).unwrap().len() <= 4000);
+    }
+    // stderr is captured too.
+    a.put(
+        "errs",
+        tenant_spec(
+            1,
+            &["--bogus-flag"],
+            json!({"restart": {"policy": "never"}}),
+        ),
+    );
+    slotpack_tests::wait_for(LONG, "stderr in the log", || {
+        a.logs("errs", 5)
+            .contains("unknown flag --bogus-flag")
+            .then_some(())
+    });
+}
