@@ -44,12 +44,19 @@ pub struct Agent {
     /// State dir.
     pub dir: PathBuf,
     extra: Vec<String>,
+    wrapper: Vec<String>,
     stderr: PathBuf,
 }
 
 impl Agent {
     /// Start an agent with `slots` slots and extra flags, waiting until it answers.
     pub fn start(slots: u16, extra: &[&str]) -> Agent {
+        Agent::start_wrapped(slots, extra, &[])
+    }
+
+    /// Like [`Agent::start`], with the agent run by a wrapper command such as
+    /// `unshare --fork --pid --mount-proc`.
+    pub fn start_wrapped(slots: u16, extra: &[&str], wrapper: &[&str]) -> Agent {
         let api = free_port_block(slots);
         let dir = std::env::temp_dir().join(format!("slotpack-test-{}-{api}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -62,6 +69,7 @@ impl Agent {
             stderr: dir.with_extension("stderr"),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         a.spawn();
         a
@@ -86,8 +94,12 @@ impl Agent {
     /// (Re)start the agent process on the same state dir and ports.
     pub fn spawn(&mut self) {
         let err = std::fs::File::create(&self.stderr).unwrap();
-        let child = Command::new(bin("slot-agent"))
-            .args(self.command_args())
+        let agent = bin("slot-agent").display().to_string();
+        let mut argv = self.wrapper.clone();
+        argv.push(agent);
+        argv.extend(self.command_args());
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
             .env("SLOT_AGENT_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -107,9 +119,15 @@ impl Agent {
         });
     }
 
-    /// The agent's pid.
+    /// The agent's pid (as seen from here, also when wrapped).
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("agent running").id() as i32
+        let outer = self.child.as_ref().expect("agent running").id() as i32;
+        if self.wrapper.is_empty() {
+            return outer;
+        }
+        wait_for(Duration::from_secs(10), "wrapped agent process", || {
+            crate::children_of(outer).first().map(|(p, _)| *p)
+        })
     }
 
     /// What the agent printed on stderr.
@@ -187,8 +205,9 @@ impl Agent {
 
     /// Send `sig` to the agent and wait for it to exit; returns its exit status.
     pub fn signal_and_wait(&mut self, sig: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let pid = self.pid();
         let mut child = self.child.take().expect("agent running");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         wait_for(Duration::from_secs(30), "agent exit", || {
             child.try_wait().ok().flatten()
         })

@@ -3,6 +3,7 @@
 //! poll-until-true waits instead of sleeps.
 
 pub mod agent;
+pub mod docker;
 pub mod http;
 
 use std::path::PathBuf;

@@ -1,0 +1,93 @@
+//! Containers on the local Docker engine, through the `docker` CLI. Every
+//! container is labelled `managed-by=slotpack` and removed by id on drop.
+
+use std::process::Command;
+
+/// The pool image the tests use.
+pub fn pool_image() -> String {
+    std::env::var("SLOTPACK_POOL_IMAGE").unwrap_or_else(|_| "slotpack/pool:latest".into())
+}
+
+/// Run `docker args`, returning stdout; panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether Docker tests can run: the engine answers and the pool image
+/// exists. In CI a missing engine or image fails the test instead.
+pub fn require_docker(test: &str) -> bool {
+    let engine = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let image = engine
+        && Command::new("docker")
+            .args(["image", "inspect", &pool_image()])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if engine && image {
+        return true;
+    }
+    let why = if engine {
+        format!(
+            "image {} missing: run scripts/build-images.sh",
+            pool_image()
+        )
+    } else {
+        "no Docker engine".to_string()
+    };
+    assert!(!crate::in_ci(), "{test}: {why}; CI must run Docker tests");
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+/// A container we started; force-removed (with its volumes) on drop.
+pub struct Container {
+    /// Container id.
+    pub id: String,
+}
+
+impl Container {
+    /// `docker run -d --label managed-by=slotpack <args>`.
+    pub fn run(args: &[&str]) -> Container {
+        let mut all = vec![
+            "run",
+            "-d",
+            "--label",
+            "managed-by=slotpack",
+            "--label",
+            "slotpack.test=true",
+        ];
+        all.extend_from_slice(args);
+        Container { id: docker(&all) }
+    }
+
+    /// `docker inspect -f <format>` of this container.
+    pub fn inspect(&self, format: &str) -> String {
+        docker(&["inspect", "-f", format, &self.id])
+    }
+
+    /// The host address published for a container port, e.g. `127.0.0.1:32768`.
+    pub fn published(&self, port: &str) -> String {
+        let out = docker(&["port", &self.id, port]);
+        out.lines().next().unwrap_or_default().trim().to_string()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .output();
+    }
+}
