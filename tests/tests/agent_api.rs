@@ -154,7 +154,7 @@ fn bad_input_gets_4xx_json_and_changes_nothing() {
         ("/v1/programs/UPPER", ok.to_string(), 400, "bad_request"),
         ("/v1/programs/-lead", ok.to_string(), 400, "bad_request"),
         (
-            &"/v1/programs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "/v1/programs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             ok.to_string(),
             400,
             "bad_request",

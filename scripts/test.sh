@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every check and test of slotpack: format, lints, docs, unit and end-to-end
+# tests (the Docker ones too, which must run when CI=true).
+# Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/ensure.sh
+ensure_rust
+ensure_cmd unshare util-linux
+ensure_cmd readelf binutils
+
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+echo "== build"
+cargo build --workspace --bins --locked
+if docker info >/dev/null 2>&1; then
+  bash scripts/build-images.sh
+elif [ "${CI:-}" = "true" ]; then
+  echo "error: CI=true but the Docker engine does not answer" >&2
+  exit 1
+else
+  echo "warning: no Docker engine: the Docker tests will be skipped" >&2
+fi
+
+echo "== test"
+cargo test --workspace --locked
