@@ -77,14 +77,16 @@ fn slots_cannot_read_or_signal_each_other_and_never_see_the_token() {
     );
     assert!(log.contains(&format!("env PORT={}", a.port(1))), "{log}");
     // Each slot runs as its own user with a private home.
-    let info = request(
-        &format!("127.0.0.1:{}", a.port(2)),
-        "GET",
-        "/info",
-        &[],
-        b"",
-    )
-    .unwrap()
+    let info = wait_for(LONG, "victim answers", || {
+        request(
+            &format!("127.0.0.1:{}", a.port(2)),
+            "GET",
+            "/info",
+            &[],
+            b"",
+        )
+        .ok()
+    })
     .json();
     assert_eq!(info["uid"], 10_002);
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

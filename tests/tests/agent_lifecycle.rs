@@ -22,18 +22,18 @@ fn kill_9_is_seen_at_once_and_restarted() {
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let pid = a.wait_running("bot-a");
-    assert_eq!(
+    // `running` (startSecs 0) comes at spawn; the port opens a moment later.
+    let pong = wait_for(LONG, "tenant ping", || {
         request(
             &format!("127.0.0.1:{}", a.port(1)),
             "GET",
             "/api/v1/ping",
             &[],
-            b""
+            b"",
         )
-        .map(|r| r.text())
-        .ok(),
-        Some(r#"{"status":"pong"}"#.to_string())
-    );
+        .ok()
+    });
+    assert_eq!(pong.text(), r#"{"status":"pong"}"#);
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let s = a.wait_status("bot-a", "restarted with a new pid", LONG, |s| {
         s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p as i32 != pid)
