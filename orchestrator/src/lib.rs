@@ -1,1 +1,3 @@
-//! slotpack orchestrator library (issue B: not built yet).
+//! slotpack orchestrator library.
+
+pub mod placement;
