@@ -299,6 +299,56 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
+/// Environment names the agent sets for every program.
+pub const RESERVED_ENV: [&str; 4] = ["PORT", "SLOT", "TENANT_ID", "HOME"];
+
+/// Stop signal names a spec may use.
+pub const STOP_SIGNALS: [&str; 7] = ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"];
+
+/// Check the parts of a spec that do not depend on the agent's slots:
+/// command, args, env, ping, restart, stop and memory. Pure.
+pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
+    if spec.command.is_empty() || spec.command.contains('\0') {
+        return Err("command must be a non-empty string without NUL".into());
+    }
+    if spec.args.iter().any(|a| a.contains('\0')) {
+        return Err("args must not contain NUL".into());
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(format!("invalid env name or value {k:?}"));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return Err(format!("env {k} is set by the agent"));
+        }
+    }
+    if let Some(ping) = &spec.ping {
+        if !ping.path.starts_with('/') || ping.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err("ping.path must start with / and hold no spaces".into());
+        }
+        if ping.interval_ms.is_some_and(|v| v < 10) || ping.timeout_ms == Some(0) {
+            return Err("ping.intervalMs must be >= 10 and ping.timeoutMs >= 1".into());
+        }
+        if ping.failure_threshold == 0 {
+            return Err("ping.failureThreshold must be >= 1".into());
+        }
+    }
+    if spec.restart.max_attempts == Some(0) {
+        return Err("restart.maxAttempts must be >= 1".into());
+    }
+    if !STOP_SIGNALS.contains(&spec.stop.signal.as_str()) {
+        return Err(format!(
+            "stop.signal {:?} unknown: want one of {}",
+            spec.stop.signal,
+            STOP_SIGNALS.join(" ")
+        ));
+    }
+    if spec.max_memory_mb == Some(0) {
+        return Err("maxMemoryMb must be >= 1".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

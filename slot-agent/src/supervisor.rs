@@ -26,9 +26,7 @@ use crate::clock::{now_rfc3339, rfc3339};
 use crate::config::AgentConfig;
 use crate::logs::LogFile;
 use crate::policy::{self, Decision, Pacing, RunEnd};
-use crate::protocol::{
-    LastExit, LastPing, PingKind, ProgramSpec, ProgramState, ProgramStatus, StateEvent,
-};
+use crate::protocol::{LastExit, LastPing, ProgramSpec, ProgramState, ProgramStatus, StateEvent};
 use crate::store::{Desired, Record, Store};
 use crate::{ping, procfs};
 
@@ -141,17 +139,6 @@ pub struct Supervisor {
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const RESERVED_ENV: [&str; 4] = ["PORT", "SLOT", "TENANT_ID", "HOME"];
-const STOP_SIGNALS: [(&str, Signal); 7] = [
-    ("TERM", Signal::SIGTERM),
-    ("INT", Signal::SIGINT),
-    ("HUP", Signal::SIGHUP),
-    ("QUIT", Signal::SIGQUIT),
-    ("KILL", Signal::SIGKILL),
-    ("USR1", Signal::SIGUSR1),
-    ("USR2", Signal::SIGUSR2),
-];
-
 impl Supervisor {
     /// Create the supervisor over `state_dir`; `isolate` runs each slot under its own uid.
     pub fn new(cfg: &AgentConfig, store: Store, isolate: bool) -> Shared {
@@ -231,20 +218,7 @@ impl Supervisor {
                 "invalid program id {id:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
             ));
         }
-        if spec.command.is_empty() || spec.command.contains('\0') {
-            return bad("command must be a non-empty string without NUL".into());
-        }
-        if spec.args.iter().any(|a| a.contains('\0')) {
-            return bad("args must not contain NUL".into());
-        }
-        for (k, v) in &spec.env {
-            if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-                return bad(format!("invalid env name or value {k:?}"));
-            }
-            if RESERVED_ENV.contains(&k.as_str()) {
-                return bad(format!("env {k} is set by the agent"));
-            }
-        }
+        crate::protocol::check_spec(spec).map_err(SupervisorError::Invalid)?;
         let Some(slot) = spec.slot else {
             return bad("slot is required".into());
         };
@@ -262,29 +236,6 @@ impl Supervisor {
                 ))
             }
             _ => spec.port = Some(port),
-        }
-        if let Some(ping) = &spec.ping {
-            if !ping.path.starts_with('/') || ping.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return bad("ping.path must start with / and hold no spaces".into());
-            }
-            if ping.interval_ms.is_some_and(|v| v < 10) || ping.timeout_ms == Some(0) {
-                return bad("ping.intervalMs must be >= 10 and ping.timeoutMs >= 1".into());
-            }
-            if ping.failure_threshold == 0 {
-                return bad("ping.failureThreshold must be >= 1".into());
-            }
-        }
-        if spec.restart.max_attempts == Some(0) {
-            return bad("restart.maxAttempts must be >= 1".into());
-        }
-        if signal_of(&spec.stop.signal).is_none() {
-            return bad(format!(
-                "stop.signal {:?} unknown: want one of TERM INT HUP QUIT KILL USR1 USR2",
-                spec.stop.signal
-            ));
-        }
-        if spec.max_memory_mb == Some(0) {
-            return bad("maxMemoryMb must be >= 1".into());
         }
         if let Some((other, _)) = self
             .programs
@@ -910,20 +861,18 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
     }
 }
 
-/// The ping kind of a status line in metrics (for labels).
-pub fn ping_kind_name(k: PingKind) -> &'static str {
-    match k {
-        PingKind::Http => "http",
-        PingKind::Tcp => "tcp",
-    }
-}
-
 /// The signal named by a stop spec (`TERM`, `KILL`, ...).
 pub fn signal_of(name: &str) -> Option<Signal> {
-    STOP_SIGNALS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
+    Some(match name {
+        "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "HUP" => Signal::SIGHUP,
+        "QUIT" => Signal::SIGQUIT,
+        "KILL" => Signal::SIGKILL,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => return None,
+    })
 }
 
 fn lock_log(l: &Mutex<LogFile>) -> MutexGuard<'_, LogFile> {

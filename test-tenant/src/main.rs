@@ -10,6 +10,9 @@
 //! `--spawn-orphan-ms N` leave a grandchild that exits after N ms with its
 //! parent gone, `--print-env`, `--log-lines N`, `--write-home NAME=TEXT`,
 //! `--try-read PATH`, `--try-kill PID`.
+//!
+//! `GET /ws` with `Upgrade: websocket` completes a real websocket handshake
+//! and echoes every text or binary frame back.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -221,6 +224,7 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
         let path = parts.next().unwrap_or("").to_string();
         let mut len = 0usize;
         let mut close = false;
+        let mut ws_key: Option<String> = None;
         loop {
             let mut h = String::new();
             if r.read_line(&mut h)? == 0 {
@@ -232,12 +236,24 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
             }
             if let Some((k, v)) = h.split_once(':') {
                 let k = k.trim().to_ascii_lowercase();
-                if k == "content-length" {
+                if k == "sec-websocket-key" {
+                    ws_key = Some(v.trim().to_string());
+                } else if k == "content-length" {
                     len = v.trim().parse().unwrap_or(0);
                 } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
                     close = true;
                 }
             }
+        }
+        if let (Some(key), "/ws") = (&ws_key, path.as_str()) {
+            let accept = base64(&sha1(
+                format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+            ));
+            write!(
+                w,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )?;
+            return ws_echo(r, w);
         }
         let mut body = vec![0u8; len];
         r.read_exact(&mut body)?;
@@ -272,5 +288,147 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
         if close {
             return Ok(());
         }
+    }
+}
+
+/// Echo websocket frames (unmasking the client's) until a close frame.
+fn ws_echo(mut r: BufReader<TcpStream>, mut w: TcpStream) -> std::io::Result<()> {
+    loop {
+        let mut h = [0u8; 2];
+        r.read_exact(&mut h)?;
+        let opcode = h[0] & 0x0f;
+        let masked = h[1] & 0x80 != 0;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b)?;
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b)?;
+            len = u64::from_be_bytes(b);
+        }
+        let mut mask = [0u8; 4];
+        if masked {
+            r.read_exact(&mut mask)?;
+        }
+        let mut payload = vec![0u8; len as usize];
+        r.read_exact(&mut payload)?;
+        if masked {
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+        }
+        let mut out = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(n as u8),
+            n if n <= 0xffff => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&payload);
+        w.write_all(&out)?;
+        if opcode == 0x8 {
+            return Ok(());
+        }
+    }
+}
+
+/// SHA-1 (FIPS 180-4), for the websocket accept key only.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
+    let mut msg = data.to_vec();
+    let bits = (data.len() as u64) * 8;
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bits.to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes([
+                block[4 * i],
+                block[4 * i + 1],
+                block[4 * i + 2],
+                block[4 * i + 3],
+            ]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_accept_key_of_rfc_6455() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+        assert_eq!(
+            base64(&sha1(key.as_bytes())),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
     }
 }

@@ -1,0 +1,223 @@
+//! HTTP client of the pools' slot-agents.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use slot_agent::protocol::{ProgramSpec, ProgramStatus};
+
+/// Errors talking to an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No answer (connect failure, timeout, broken connection).
+    #[error("agent at {0} unreachable: {1}")]
+    Unreachable(SocketAddr, String),
+    /// The agent answered with an error.
+    #[error("agent at {addr} answered {status}: {body}")]
+    Status {
+        /// Agent address.
+        addr: SocketAddr,
+        /// Status code.
+        status: StatusCode,
+        /// Body text.
+        body: String,
+    },
+    /// The answer was not the expected JSON.
+    #[error("agent at {0} answered malformed JSON: {1}")]
+    Malformed(SocketAddr, String),
+}
+
+impl AgentError {
+    /// Whether the agent said the program does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, AgentError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// Where an agent listens and its token.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Address of the agent API.
+    pub addr: SocketAddr,
+    /// Bearer token.
+    pub token: String,
+}
+
+/// A pooled HTTP/1 client for all agents.
+#[derive(Clone)]
+pub struct AgentClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    /// A client whose calls give up after `timeout` (stops may take longer:
+    /// their own timeout is added by the caller).
+    pub fn new(timeout: Duration) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(timeout));
+        Self {
+            http: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(conn),
+            timeout,
+        }
+    }
+
+    async fn call(
+        &self,
+        ep: &Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: Duration,
+    ) -> Result<Bytes, AgentError> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", ep.addr))
+            .header("authorization", format!("Bearer {}", ep.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| AgentError::Unreachable(ep.addr, e.to_string()))?;
+        let unreachable = |e: String| AgentError::Unreachable(ep.addr, e);
+        let resp = tokio::time::timeout(self.timeout + extra, self.http.request(req))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = tokio::time::timeout(self.timeout + extra, resp.into_body().collect())
+            .await
+            .map_err(|_| unreachable("timed out reading".into()))?
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(AgentError::Status {
+                addr: ep.addr,
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(ep: &Endpoint, b: &Bytes) -> Result<T, AgentError> {
+        serde_json::from_slice(b).map_err(|e| AgentError::Malformed(ep.addr, e.to_string()))
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self, ep: &Endpoint) -> Result<slot_agent::protocol::Health, AgentError> {
+        let b = self
+            .call(ep, Method::GET, "/v1/health", None, Duration::ZERO)
+            .await?;
+        Self::json(ep, &b)
+    }
+
+    /// `GET /v1/programs`.
+    pub async fn list(&self, ep: &Endpoint) -> Result<Vec<ProgramStatus>, AgentError> {
+        let b = self
+            .call(ep, Method::GET, "/v1/programs", None, Duration::ZERO)
+            .await?;
+        Self::json(ep, &b)
+    }
+
+    /// `GET /v1/programs/{id}`.
+    pub async fn get(&self, ep: &Endpoint, id: &str) -> Result<ProgramStatus, AgentError> {
+        let b = self
+            .call(
+                ep,
+                Method::GET,
+                &format!("/v1/programs/{id}"),
+                None,
+                Duration::ZERO,
+            )
+            .await?;
+        Self::json(ep, &b)
+    }
+
+    /// `PUT /v1/programs/{id}`.
+    pub async fn put(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        spec: &ProgramSpec,
+    ) -> Result<ProgramStatus, AgentError> {
+        let body =
+            serde_json::to_vec(spec).map_err(|e| AgentError::Malformed(ep.addr, e.to_string()))?;
+        let b = self
+            .call(
+                ep,
+                Method::PUT,
+                &format!("/v1/programs/{id}"),
+                Some(body),
+                stop_grace(spec),
+            )
+            .await?;
+        Self::json(ep, &b)
+    }
+
+    /// `DELETE /v1/programs/{id}`; a missing program counts as deleted.
+    pub async fn delete(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        stop_timeout: Duration,
+    ) -> Result<(), AgentError> {
+        match self
+            .call(
+                ep,
+                Method::DELETE,
+                &format!("/v1/programs/{id}"),
+                None,
+                stop_timeout,
+            )
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    /// `POST /v1/programs/{id}/{action}` (start, stop, restart).
+    pub async fn action(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        action: &str,
+        stop_timeout: Duration,
+    ) -> Result<ProgramStatus, AgentError> {
+        let b = self
+            .call(
+                ep,
+                Method::POST,
+                &format!("/v1/programs/{id}/{action}"),
+                None,
+                stop_timeout,
+            )
+            .await?;
+        Self::json(ep, &b)
+    }
+
+    /// `GET /v1/programs/{id}/logs?tail=N`.
+    pub async fn logs(&self, ep: &Endpoint, id: &str, tail: usize) -> Result<Bytes, AgentError> {
+        self.call(
+            ep,
+            Method::GET,
+            &format!("/v1/programs/{id}/logs?tail={tail}"),
+            None,
+            Duration::ZERO,
+        )
+        .await
+    }
+}
+
+/// Extra time for calls that may wait for a stop.
+pub fn stop_grace(spec: &ProgramSpec) -> Duration {
+    Duration::from_millis(spec.stop.timeout_ms) + Duration::from_secs(2)
+}

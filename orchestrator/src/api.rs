@@ -1,0 +1,455 @@
+//! The REST API: routes, auth, JSON errors, OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::model::*;
+use crate::proxy;
+use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
+
+/// Largest accepted JSON body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct App {
+    /// The orchestrator.
+    pub svc: Arc<Orchestrator>,
+    /// Proxy client.
+    pub proxy: proxy::ProxyClient,
+}
+
+/// An error answer: `{"success": false, "error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let (status, code) = match &e {
+            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            eprintln!("slotpack: internal error: {e}");
+            "internal error; see the server log".to_string()
+        } else {
+            e.to_string()
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = slot_agent::protocol::ErrorBody {
+            success: false,
+            error: slot_agent::protocol::ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The OpenAPI document, generated from the handlers and types below.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
+    paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
+          proxy_doc, pool_status, health_check, cleanup, bot_info, create_token, healthz, metrics_doc),
+    components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
+                       Placement, CreateToken, TokenCreated, PoolStatus, PoolInfo, HealthSummary,
+                       Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
+                       ErrorDoc, ErrorDetailDoc)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        c.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// Error body (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorDoc {
+    success: bool,
+    error: ErrorDetailDoc,
+}
+
+/// Error code and message (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetailDoc {
+    code: String,
+    message: String,
+}
+
+/// Build the router.
+pub fn router(app: App) -> Router {
+    let authed = Router::new()
+        .route("/api/tenants", post(create_tenant).get(list_tenants))
+        .route("/api/tenants/{id}", get(get_tenant).delete(delete_tenant))
+        .route("/api/tenants/{id}/{action}", post(tenant_action))
+        .route("/api/tenants/{id}/logs", get(tenant_logs))
+        .route("/api/tenants/{id}/proxy", any(proxy::handle_root))
+        .route("/api/tenants/{id}/proxy/", any(proxy::handle_root))
+        .route("/api/tenants/{id}/proxy/{*path}", any(proxy::handle))
+        .route("/api/pool/status", get(pool_status))
+        .route("/api/pool/health-check", post(health_check))
+        .route("/api/pool/cleanup", post(cleanup))
+        .route("/api/pool/bot/{instance_id}", get(bot_info))
+        .route("/api/tokens", post(create_token))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .merge(authed)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        // Limits the JSON extractors only; proxied bodies stream unlimited.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Resolve the caller from `Authorization: Bearer` or `X-API-Key`.
+async fn auth(
+    State(app): State<App>,
+    headers: HeaderMap,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let svc = &app.svc;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let given = bearer.or(key).map(str::trim);
+    let caller = match (given, &svc.cfg.admin_token) {
+        (_, None) if svc.cfg.insecure_dev => Some(Caller::Admin),
+        (None, _) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer <token> (or X-API-Key)",
+            )
+            .into_response()
+        }
+        (Some(t), Some(admin))
+            if slot_agent::api::constant_time_eq(t.as_bytes(), admin.as_bytes()) =>
+        {
+            Some(Caller::Admin)
+        }
+        (Some(t), _) => match svc.db.token_owner(&token_hash(t)) {
+            Ok(Some(owner)) => Some(Caller::Owner(owner)),
+            Ok(None) => None,
+            Err(e) => return ApiError::from(ServiceError::from(e)).into_response(),
+        },
+    };
+    match caller {
+        Some(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        None => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token").into_response()
+        }
+    }
+}
+
+fn admin_only(c: &Caller) -> ApiResult<()> {
+    match c {
+        Caller::Admin => Ok(()),
+        Caller::Owner(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "admin token required",
+        )),
+    }
+}
+
+/// Parse a JSON body with clear 400/413 errors.
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(e.status(), "bad_request", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+/// Create and place a tenant.
+#[utoipa::path(post, path = "/api/tenants", request_body = CreateTenant,
+    responses((status = 201, body = TenantCreated), (status = 200, description = "the same request was already accepted", body = TenantCreated),
+              (status = 400, body = ErrorDoc), (status = 409, body = ErrorDoc), (status = 503, body = ErrorDoc)),
+    security(("bearer" = []), ("apiKey" = [])))]
+async fn create_tenant(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: CreateTenant = json_body(body)?;
+    let (tenant, created) = app.svc.create_tenant(&caller, req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let placement = tenant.placement.clone();
+    Ok((
+        status,
+        Json(TenantCreated {
+            success: true,
+            tenant,
+            placement,
+        }),
+    )
+        .into_response())
+}
+
+/// The caller's tenants (all for the admin).
+#[utoipa::path(get, path = "/api/tenants", responses((status = 200, body = TenantList)), security(("bearer" = [])))]
+async fn list_tenants(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<TenantList>> {
+    Ok(Json(TenantList {
+        success: true,
+        tenants: app.svc.list_tenants(&caller).await?,
+    }))
+}
+
+/// One tenant with its live state.
+#[utoipa::path(get, path = "/api/tenants/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = TenantEnvelope), (status = 404, body = ErrorDoc)), security(("bearer" = [])))]
+async fn get_tenant(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TenantEnvelope>> {
+    Ok(Json(TenantEnvelope {
+        success: true,
+        tenant: app.svc.get_tenant(&caller, &id).await?,
+    }))
+}
+
+/// Stop the tenant and free its slot.
+#[utoipa::path(delete, path = "/api/tenants/{id}", params(("id" = String, Path)),
+    responses((status = 200, description = "deleted"), (status = 404, body = ErrorDoc), (status = 503, body = ErrorDoc)), security(("bearer" = [])))]
+async fn delete_tenant(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    app.svc.delete_tenant(&caller, &id).await?;
+    Ok(Json(
+        serde_json::json!({"success": true, "message": format!("tenant {id} deleted")}),
+    ))
+}
+
+/// `start`, `stop` or `restart` a tenant.
+#[utoipa::path(post, path = "/api/tenants/{id}/{action}", params(("id" = String, Path), ("action" = String, Path, description = "start, stop or restart")),
+    responses((status = 200, body = TenantEnvelope), (status = 404, body = ErrorDoc)), security(("bearer" = [])))]
+async fn tenant_action(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Json<TenantEnvelope>> {
+    if !matches!(action.as_str(), "start" | "stop" | "restart") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no action {action:?}: want start, stop or restart"),
+        ));
+    }
+    Ok(Json(TenantEnvelope {
+        success: true,
+        tenant: app.svc.act(&caller, &id, &action).await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailQuery {
+    tail: Option<usize>,
+}
+
+/// The tenant's last log lines (stdout and stderr).
+#[utoipa::path(get, path = "/api/tenants/{id}/logs", params(("id" = String, Path), ("tail" = Option<usize>, Query)),
+    responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
+async fn tenant_logs(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<TailQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let text = app
+        .svc
+        .logs(&caller, &id, q.tail.unwrap_or(100).min(100_000))
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from(text),
+    )
+        .into_response())
+}
+
+/// Any method and path, forwarded to the tenant's port (bodies streamed; websockets upgraded).
+#[utoipa::path(get, path = "/api/tenants/{id}/proxy/{path}", params(("id" = String, Path), ("path" = String, Path)),
+    responses((status = 200, description = "the tenant's answer"), (status = 502, body = ErrorDoc)), security(("bearer" = [])))]
+#[allow(dead_code)]
+async fn proxy_doc() {}
+
+/// Pools, their tenants and health (admin).
+#[utoipa::path(get, path = "/api/pool/status", responses((status = 200, body = PoolStatus), (status = 403, body = ErrorDoc)), security(("bearer" = [])))]
+async fn pool_status(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<PoolStatus>> {
+    admin_only(&caller)?;
+    Ok(Json(app.svc.pool_status()?))
+}
+
+/// Run one health tick now (admin).
+#[utoipa::path(post, path = "/api/pool/health-check", responses((status = 200, body = HealthReport)), security(("bearer" = [])))]
+async fn health_check(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<HealthReport>> {
+    admin_only(&caller)?;
+    Ok(Json(app.svc.health_tick().await))
+}
+
+/// Remove empty pools and pools the database does not know (admin).
+#[utoipa::path(post, path = "/api/pool/cleanup", responses((status = 200, body = CleanupResult)), security(("bearer" = [])))]
+async fn cleanup(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<CleanupResult>> {
+    admin_only(&caller)?;
+    let n = app.svc.cleanup().await?;
+    Ok(Json(CleanupResult {
+        success: true,
+        removed_pools: n,
+        message: format!("Cleaned up {n} empty pool containers"),
+    }))
+}
+
+/// Where a tenant can be reached.
+#[utoipa::path(get, path = "/api/pool/bot/{instanceId}", params(("instanceId" = String, Path)),
+    responses((status = 200, body = BotInfo), (status = 404, body = ErrorDoc)), security(("bearer" = [])))]
+async fn bot_info(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BotInfo>> {
+    Ok(Json(app.svc.bot_info(&caller, &id)?))
+}
+
+/// Create an owner token (admin).
+#[utoipa::path(post, path = "/api/tokens", request_body = CreateToken, responses((status = 201, body = TokenCreated)), security(("bearer" = [])))]
+async fn create_token(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let req: CreateToken = json_body(body)?;
+    Ok((StatusCode::CREATED, Json(app.svc.create_token(&req.owner)?)).into_response())
+}
+
+/// Liveness of the orchestrator.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{\"status\":\"ok\"}")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[allow(dead_code)]
+async fn metrics_doc() {}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let snap = app.svc.snapshot().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.svc.metrics.render(&snap),
+    )
+        .into_response()
+}

@@ -1,0 +1,236 @@
+//! The `local` backend: each pool is a slot-agent process on this host,
+//! detached in its own process group so that it outlives the orchestrator
+//! and is adopted again at start-up.
+//!
+//! Files under `$DATA_DIR/pools/`: `pool-N/` (the agent's state dir),
+//! `pool-N.token` (0600), `pool-N.pid` (pid and start time), `pool-N.log`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use slot_agent::procfs;
+
+use super::{Backend, BackendError, FoundPool};
+use crate::db::{pool_number, PoolRow};
+
+/// Pools as local slot-agent processes.
+pub struct LocalBackend {
+    dir: PathBuf,
+    agent_bin: PathBuf,
+    env: Vec<(String, String)>,
+    uid_base: u32,
+}
+
+impl LocalBackend {
+    /// Pools under `data_dir/pools`, run with `agent_bin`; `env` holds the
+    /// health and restart settings passed to every agent.
+    pub fn new(
+        data_dir: &Path,
+        agent_bin: PathBuf,
+        env: Vec<(String, String)>,
+        uid_base: u32,
+    ) -> std::io::Result<Self> {
+        let dir = data_dir.join("pools");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            agent_bin,
+            env,
+            uid_base,
+        })
+    }
+
+    fn file(&self, pool: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{pool}.{ext}"))
+    }
+
+    /// The running agent's pid, checked against the noted start time.
+    fn running_pid(&self, pool: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.file(pool, "pid")).ok()?;
+        let mut it = text.split_whitespace();
+        let pid: i32 = it.next()?.parse().ok()?;
+        let ticks: u64 = it.next()?.parse().ok()?;
+        procfs::stat(pid)
+            .filter(|s| s.start_ticks == ticks && s.state != 'Z')
+            .map(|_| pid)
+    }
+
+    async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
+        let id = pool.id();
+        if let Some(pid) = self.running_pid(&id) {
+            return Ok(pid.to_string());
+        }
+        let err = |reason: String| BackendError::Start {
+            pool: id.clone(),
+            reason,
+        };
+        let state = self.dir.join(&id);
+        std::fs::create_dir_all(&state).map_err(|e| err(e.to_string()))?;
+        let token = self.file(&id, "token");
+        write_private(&token, &pool.token).map_err(|e| err(e.to_string()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.file(&id, "log"))
+            .map_err(|e| err(e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| err(e.to_string()))?;
+        let addr = self.agent_addr(pool);
+        let mut cmd = tokio::process::Command::new(&self.agent_bin);
+        cmd.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--base-port")
+            .arg(pool.base_port.to_string())
+            .arg("--slots")
+            .arg(pool.slots.to_string())
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--slot-uid-base")
+            .arg((self.uid_base + pool.block * pool.slots).to_string())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd
+            .spawn()
+            .map_err(|e| err(format!("{}: {e}", self.agent_bin.display())))?;
+        let pid = child.id().unwrap_or_default() as i32;
+        // Dropped without waiting: tokio reaps it should it exit while we run.
+        drop(child);
+        let ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
+        std::fs::write(self.file(&id, "pid"), format!("{pid} {ticks}\n"))
+            .map_err(|e| err(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(pid.to_string());
+            }
+            if self.running_pid(&id).is_none() || Instant::now() > deadline {
+                let tail = std::fs::read_to_string(self.file(&id, "log")).unwrap_or_default();
+                let last = tail.lines().last().unwrap_or("no output").to_string();
+                return Err(err(format!("agent did not come up: {last}")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), BackendError> {
+        if let Some(pid) = self.running_pid(id) {
+            // The agent stops its programs (each within its stop timeout), then exits.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.running_pid(id).is_some() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if self.running_pid(id).is_some() {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // Program groups an agent killed hard could have left behind.
+        end_noted_groups(&self.dir.join(id).join("run"));
+        let _ = std::fs::remove_dir_all(self.dir.join(id));
+        for ext in ["token", "pid", "log"] {
+            let _ = std::fs::remove_file(self.file(id, ext));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], pool.agent_port))
+    }
+
+    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>> {
+        self.start(pool).boxed()
+    }
+
+    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
+        let r = self.running_pid(&pool.id()).is_some();
+        async move { r }.boxed()
+    }
+
+    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move { self.remove(&pool.id()).await }.boxed()
+    }
+
+    fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>> {
+        async move {
+            let rd =
+                std::fs::read_dir(&self.dir).map_err(|e| BackendError::Other(e.to_string()))?;
+            let mut out = Vec::new();
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".pid") else {
+                    continue;
+                };
+                if let Some(pid) = self.running_pid(id) {
+                    out.push(FoundPool {
+                        number: pool_number(id),
+                        backend_ref: pid.to_string(),
+                    });
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn remove_found<'a>(&'a self, found: &'a FoundPool) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            match found.number {
+                Some(n) => self.remove(&crate::db::pool_id(n)).await,
+                None => Ok(()),
+            }
+        }
+        .boxed()
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// SIGKILL the process groups noted in an agent's `run/` folder.
+fn end_noted_groups(run: &Path) {
+    let Ok(rd) = std::fs::read_dir(run) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let mut it = text.split_whitespace();
+        if let (Some(Ok(pid)), Some(Ok(ticks))) = (
+            it.next().map(str::parse::<i32>),
+            it.next().map(str::parse::<u64>),
+        ) {
+            if procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Where pools run. The service talks to pools only through [`Backend`].
+
+pub mod local;
+
+use std::net::SocketAddr;
+
+use futures_util::future::BoxFuture;
+
+use crate::db::PoolRow;
+
+/// Errors of a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Starting a pool failed.
+    #[error("starting {pool}: {reason}")]
+    Start {
+        /// Pool id.
+        pool: String,
+        /// Why.
+        reason: String,
+    },
+    /// Any other failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A pool the backend found running (to spot ones the database lacks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundPool {
+    /// Pool number, when the backend can tell it.
+    pub number: Option<u64>,
+    /// The backend's reference (pid, container id).
+    pub backend_ref: String,
+}
+
+/// A place where pools (slot-agents) run.
+pub trait Backend: Send + Sync {
+    /// `local` or `docker`.
+    fn name(&self) -> &'static str;
+    /// Name shown as `containerName`.
+    fn container_name(&self, pool: &PoolRow) -> String {
+        format!("slotpack-{}", pool.id())
+    }
+    /// Address of the pool's agent API.
+    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr;
+    /// Start the pool unless it runs already; returns its backend reference.
+    /// A restarted pool brings its programs back from its own state.
+    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>>;
+    /// Whether the pool's agent process or container is running.
+    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool>;
+    /// Stop and remove the pool with its state.
+    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Every pool of ours the backend can see running.
+    fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>>;
+    /// Stop and remove a pool known only by its backend reference.
+    fn remove_found<'a>(&'a self, found: &'a FoundPool) -> BoxFuture<'a, Result<(), BackendError>>;
+}

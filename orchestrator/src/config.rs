@@ -1,0 +1,132 @@
+//! `slotpack serve` settings: flags, environment variables and an optional
+//! TOML file. Precedence: flag, then environment, then file, then default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+
+use crate::placement::Strategy;
+
+/// Settings of the orchestrator.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// false: every new tenant gets a pool of its own (legacy mode).
+    #[arg(long, env = "POOL_MODE_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub pool_mode_enabled: bool,
+    /// Slots per pool.
+    #[arg(long, env = "MAX_BOTS_PER_CONTAINER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_bots_per_container: u32,
+    /// Port of slot 0 of pool block 0.
+    #[arg(long, env = "POOL_BASE_PORT", default_value_t = 9000)]
+    pub pool_base_port: u16,
+    /// Pool and tenant health tick in ms.
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value_t = 30_000)]
+    pub health_check_interval: u64,
+    /// One ping's timeout in ms.
+    #[arg(long, env = "BOT_PING_TIMEOUT", default_value_t = 5_000)]
+    pub bot_ping_timeout: u64,
+    /// Restarts inside the window before cooldown.
+    #[arg(long, env = "MAX_RESTART_ATTEMPTS", default_value_t = 3)]
+    pub max_restart_attempts: u32,
+    /// Pause after the attempts are spent, in ms.
+    #[arg(long, env = "RESTART_COOLDOWN", default_value_t = 60_000)]
+    pub restart_cooldown: u64,
+    /// API address.
+    #[arg(long, env = "SLOTPACK_LISTEN", default_value = "127.0.0.1:8088")]
+    pub listen: SocketAddr,
+    /// `local` or `docker`.
+    #[arg(long, env = "SLOTPACK_BACKEND", default_value = "local")]
+    pub backend: String,
+    /// Database, local pools' state and logs.
+    #[arg(long, env = "SLOTPACK_DATA_DIR", default_value = "./slotpack-data")]
+    pub data_dir: PathBuf,
+    /// Admin bearer token.
+    #[arg(long, env = "SLOTPACK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Start without an admin token (development only; every request is admin).
+    #[arg(long)]
+    pub insecure_dev: bool,
+    /// Image of pool containers (docker backend).
+    #[arg(
+        long,
+        env = "SLOTPACK_POOL_IMAGE",
+        default_value = "slotpack/pool:latest"
+    )]
+    pub pool_image: String,
+    /// Free slots kept ready.
+    #[arg(long, env = "SLOTPACK_WARM_SLOTS", default_value_t = 0)]
+    pub warm_slots: u32,
+    /// Placement strategy: best-fit, first-fit or spread.
+    #[arg(long, env = "SLOTPACK_PLACEMENT", default_value = "best-fit")]
+    pub placement: Strategy,
+    /// Memory capacity of a pool in MiB.
+    #[arg(long, env = "SLOTPACK_POOL_MEMORY_MB", default_value_t = 4096)]
+    pub pool_memory_mb: u64,
+    /// CPU capacity of a pool in millicores.
+    #[arg(long, env = "SLOTPACK_POOL_CPU_MILLIS", default_value_t = 4000)]
+    pub pool_cpu_millis: u64,
+    /// slot-agent binary for the local backend (default: next to slotpack, then PATH).
+    #[arg(long, env = "SLOTPACK_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
+    /// Host name given to clients in connection info.
+    #[arg(long, env = "SLOTPACK_PUBLIC_HOST", default_value = "127.0.0.1")]
+    pub public_host: String,
+    /// Uid of slot 0 of pool block 0 when agents run as root.
+    #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
+    pub slot_uid_base: u32,
+}
+
+impl ServeConfig {
+    /// Health tick interval.
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_check_interval.max(100))
+    }
+
+    /// Timeout of one agent call or ping.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.bot_ping_timeout.max(100))
+    }
+}
+
+/// Read `--config FILE` (or `SLOTPACK_CONFIG`) from the raw arguments and
+/// export its keys as environment variables that are not already set, so
+/// that clap's flag > env > default order yields flag > env > file > default.
+/// Keys are the environment names, in any case (`max_bots_per_container = 20`).
+/// Call before any thread starts.
+pub fn load_config_file(args: &[String]) -> Result<Option<PathBuf>, String> {
+    let from_args = args
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| w[1].clone())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
+        });
+    let Some(path) = from_args.or_else(|| std::env::var("SLOTPACK_CONFIG").ok()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {path}: {e}"))?;
+    for (k, v) in table {
+        let name = k.to_ascii_uppercase();
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(format!(
+                    "config file {path}: {k} has unsupported value {other}"
+                ))
+            }
+        };
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+    Ok(Some(PathBuf::from(path)))
+}

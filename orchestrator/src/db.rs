@@ -1,0 +1,563 @@
+//! The orchestrator's desired state in SQLite (`$DATA_DIR/slotpack.db`, WAL).
+//!
+//! The schema enforces what must never be violated: one tenant per
+//! (pool, slot), one tenant per port, one pool per port block and agent port.
+//! Every write commits before the API answers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A uniqueness rule was hit.
+    #[error("{0}")]
+    Conflict(String),
+    /// JSON in a row could not be read.
+    #[error("database row: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A pool as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    /// Number (never reused); the id is `pool-<number>`.
+    pub number: u64,
+    /// Port block index (reused once freed).
+    pub block: u32,
+    /// Port of slot 0.
+    pub base_port: u16,
+    /// Port of the agent API on 127.0.0.1.
+    pub agent_port: u16,
+    /// Slots.
+    pub slots: u32,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Pool class.
+    pub class: Option<String>,
+    /// `pooled`, or `legacy` (one tenant per pool).
+    pub mode: String,
+    /// `starting`, `running`, `failed`.
+    pub status: String,
+    /// The agent's API token.
+    pub token: String,
+    /// What the backend knows it by (pid, container id).
+    pub backend_ref: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+impl PoolRow {
+    /// The pool's id, `pool-<number>`.
+    pub fn id(&self) -> String {
+        pool_id(self.number)
+    }
+}
+
+/// `pool-<number>`.
+pub fn pool_id(number: u64) -> String {
+    format!("pool-{number}")
+}
+
+/// The number in `pool-<number>`.
+pub fn pool_number(id: &str) -> Option<u64> {
+    id.strip_prefix("pool-")?.parse().ok()
+}
+
+/// What a new pool needs; block and ports are allocated by [`Db::insert_pool`].
+#[derive(Debug, Clone)]
+pub struct NewPool {
+    /// Slots.
+    pub slots: u32,
+    /// Ports per block (`MAX_BOTS_PER_CONTAINER`), the same for every pool.
+    pub block_width: u32,
+    /// Port of slot 0 of block 0.
+    pub pool_base_port: u16,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Class.
+    pub class: Option<String>,
+    /// `pooled` or `legacy`.
+    pub mode: String,
+    /// Agent token.
+    pub token: String,
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    /// Tenant id.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// The accepted spec as JSON.
+    pub spec: String,
+    /// Pool number.
+    pub pool: u64,
+    /// Slot.
+    pub slot: u32,
+    /// Port.
+    pub port: u16,
+    /// Memory reserved in MiB.
+    pub memory_mb: u64,
+    /// CPU reserved in millicores.
+    pub cpu_millis: u64,
+    /// `running`, `stopped` or `deleting`.
+    pub desired: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Unix time after which the tenant is removed.
+    pub expires_at: Option<i64>,
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRow {
+    /// Sequence number.
+    pub seq: i64,
+    /// RFC 3339 time.
+    pub at: String,
+    /// What happened (`tenant.placed`, `pool.created`, ...).
+    pub kind: String,
+    /// Tenant concerned.
+    pub tenant: Option<String>,
+    /// Pool concerned.
+    pub pool: Option<String>,
+    /// Free text.
+    pub detail: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pools (
+    number      INTEGER PRIMARY KEY AUTOINCREMENT,
+    block       INTEGER NOT NULL UNIQUE CHECK (block >= 0),
+    base_port   INTEGER NOT NULL UNIQUE,
+    agent_port  INTEGER NOT NULL UNIQUE,
+    slots       INTEGER NOT NULL CHECK (slots > 0),
+    memory_mb   INTEGER NOT NULL,
+    cpu_millis  INTEGER NOT NULL,
+    class       TEXT,
+    mode        TEXT NOT NULL CHECK (mode IN ('pooled', 'legacy')),
+    status      TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    backend_ref TEXT,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tenants (
+    id          TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    pool        INTEGER NOT NULL REFERENCES pools(number),
+    slot        INTEGER NOT NULL CHECK (slot >= 0),
+    port        INTEGER NOT NULL UNIQUE,
+    memory_mb   INTEGER NOT NULL,
+    cpu_millis  INTEGER NOT NULL,
+    desired     TEXT NOT NULL CHECK (desired IN ('running', 'stopped', 'deleting')),
+    created_at  TEXT NOT NULL,
+    expires_at  INTEGER,
+    UNIQUE (pool, slot)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash        TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    tenant      TEXT,
+    pool        TEXT,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_tenant ON events (tenant);
+";
+
+/// The database handle; one connection, serialised by a mutex.
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> String {
+    slot_agent::clock::now_rfc3339()
+}
+
+impl Db {
+    /// Open (and create) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Insert a pool in the lowest free port block; returns the stored row.
+    pub fn insert_pool(&self, p: &NewPool) -> Result<PoolRow, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let blocks: BTreeSet<u32> = tx
+            .prepare("SELECT block FROM pools")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let block = (0u32..).find(|b| !blocks.contains(b)).unwrap_or(0);
+        let base = u32::from(p.pool_base_port) + block * p.block_width.max(p.slots);
+        let last = base + p.slots - 1;
+        let agent = i64::from(p.pool_base_port) - 1 - i64::from(block);
+        if last > u32::from(u16::MAX) || agent < 1 {
+            return Err(DbError::Conflict(format!(
+                "no port block left for pool block {block}"
+            )));
+        }
+        let created = now();
+        tx.execute(
+            "INSERT INTO pools (block, base_port, agent_port, slots, memory_mb, cpu_millis, class, mode, status, token, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'starting', ?9, ?10)",
+            params![block, base, agent, p.slots, p.memory_mb, p.cpu_millis, p.class, p.mode, p.token, created],
+        )?;
+        let number = tx.last_insert_rowid() as u64;
+        tx.execute(
+            "INSERT INTO events (at, kind, pool, detail) VALUES (?1, 'pool.created', ?2, ?3)",
+            params![
+                created,
+                pool_id(number),
+                format!("block {block}, ports {base}-{last}")
+            ],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.pool(number)?
+            .ok_or_else(|| DbError::Conflict("pool vanished".into()))
+    }
+
+    /// Set a pool's status and backend reference.
+    pub fn set_pool_status(
+        &self,
+        number: u64,
+        status: &str,
+        backend_ref: Option<&str>,
+    ) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE pools SET status = ?2, backend_ref = COALESCE(?3, backend_ref) WHERE number = ?1",
+            params![number, status, backend_ref],
+        )?;
+        Ok(())
+    }
+
+    /// One pool.
+    pub fn pool(&self, number: u64) -> Result<Option<PoolRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("{POOL_SELECT} WHERE number = ?1"),
+                [number],
+                pool_row,
+            )
+            .optional()?)
+    }
+
+    /// Every pool, by number.
+    pub fn pools(&self) -> Result<Vec<PoolRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("{POOL_SELECT} ORDER BY number"))?;
+        let rows = st.query_map([], pool_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Remove a pool that holds no tenant.
+    pub fn delete_pool(&self, number: u64, why: &str) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM tenants WHERE pool = ?1",
+            [number],
+            |r| r.get(0),
+        )?;
+        if n > 0 {
+            return Err(DbError::Conflict(format!(
+                "{} still holds {n} tenants",
+                pool_id(number)
+            )));
+        }
+        tx.execute("DELETE FROM pools WHERE number = ?1", [number])?;
+        tx.execute(
+            "INSERT INTO events (at, kind, pool, detail) VALUES (?1, 'pool.removed', ?2, ?3)",
+            params![now(), pool_id(number), why],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Insert a placed tenant; a taken id, slot or port is a conflict.
+    pub fn insert_tenant(&self, t: &TenantRow) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = tx.execute(
+            "INSERT INTO tenants (id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![t.id, t.owner, t.spec, t.pool, t.slot, t.port, t.memory_mb, t.cpu_millis, t.desired, t.created_at, t.expires_at],
+        );
+        match r {
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(DbError::Conflict(format!(
+                    "tenant {} conflicts with an existing one: {}",
+                    t.id,
+                    msg.unwrap_or_default()
+                )))
+            }
+            r => r?,
+        };
+        tx.execute(
+            "INSERT INTO events (at, kind, tenant, pool, detail) VALUES (?1, 'tenant.placed', ?2, ?3, ?4)",
+            params![now(), t.id, pool_id(t.pool), format!("slot {}, port {}", t.slot, t.port)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One tenant.
+    pub fn tenant(&self, id: &str) -> Result<Option<TenantRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(&format!("{TENANT_SELECT} WHERE id = ?1"), [id], tenant_row)
+            .optional()?)
+    }
+
+    /// Every tenant, by id.
+    pub fn tenants(&self) -> Result<Vec<TenantRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("{TENANT_SELECT} ORDER BY id"))?;
+        let rows = st.query_map([], tenant_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Set a tenant's desired state, recording the event.
+    pub fn set_desired(&self, id: &str, desired: &str) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE tenants SET desired = ?2 WHERE id = ?1",
+            params![id, desired],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO events (at, kind, tenant, detail) VALUES (?1, 'tenant.desired', ?2, ?3)",
+                params![now(), id, desired],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Remove a tenant, recording why.
+    pub fn delete_tenant(&self, id: &str, why: &str) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
+        tx.execute(
+            "INSERT INTO events (at, kind, tenant, detail) VALUES (?1, 'tenant.removed', ?2, ?3)",
+            params![now(), id, why],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record an event.
+    pub fn event(
+        &self,
+        kind: &str,
+        tenant: Option<&str>,
+        pool: Option<&str>,
+        detail: &str,
+    ) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO events (at, kind, tenant, pool, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now(), kind, tenant, pool, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The latest events, newest last; only those of `tenant` if given.
+    pub fn events(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<EventRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT seq, at, kind, tenant, pool, detail FROM events
+             WHERE (?1 IS NULL OR tenant = ?1) ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let mut rows: Vec<EventRow> = st
+            .query_map(params![tenant, limit], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    tenant: r.get(3)?,
+                    pool: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Store an owner token by its hash.
+    pub fn insert_token(&self, hash: &str, owner: &str) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO tokens (hash, owner, created_at) VALUES (?1, ?2, ?3)",
+            params![hash, owner, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The owner of the token with this hash.
+    pub fn token_owner(&self, hash: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT owner FROM tokens WHERE hash = ?1", [hash], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
+const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at FROM pools";
+const TENANT_SELECT: &str = "SELECT id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at FROM tenants";
+
+fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
+    Ok(PoolRow {
+        number: r.get(0)?,
+        block: r.get(1)?,
+        base_port: r.get(2)?,
+        agent_port: r.get(3)?,
+        slots: r.get(4)?,
+        memory_mb: r.get(5)?,
+        cpu_millis: r.get(6)?,
+        class: r.get(7)?,
+        mode: r.get(8)?,
+        status: r.get(9)?,
+        token: r.get(10)?,
+        backend_ref: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
+fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
+    Ok(TenantRow {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        spec: r.get(2)?,
+        pool: r.get(3)?,
+        slot: r.get(4)?,
+        port: r.get(5)?,
+        memory_mb: r.get(6)?,
+        cpu_millis: r.get(7)?,
+        desired: r.get(8)?,
+        created_at: r.get(9)?,
+        expires_at: r.get(10)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(name: &str) -> (Db, std::path::PathBuf) {
+        let p = std::env::temp_dir().join(format!("slotpack-db-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        (Db::open(&p).unwrap(), p)
+    }
+
+    fn new_pool() -> NewPool {
+        NewPool {
+            slots: 10,
+            block_width: 10,
+            pool_base_port: 9000,
+            memory_mb: 4096,
+            cpu_millis: 4000,
+            class: None,
+            mode: "pooled".into(),
+            token: "t".into(),
+        }
+    }
+
+    fn tenant(id: &str, pool: u64, slot: u32, port: u16) -> TenantRow {
+        TenantRow {
+            id: id.into(),
+            owner: "o".into(),
+            spec: "{}".into(),
+            pool,
+            slot,
+            port,
+            memory_mb: 1,
+            cpu_millis: 1,
+            desired: "running".into(),
+            created_at: now(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn pools_get_the_lowest_free_block_and_numbers_are_never_reused() {
+        let (db, path) = db("blocks");
+        let a = db.insert_pool(&new_pool()).unwrap();
+        let b = db.insert_pool(&new_pool()).unwrap();
+        assert_eq!((a.block, a.base_port, a.agent_port), (0, 9000, 8999));
+        assert_eq!((b.block, b.base_port, b.agent_port), (1, 9010, 8998));
+        db.delete_pool(a.number, "test").unwrap();
+        let c = db.insert_pool(&new_pool()).unwrap();
+        assert_eq!(c.block, 0);
+        assert!(c.number > b.number);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn schema_rejects_a_second_tenant_on_a_slot_or_port() {
+        let (db, path) = db("unique");
+        let p = db.insert_pool(&new_pool()).unwrap();
+        db.insert_tenant(&tenant("a", p.number, 0, 9000)).unwrap();
+        for t in [
+            tenant("a", p.number, 1, 9001),
+            tenant("b", p.number, 0, 9005),
+            tenant("c", p.number, 2, 9000),
+        ] {
+            assert!(
+                matches!(db.insert_tenant(&t), Err(DbError::Conflict(_))),
+                "{t:?}"
+            );
+        }
+        assert!(matches!(
+            db.delete_pool(p.number, "x"),
+            Err(DbError::Conflict(_))
+        ));
+        assert_eq!(db.tenants().unwrap().len(), 1);
+        let kinds: Vec<String> = db
+            .events(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["pool.created", "tenant.placed"]);
+        std::fs::remove_file(path).unwrap();
+    }
+}

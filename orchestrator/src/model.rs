@@ -1,0 +1,325 @@
+//! JSON shapes of the orchestrator's REST API.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use slot_agent::protocol::{PingSpec, RestartSpec, StopSpec};
+use utoipa::ToSchema;
+
+/// Resources a tenant reserves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// Memory in MiB; also the program's memory limit.
+    #[serde(default = "default_memory")]
+    pub memory_mb: u64,
+    /// CPU in millicores.
+    #[serde(default = "default_cpu")]
+    pub cpu_millis: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            memory_mb: default_memory(),
+            cpu_millis: default_cpu(),
+        }
+    }
+}
+
+fn default_memory() -> u64 {
+    256
+}
+fn default_cpu() -> u64 {
+    100
+}
+
+/// `POST /api/tenants` body; also what is stored of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Tenant id, `^[a-z0-9][a-z0-9_-]{0,62}$`.
+    pub id: String,
+    /// Owner (admin only; an owner token always creates for its owner).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Program to run.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment (`PORT`, `SLOT`, `TENANT_ID`, `HOME` are set for it).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Reserved resources.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Health ping, as the agent's ProgramSpec.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub ping: Option<PingSpec>,
+    /// Restart policy, as the agent's ProgramSpec.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub restart: RestartSpec,
+    /// Stop signal and timeout, as the agent's ProgramSpec.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub stop: StopSpec,
+    /// Pool class to place it in.
+    #[serde(default)]
+    pub pool_class: Option<String>,
+    /// Seconds after creation at which the tenant is removed.
+    #[serde(default)]
+    pub max_lifetime_seconds: Option<u64>,
+}
+
+/// Where a tenant runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Pool id.
+    pub pool_id: String,
+    /// Container (or local agent) name of the pool.
+    pub container_name: String,
+    /// Slot index.
+    pub slot: u32,
+    /// Port.
+    pub port: u16,
+    /// Host to reach the port on.
+    pub host: String,
+    /// `http://host:port`.
+    pub url: String,
+}
+
+/// A tenant as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    /// Id.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// `running`, `stopped` or `deleting`: what the orchestrator wants.
+    pub desired: String,
+    /// What the agent reports (`running`, `backoff`, ...; `unknown` when unreachable).
+    pub state: String,
+    /// Running and answering its ping.
+    pub healthy: bool,
+    /// Restarts counted by the agent.
+    pub restarts: u64,
+    /// Where it runs.
+    pub placement: Placement,
+    /// Reserved resources.
+    pub resources: Resources,
+    /// Pool class.
+    pub pool_class: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Unix time at which it is removed, if it has a lifetime.
+    pub expires_at: Option<i64>,
+}
+
+/// `POST /api/tenants` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantCreated {
+    /// Always true.
+    pub success: bool,
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its placement.
+    pub placement: Placement,
+}
+
+/// `GET /api/tenants/{id}` and action answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantEnvelope {
+    /// Always true.
+    pub success: bool,
+    /// The tenant.
+    pub tenant: Tenant,
+}
+
+/// `GET /api/tenants` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantList {
+    /// Always true.
+    pub success: bool,
+    /// The tenants the caller may see.
+    pub tenants: Vec<Tenant>,
+}
+
+/// `POST /api/tokens` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Owner the token acts for.
+    pub owner: String,
+}
+
+/// `POST /api/tokens` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    /// Always true.
+    pub success: bool,
+    /// Owner.
+    pub owner: String,
+    /// The token; shown once, stored only as a hash.
+    pub token: String,
+}
+
+/// One pool in `GET /api/pool/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolInfo {
+    /// Pool id.
+    pub id: String,
+    /// Container (or local agent) name.
+    pub container_name: String,
+    /// `running`, `starting`, `unreachable`, `failed`.
+    pub status: String,
+    /// Tenants in it.
+    pub bots_count: u32,
+    /// Slots.
+    pub capacity: u32,
+    /// botsCount / capacity in percent, rounded.
+    pub utilization_percent: u32,
+    /// Tenant ids.
+    pub bots: Vec<String>,
+    /// `pooled` or `legacy`.
+    pub mode: String,
+    /// First slot port.
+    pub base_port: u16,
+    /// Memory reserved / capacity in MiB.
+    pub memory_used_mb: u64,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+}
+
+/// Totals and healthy counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Count {
+    /// All.
+    pub total: u32,
+    /// Healthy ones.
+    pub healthy: u32,
+}
+
+/// Health summary in `GET /api/pool/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthSummary {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    /// Pools.
+    pub pools: Count,
+    /// Tenants.
+    pub bots: Count,
+}
+
+/// `GET /api/pool/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    /// Always true.
+    pub success: bool,
+    /// Whether pool mode is on.
+    pub pool_mode: bool,
+    /// Pools.
+    pub total_pools: u32,
+    /// Tenants.
+    pub total_bots: u32,
+    /// Per pool.
+    pub pools: Vec<PoolInfo>,
+    /// Health summary.
+    pub health: HealthSummary,
+}
+
+/// Health of one pool in a health-check report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolHealth {
+    /// Pool id.
+    pub id: String,
+    /// Agent answered.
+    pub healthy: bool,
+    /// Agent answer time in ms.
+    pub latency_ms: Option<f64>,
+}
+
+/// Health of one tenant in a health-check report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotHealth {
+    /// Tenant id.
+    pub id: String,
+    /// Pool id.
+    pub pool_id: String,
+    /// Agent-reported state.
+    pub state: String,
+    /// Running and answering its ping.
+    pub healthy: bool,
+    /// Restarts counted by the agent.
+    pub restarts: u64,
+}
+
+/// `POST /api/pool/health-check`: one health tick's findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// Always true.
+    pub success: bool,
+    /// RFC 3339 time of the tick.
+    pub timestamp: String,
+    /// Per pool.
+    pub pools: Vec<PoolHealth>,
+    /// Per tenant.
+    pub bots: Vec<BotHealth>,
+    /// Problems seen.
+    pub issues: Vec<String>,
+    /// What was done about them.
+    pub recovery_actions: Vec<String>,
+    /// Length of the tick.
+    pub duration_ms: u64,
+}
+
+/// `POST /api/pool/cleanup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupResult {
+    /// Always true.
+    pub success: bool,
+    /// Pools removed.
+    pub removed_pools: u32,
+    /// For people.
+    pub message: String,
+}
+
+/// Address of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Connection {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `http://host:port`.
+    pub url: String,
+}
+
+/// `GET /api/pool/bot/{instanceId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotInfo {
+    /// Always true.
+    pub success: bool,
+    /// Tenant id.
+    pub instance_id: String,
+    /// In a shared pool.
+    pub is_pooled: bool,
+    /// `pooled` or `legacy`.
+    pub mode: String,
+    /// Where to reach it.
+    pub connection: Connection,
+}

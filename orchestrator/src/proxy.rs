@@ -1,0 +1,227 @@
+//! Reverse proxy `/api/tenants/{id}/proxy/{*path}` to the tenant's port:
+//! any method, bodies streamed both ways, websocket (and other) upgrades
+//! tunnelled. Our own auth headers never reach the tenant.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::api::{ApiError, App};
+use crate::service::Caller;
+
+/// Pooled keep-alive client to the tenants.
+pub type ProxyClient = Client<HttpConnector, Body>;
+
+/// A client for proxying.
+pub fn client() -> ProxyClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(c)
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers to forward: without hop-by-hop ones, those named in
+/// `Connection`, and our credentials.
+fn forwarded(h: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (k, v) in h {
+        let name = k.as_str();
+        let hop = HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name);
+        let ours = name == "authorization" || name == "x-api-key";
+        if !ours && (!hop || (keep_upgrade && name == "upgrade")) {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    if keep_upgrade {
+        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    out
+}
+
+/// `ANY /api/tenants/{id}/proxy/{*path}`.
+pub async fn handle(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((id, path)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    forward(&app, &caller, &id, &path, req).await
+}
+
+/// `ANY /api/tenants/{id}/proxy` (the tenant's `/`).
+pub async fn handle_root(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    forward(&app, &caller, &id, "", req).await
+}
+
+async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request) -> Response {
+    let target = match app.svc.proxy_target(caller, id) {
+        Ok(t) => t,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let path_q = format!("/{path}{query}");
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let r = if upgrade {
+        tunnel(target, &path_q, req).await
+    } else {
+        plain(app, target, &path_q, req).await
+    };
+    match r {
+        Ok(resp) => {
+            app.svc.metrics.proxied(Some(resp.status().as_u16()));
+            resp
+        }
+        Err(msg) => {
+            app.svc.metrics.proxied(None);
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("tenant {id}: {msg}"),
+            )
+            .into_response()
+        }
+    }
+}
+
+fn upstream_uri(target: SocketAddr, path_q: &str) -> Result<Uri, String> {
+    format!("http://{target}{path_q}")
+        .parse()
+        .map_err(|e| format!("bad path: {e}"))
+}
+
+async fn plain(
+    app: &App,
+    target: SocketAddr,
+    path_q: &str,
+    req: Request,
+) -> Result<Response, String> {
+    let (parts, body) = req.into_parts();
+    let mut up = hyper::Request::builder()
+        .method(parts.method)
+        .uri(upstream_uri(target, path_q)?)
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    *up.headers_mut() = forwarded(&parts.headers, false);
+    let resp = app
+        .proxy
+        .request(up)
+        .await
+        .map_err(|e| format!("unreachable: {e}"))?;
+    let (mut parts, body) = resp.into_parts();
+    parts.headers = forwarded(&parts.headers, false);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Upgrades: a dedicated HTTP/1 connection; after `101` both sides are
+/// joined byte for byte.
+async fn tunnel(target: SocketAddr, path_q: &str, mut req: Request) -> Result<Response, String> {
+    let client_side = hyper::upgrade::on(&mut req);
+    let stream = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("unreachable: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut up = hyper::Request::builder()
+        .method(req.method().clone())
+        .uri(path_q)
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    *up.headers_mut() = forwarded(req.headers(), true);
+    up.headers_mut().insert(
+        header::HOST,
+        HeaderValue::from_str(&target.to_string()).map_err(|e| e.to_string())?,
+    );
+    let mut resp = sender.send_request(up).await.map_err(|e| e.to_string())?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+    let tenant_side = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        if let (Ok(a), Ok(b)) = tokio::join!(client_side, tenant_side) {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+        }
+    });
+    let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for (k, v) in resp.headers() {
+        out = out.header(k, v);
+    }
+    out.body(Body::empty()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderName;
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer admin"),
+        );
+        h.insert(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("k"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert(
+            HeaderName::from_static("x-private"),
+            HeaderValue::from_static("1"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let f = forwarded(&h, false);
+        assert_eq!(f.len(), 1);
+        assert!(f.contains_key(header::CONTENT_TYPE));
+        let u = forwarded(&h, true);
+        assert_eq!(u.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(u.get(header::CONNECTION).unwrap(), "upgrade");
+        assert!(!u.contains_key(header::AUTHORIZATION));
+    }
+}

@@ -1,0 +1,138 @@
+//! Reconciliation of one pool: compare desired tenants (database) with the
+//! programs the agent reports, and list the actions that converge them. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use slot_agent::protocol::ProgramState;
+
+/// What the database wants of a tenant in this pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Running.
+    Running,
+    /// Stopped through the API.
+    Stopped,
+    /// Being deleted.
+    Deleting,
+}
+
+impl Want {
+    /// From the `desired` column.
+    pub fn parse(s: &str) -> Want {
+        match s {
+            "stopped" => Want::Stopped,
+            "deleting" => Want::Deleting,
+            _ => Want::Running,
+        }
+    }
+}
+
+/// One converging step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Create the missing program (PUT its spec).
+    Put(String),
+    /// Start a program the agent holds stopped.
+    Start(String),
+    /// Stop a program that should not run.
+    Stop(String),
+    /// Remove a program from the agent (orphan, or tenant being deleted).
+    Delete(String),
+    /// The program is gone: drop the tenant row being deleted.
+    Forget(String),
+}
+
+/// Actions that bring `observed` (program id → agent state) to `desired`.
+///
+/// Programs that ended by their own restart policy (`exited`, `fatal`) are
+/// left alone: the policy decided, and fighting it would hide the failure.
+pub fn plan(
+    desired: &BTreeMap<String, Want>,
+    observed: &BTreeMap<String, ProgramState>,
+) -> Vec<Action> {
+    let mut out = BTreeSet::new();
+    for (id, want) in desired {
+        match (want, observed.get(id)) {
+            (Want::Running, None) => {
+                out.insert(Action::Put(id.clone()));
+            }
+            (Want::Running, Some(ProgramState::Stopped)) => {
+                out.insert(Action::Start(id.clone()));
+            }
+            (Want::Stopped, Some(s))
+                if !matches!(s, ProgramState::Stopped | ProgramState::Stopping) =>
+            {
+                out.insert(Action::Stop(id.clone()));
+            }
+            (Want::Deleting, Some(_)) => {
+                out.insert(Action::Delete(id.clone()));
+            }
+            (Want::Deleting, None) => {
+                out.insert(Action::Forget(id.clone()));
+            }
+            _ => {}
+        }
+    }
+    for id in observed.keys() {
+        if !desired.contains_key(id) {
+            out.insert(Action::Delete(id.clone()));
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProgramState as S;
+
+    fn map<V: Clone>(v: &[(&str, V)]) -> BTreeMap<String, V> {
+        v.iter().map(|(k, x)| (k.to_string(), x.clone())).collect()
+    }
+
+    #[test]
+    fn converged_pools_need_nothing() {
+        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let o = map(&[("a", S::Running), ("b", S::Stopped)]);
+        assert!(plan(&d, &o).is_empty());
+        let o = map(&[("a", S::Backoff), ("b", S::Stopping)]);
+        assert!(plan(&d, &o).is_empty());
+    }
+
+    #[test]
+    fn missing_are_created_and_orphans_removed() {
+        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let o = map(&[("x", S::Running)]);
+        assert_eq!(
+            plan(&d, &o),
+            vec![Action::Put("a".into()), Action::Delete("x".into())]
+        );
+    }
+
+    #[test]
+    fn desired_state_wins_over_the_agents() {
+        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let o = map(&[("a", S::Stopped), ("b", S::Running)]);
+        assert_eq!(
+            plan(&d, &o),
+            vec![Action::Start("a".into()), Action::Stop("b".into())]
+        );
+    }
+
+    #[test]
+    fn deletions_finish() {
+        let d = map(&[("a", Want::Deleting), ("b", Want::Deleting)]);
+        let o = map(&[("a", S::Running)]);
+        assert_eq!(
+            plan(&d, &o),
+            vec![Action::Delete("a".into()), Action::Forget("b".into())]
+        );
+    }
+
+    #[test]
+    fn policy_endings_are_left_alone() {
+        let d = map(&[("a", Want::Running), ("b", Want::Running)]);
+        let o = map(&[("a", S::Exited), ("b", S::Fatal)]);
+        assert!(plan(&d, &o).is_empty());
+    }
+}

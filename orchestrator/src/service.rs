@@ -1,0 +1,941 @@
+//! The orchestrator's core: creates, changes and removes tenants, creates and
+//! removes pools, runs the health tick and reconciliation.
+//!
+//! State ownership: the database owns desired state; the agents own what
+//! runs; the [`PoolIndex`] (behind the placement lock) is derived from the
+//! database and changed only while that lock is held, right after the
+//! database change it mirrors. The lock also serialises pool creation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use slot_agent::protocol::{is_valid_id, ProgramSpec, ProgramStatus};
+use tokio::sync::Mutex;
+
+use crate::agent_client::{AgentClient, AgentError, Endpoint};
+use crate::backend::Backend;
+use crate::config::ServeConfig;
+use crate::db::{pool_id, Db, DbError, NewPool, PoolRow, TenantRow};
+use crate::metrics::{Metrics, Snapshot};
+use crate::model::*;
+use crate::placement::{place, Decision, PoolCapacity, PoolIndex, Request};
+use crate::reconcile::{plan, Action, Want};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token.
+    Admin,
+    /// An owner token.
+    Owner(String),
+}
+
+impl Caller {
+    fn may_see(&self, owner: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Owner(o) => o == owner,
+        }
+    }
+}
+
+/// Errors of service operations; the API maps them to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not allowed for this caller.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such tenant (or not visible to the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A pool or agent is not available right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Our own fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<DbError> for ServiceError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Conflict(m) => ServiceError::Conflict(m),
+            e => ServiceError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AgentError> for ServiceError {
+    fn from(e: AgentError) -> Self {
+        ServiceError::Unavailable(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// The orchestrator.
+pub struct Orchestrator {
+    /// Settings.
+    pub cfg: ServeConfig,
+    /// Desired state.
+    pub db: Db,
+    /// Where pools run.
+    pub backend: Arc<dyn Backend>,
+    /// Client of the agents.
+    pub agents: AgentClient,
+    /// Counters.
+    pub metrics: Metrics,
+    placer: Mutex<PoolIndex>,
+    last_health: std::sync::Mutex<Option<HealthReport>>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A fresh random token (32 hex digits).
+pub fn random_token() -> String {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("system random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Orchestrator {
+    /// Build the orchestrator (no I/O beyond what `db` and `backend` did).
+    pub fn new(cfg: ServeConfig, db: Db, backend: Arc<dyn Backend>) -> Self {
+        let agents = AgentClient::new(cfg.ping_timeout());
+        Self {
+            cfg,
+            db,
+            backend,
+            agents,
+            metrics: Metrics::default(),
+            placer: Mutex::new(PoolIndex::new()),
+            last_health: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn endpoint(&self, pool: &PoolRow) -> Endpoint {
+        Endpoint {
+            addr: self.backend.agent_addr(pool),
+            token: pool.token.clone(),
+        }
+    }
+
+    fn capacity(pool: &PoolRow, tenants: &[&TenantRow]) -> PoolCapacity {
+        PoolCapacity {
+            number: pool.number,
+            class: pool.class.clone(),
+            slots: pool.slots,
+            memory_mb: pool.memory_mb,
+            cpu_millis: pool.cpu_millis,
+            used_slots: tenants.iter().map(|t| t.slot).collect(),
+            used_memory_mb: tenants.iter().map(|t| t.memory_mb).sum(),
+            used_cpu_millis: tenants.iter().map(|t| t.cpu_millis).sum(),
+            accepting: pool.mode == "pooled" && pool.status == "running",
+        }
+    }
+
+    /// Start-up: adopt or restart every pool, rebuild the placement index,
+    /// remove pools the database does not know, reconcile everything.
+    pub async fn recover(&self) -> Result<HealthReport> {
+        for pool in self.db.pools()? {
+            match self.backend.start_pool(&pool).await {
+                Ok(r) => self.db.set_pool_status(pool.number, "running", Some(&r))?,
+                Err(e) => {
+                    eprintln!("slotpack: {e}");
+                    self.db.set_pool_status(pool.number, "failed", None)?;
+                }
+            }
+        }
+        self.rebuild_index().await?;
+        Ok(self.health_tick().await)
+    }
+
+    async fn rebuild_index(&self) -> Result<()> {
+        let pools = self.db.pools()?;
+        let tenants = self.db.tenants()?;
+        let mut idx = PoolIndex::new();
+        for p in &pools {
+            let ts: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
+            idx.upsert(Self::capacity(p, &ts));
+        }
+        *self.placer.lock().await = idx;
+        Ok(())
+    }
+
+    /// Check a create request; returns the owner and the stored request.
+    fn check_create(&self, caller: &Caller, mut req: CreateTenant) -> Result<CreateTenant> {
+        let bad = |m: String| Err(ServiceError::BadRequest(m));
+        if !is_valid_id(&req.id) {
+            return bad(format!(
+                "invalid tenant id {:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$",
+                req.id
+            ));
+        }
+        let owner = match (caller, req.owner.take()) {
+            (Caller::Admin, Some(o)) => o,
+            (Caller::Admin, None) => "admin".to_string(),
+            (Caller::Owner(me), Some(o)) if &o != me => {
+                return Err(ServiceError::Forbidden(format!(
+                    "an owner token creates tenants for its own owner only, not {o:?}"
+                )))
+            }
+            (Caller::Owner(me), _) => me.clone(),
+        };
+        if !is_valid_id(&owner) {
+            return bad(format!(
+                "invalid owner {owner:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
+            ));
+        }
+        req.owner = Some(owner);
+        if let Some(c) = &req.pool_class {
+            if !is_valid_id(c) {
+                return bad(format!("invalid poolClass {c:?}"));
+            }
+        }
+        let r = &req.resources;
+        if r.memory_mb == 0 || r.memory_mb > self.cfg.pool_memory_mb {
+            return bad(format!(
+                "resources.memoryMb must be 1..={} (a pool's memory)",
+                self.cfg.pool_memory_mb
+            ));
+        }
+        if r.cpu_millis > self.cfg.pool_cpu_millis {
+            return bad(format!(
+                "resources.cpuMillis must be at most {} (a pool's cpu)",
+                self.cfg.pool_cpu_millis
+            ));
+        }
+        if req.max_lifetime_seconds == Some(0) {
+            return bad("maxLifetimeSeconds must be >= 1".into());
+        }
+        slot_agent::protocol::check_spec(&program_spec(&req, 0, 0))
+            .map_err(ServiceError::BadRequest)?;
+        Ok(req)
+    }
+
+    /// Create and place a tenant. Returns the tenant and whether it was
+    /// created (false: the same request had already been accepted).
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        req: CreateTenant,
+    ) -> Result<(Tenant, bool)> {
+        let req = self.check_create(caller, req)?;
+        let stored =
+            serde_json::to_string(&req).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let row = {
+            let mut idx = self.placer.lock().await;
+            if let Some(old) = self.db.tenant(&req.id)? {
+                if old.spec == stored && old.desired != "deleting" {
+                    drop(idx);
+                    return Ok((self.view(&old).await?, false));
+                }
+                return Err(ServiceError::Conflict(format!("tenant {} exists", req.id)));
+            }
+            let want = Request {
+                memory_mb: req.resources.memory_mb,
+                cpu_millis: req.resources.cpu_millis,
+                class: req.pool_class.clone(),
+            };
+            let started = Instant::now();
+            let mut decision = if self.cfg.pool_mode_enabled {
+                place(&idx, &want, self.cfg.placement)
+            } else {
+                Decision::NewPool
+            };
+            self.metrics.placement.observe(started.elapsed());
+            if decision == Decision::NewPool {
+                let pool = self.new_pool(&mut idx, req.pool_class.clone()).await?;
+                decision = Decision::Place {
+                    pool: pool.number,
+                    slot: 0,
+                };
+            }
+            let Decision::Place { pool, slot } = decision else {
+                return Err(ServiceError::Internal("placement found no slot".into()));
+            };
+            let prow = self
+                .db
+                .pool(pool)?
+                .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+            let row = TenantRow {
+                id: req.id.clone(),
+                owner: req.owner.clone().unwrap_or_default(),
+                spec: stored,
+                pool,
+                slot,
+                port: prow.base_port + slot as u16,
+                memory_mb: want.memory_mb,
+                cpu_millis: want.cpu_millis,
+                desired: "running".into(),
+                created_at: slot_agent::clock::now_rfc3339(),
+                expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
+            };
+            self.db.insert_tenant(&row)?;
+            idx.take(pool, slot, &want);
+            row
+        };
+        // Committed: from here on the reconciler would finish the job after a crash.
+        let pool = self
+            .db
+            .pool(row.pool)?
+            .ok_or_else(|| ServiceError::Internal("pool vanished".into()))?;
+        let spec = program_spec(&req, row.slot, row.port);
+        if let Err(e) = self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
+            self.forget_tenant(&row.id, &format!("agent refused it: {e}"))
+                .await?;
+            return Err(e.into());
+        }
+        self.metrics.tenants_created.fetch_add(1, Relaxed);
+        self.keep_warm().await;
+        Ok((self.view(&row).await?, true))
+    }
+
+    /// Insert and start a pool, and add it to the index (placement lock held).
+    async fn new_pool(&self, idx: &mut PoolIndex, class: Option<String>) -> Result<PoolRow> {
+        let legacy = !self.cfg.pool_mode_enabled;
+        let row = self.db.insert_pool(&NewPool {
+            slots: if legacy {
+                1
+            } else {
+                self.cfg.max_bots_per_container
+            },
+            block_width: self.cfg.max_bots_per_container,
+            pool_base_port: self.cfg.pool_base_port,
+            memory_mb: self.cfg.pool_memory_mb,
+            cpu_millis: self.cfg.pool_cpu_millis,
+            class,
+            mode: if legacy { "legacy" } else { "pooled" }.into(),
+            token: random_token(),
+        })?;
+        match self.backend.start_pool(&row).await {
+            Ok(r) => self.db.set_pool_status(row.number, "running", Some(&r))?,
+            Err(e) => {
+                let _ = self.backend.remove_pool(&row).await;
+                self.db
+                    .delete_pool(row.number, &format!("start failed: {e}"))?;
+                return Err(ServiceError::Unavailable(e.to_string()));
+            }
+        }
+        self.metrics.pools_created.fetch_add(1, Relaxed);
+        let row = self.db.pool(row.number)?.unwrap_or(row);
+        // A legacy pool is not accepting: it belongs to the one tenant it is made for.
+        idx.upsert(Self::capacity(&row, &[]));
+        Ok(row)
+    }
+
+    /// Keep `SLOTPACK_WARM_SLOTS` free slots in the default class.
+    pub async fn keep_warm(&self) {
+        if self.cfg.warm_slots == 0 || !self.cfg.pool_mode_enabled {
+            return;
+        }
+        let mut idx = self.placer.lock().await;
+        while idx.free_slots(&None) < u64::from(self.cfg.warm_slots) {
+            if let Err(e) = self.new_pool(&mut idx, None).await {
+                eprintln!("slotpack: warm pool: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Drop a tenant row and free its slot, if the row still exists.
+    async fn forget_tenant(&self, id: &str, why: &str) -> Result<()> {
+        let mut idx = self.placer.lock().await;
+        if let Some(t) = self.db.tenant(id)? {
+            self.db.delete_tenant(id, why)?;
+            idx.release(t.pool, t.slot, t.memory_mb, t.cpu_millis);
+            if let Some(p) = self.db.pool(t.pool)? {
+                if p.mode == "legacy" {
+                    // A legacy pool ends with its tenant.
+                    drop(idx);
+                    self.remove_pool(&p, "its legacy tenant is gone").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_pool(&self, pool: &PoolRow, why: &str) -> Result<()> {
+        self.backend
+            .remove_pool(pool)
+            .await
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        self.db.delete_pool(pool.number, why)?;
+        self.placer.lock().await.remove(pool.number);
+        Ok(())
+    }
+
+    /// The tenant `id` if the caller may see it.
+    fn visible(&self, caller: &Caller, id: &str) -> Result<TenantRow> {
+        match self.db.tenant(id)? {
+            Some(t) if caller.may_see(&t.owner) && t.desired != "deleting" => Ok(t),
+            _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
+        }
+    }
+
+    fn pool_of(&self, t: &TenantRow) -> Result<PoolRow> {
+        self.db.pool(t.pool)?.ok_or_else(|| {
+            ServiceError::Internal(format!("{} of {} missing", pool_id(t.pool), t.id))
+        })
+    }
+
+    /// One tenant with its live state.
+    pub async fn get_tenant(&self, caller: &Caller, id: &str) -> Result<Tenant> {
+        let t = self.visible(caller, id)?;
+        self.view(&t).await
+    }
+
+    async fn view(&self, t: &TenantRow) -> Result<Tenant> {
+        let pool = self.pool_of(t)?;
+        let observed = self.agents.get(&self.endpoint(&pool), &t.id).await.ok();
+        Ok(self.compose(t, &pool, observed.as_ref()))
+    }
+
+    fn compose(&self, t: &TenantRow, pool: &PoolRow, st: Option<&ProgramStatus>) -> Tenant {
+        let req: Option<CreateTenant> = serde_json::from_str(&t.spec).ok();
+        Tenant {
+            id: t.id.clone(),
+            owner: t.owner.clone(),
+            desired: t.desired.clone(),
+            state: st.map_or("unknown".into(), |s| s.state.as_str().to_string()),
+            healthy: st.is_some_and(|s| s.healthy),
+            restarts: st.map_or(0, |s| s.restarts),
+            placement: self.placement(t, pool),
+            resources: Resources {
+                memory_mb: t.memory_mb,
+                cpu_millis: t.cpu_millis,
+            },
+            pool_class: req.and_then(|r| r.pool_class),
+            created_at: t.created_at.clone(),
+            expires_at: t.expires_at,
+        }
+    }
+
+    fn placement(&self, t: &TenantRow, pool: &PoolRow) -> Placement {
+        let host = self.cfg.public_host.clone();
+        Placement {
+            pool_id: pool.id(),
+            container_name: self.backend.container_name(pool),
+            slot: t.slot,
+            port: t.port,
+            url: format!("http://{host}:{}", t.port),
+            host,
+        }
+    }
+
+    /// Every tenant the caller may see, with live states (one agent call per pool).
+    pub async fn list_tenants(&self, caller: &Caller) -> Result<Vec<Tenant>> {
+        let tenants: Vec<TenantRow> = self
+            .db
+            .tenants()?
+            .into_iter()
+            .filter(|t| caller.may_see(&t.owner) && t.desired != "deleting")
+            .collect();
+        let pools: HashMap<u64, PoolRow> = self
+            .db
+            .pools()?
+            .into_iter()
+            .map(|p| (p.number, p))
+            .collect();
+        let mut observed: HashMap<String, ProgramStatus> = HashMap::new();
+        let wanted: Vec<&PoolRow> = pools
+            .values()
+            .filter(|p| tenants.iter().any(|t| t.pool == p.number))
+            .collect();
+        let eps: Vec<Endpoint> = wanted.iter().map(|p| self.endpoint(p)).collect();
+        let lists = futures_util::future::join_all(eps.iter().map(|ep| self.agents.list(ep))).await;
+        for l in lists.into_iter().flatten() {
+            observed.extend(l.into_iter().map(|s| (s.id.clone(), s)));
+        }
+        Ok(tenants
+            .iter()
+            .filter_map(|t| Some(self.compose(t, pools.get(&t.pool)?, observed.get(&t.id))))
+            .collect())
+    }
+
+    /// Stop the tenant and free its slot.
+    pub async fn delete_tenant(&self, caller: &Caller, id: &str) -> Result<()> {
+        let t = self.visible(caller, id)?;
+        self.db.set_desired(id, "deleting")?;
+        self.finish_delete(&t, "deleted through the API").await
+    }
+
+    async fn finish_delete(&self, t: &TenantRow, why: &str) -> Result<()> {
+        let pool = self.pool_of(t)?;
+        let stop = Duration::from_millis(stop_timeout_ms(t)) + Duration::from_secs(2);
+        self.agents
+            .delete(&self.endpoint(&pool), &t.id, stop)
+            .await?;
+        self.forget_tenant(&t.id, why).await
+    }
+
+    /// `start`, `stop` or `restart` a tenant.
+    pub async fn act(&self, caller: &Caller, id: &str, action: &str) -> Result<Tenant> {
+        let t = self.visible(caller, id)?;
+        let pool = self.pool_of(&t)?;
+        let ep = self.endpoint(&pool);
+        let desired = if action == "stop" {
+            "stopped"
+        } else {
+            "running"
+        };
+        self.db.set_desired(id, desired)?;
+        let stop = Duration::from_millis(stop_timeout_ms(&t)) + Duration::from_secs(2);
+        match self.agents.action(&ep, id, action, stop).await {
+            Err(e) if e.is_not_found() && desired == "running" => {
+                // The agent lost it (e.g. its state was wiped): create it again.
+                let req: CreateTenant = serde_json::from_str(&t.spec)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                self.agents
+                    .put(&ep, id, &program_spec(&req, t.slot, t.port))
+                    .await?;
+            }
+            Err(e) if e.is_not_found() => {}
+            r => {
+                r?;
+            }
+        }
+        let t = self.visible(caller, id)?;
+        self.view(&t).await
+    }
+
+    /// The tenant's last log lines.
+    pub async fn logs(&self, caller: &Caller, id: &str, tail: usize) -> Result<axum::body::Bytes> {
+        let t = self.visible(caller, id)?;
+        let pool = self.pool_of(&t)?;
+        Ok(self.agents.logs(&self.endpoint(&pool), id, tail).await?)
+    }
+
+    /// The tenant's port, for the proxy.
+    pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<std::net::SocketAddr> {
+        let t = self.visible(caller, id)?;
+        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], t.port)))
+    }
+
+    /// Connection info of a tenant (`GET /api/pool/bot/{id}`).
+    pub fn bot_info(&self, caller: &Caller, id: &str) -> Result<BotInfo> {
+        let t = self.visible(caller, id)?;
+        let pool = self.pool_of(&t)?;
+        let p = self.placement(&t, &pool);
+        let pooled = pool.mode == "pooled";
+        Ok(BotInfo {
+            success: true,
+            instance_id: t.id,
+            is_pooled: pooled,
+            mode: pool.mode,
+            connection: Connection {
+                host: p.host,
+                port: p.port,
+                url: p.url,
+            },
+        })
+    }
+
+    /// Create an owner token.
+    pub fn create_token(&self, owner: &str) -> Result<TokenCreated> {
+        if !is_valid_id(owner) {
+            return Err(ServiceError::BadRequest(format!(
+                "invalid owner {owner:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
+            )));
+        }
+        let token = format!("sp_{}", random_token());
+        self.db.insert_token(&token_hash(&token), owner)?;
+        self.db.event("token.created", None, None, owner)?;
+        Ok(TokenCreated {
+            success: true,
+            owner: owner.to_string(),
+            token,
+        })
+    }
+
+    /// The latest health report, if a tick ran.
+    pub fn last_health(&self) -> Option<HealthReport> {
+        self.last_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One health tick: check every agent, restart dead pools, reconcile
+    /// every pool, expire tenants past their lifetime, remove pools the
+    /// database does not know, keep warm slots.
+    pub async fn health_tick(&self) -> HealthReport {
+        let started = Instant::now();
+        let mut r = HealthReport {
+            success: true,
+            timestamp: slot_agent::clock::now_rfc3339(),
+            pools: vec![],
+            bots: vec![],
+            issues: vec![],
+            recovery_actions: vec![],
+            duration_ms: 0,
+        };
+        if let Err(e) = self.tick_into(&mut r).await {
+            r.issues.push(format!("health tick failed: {e}"));
+        }
+        self.keep_warm().await;
+        r.duration_ms = started.elapsed().as_millis() as u64;
+        self.metrics.health_ticks.fetch_add(1, Relaxed);
+        self.metrics
+            .recovery_actions
+            .fetch_add(r.recovery_actions.len() as u64, Relaxed);
+        for a in &r.recovery_actions {
+            let _ = self.db.event("recovery", None, None, a);
+        }
+        *self.last_health.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+        r
+    }
+
+    async fn tick_into(&self, r: &mut HealthReport) -> Result<()> {
+        // Pools the backend runs that the database does not know.
+        let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
+        if let Ok(found) = self.backend.found_pools().await {
+            for f in found
+                .iter()
+                .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
+            {
+                r.issues.push(format!(
+                    "orphaned pool {} (not in the database)",
+                    f.backend_ref
+                ));
+                match self.backend.remove_found(f).await {
+                    Ok(()) => r
+                        .recovery_actions
+                        .push(format!("removed orphaned pool {}", f.backend_ref)),
+                    Err(e) => r
+                        .issues
+                        .push(format!("removing orphaned pool {}: {e}", f.backend_ref)),
+                }
+            }
+        }
+        let pools = self.db.pools()?;
+        let checks = futures_util::future::join_all(pools.iter().map(|p| self.check_pool(p))).await;
+        for c in checks {
+            let (ph, bots, issues, actions) = c;
+            r.pools.push(ph);
+            r.bots.extend(bots);
+            r.issues.extend(issues);
+            r.recovery_actions.extend(actions);
+        }
+        // Lifetimes.
+        let now = unix_now();
+        for t in self.db.tenants()? {
+            if t.expires_at.is_some_and(|e| e <= now) && t.desired != "deleting" {
+                self.db.set_desired(&t.id, "deleting")?;
+                match self.finish_delete(&t, "maxLifetimeSeconds reached").await {
+                    Ok(()) => r
+                        .recovery_actions
+                        .push(format!("removed {} at the end of its lifetime", t.id)),
+                    Err(e) => r.issues.push(format!("expiring {}: {e}", t.id)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check one pool: agent health (restart the pool if its process is
+    /// gone), then reconcile its programs with the database.
+    async fn check_pool(
+        &self,
+        pool: &PoolRow,
+    ) -> (PoolHealth, Vec<BotHealth>, Vec<String>, Vec<String>) {
+        let (mut issues, mut actions, mut bots) = (vec![], vec![], vec![]);
+        let ep = self.endpoint(pool);
+        let id = pool.id();
+        let t0 = Instant::now();
+        let mut health = self.agents.health(&ep).await;
+        if let Err(e) = &health {
+            issues.push(format!("{id}: agent unreachable: {e}"));
+            if !self.backend.pool_running(pool).await {
+                match self.backend.start_pool(pool).await {
+                    Ok(r) => {
+                        let _ = self.db.set_pool_status(pool.number, "running", Some(&r));
+                        actions.push(format!(
+                            "restarted {id}; its tenants come back from its state"
+                        ));
+                        health = self.agents.health(&ep).await;
+                    }
+                    Err(e) => {
+                        let _ = self.db.set_pool_status(pool.number, "failed", None);
+                        issues.push(format!("{id}: restart failed: {e}"));
+                    }
+                }
+            }
+        }
+        let latency = t0.elapsed().as_secs_f64() * 1000.0;
+        let ph = PoolHealth {
+            id: id.clone(),
+            healthy: health.is_ok(),
+            latency_ms: health.is_ok().then_some(latency),
+        };
+        if health.is_err() {
+            return (ph, bots, issues, actions);
+        }
+        // Observe first, then read desired: a program on the agent always
+        // has its row committed before it was PUT, so no new tenant is
+        // mistaken for an orphan.
+        let observed = match self.agents.list(&ep).await {
+            Ok(o) => o,
+            Err(e) => {
+                issues.push(format!("{id}: listing programs: {e}"));
+                return (ph, bots, issues, actions);
+            }
+        };
+        let tenants: Vec<TenantRow> = match self.db.tenants() {
+            Ok(t) => t.into_iter().filter(|t| t.pool == pool.number).collect(),
+            Err(e) => {
+                issues.push(e.to_string());
+                return (ph, bots, issues, actions);
+            }
+        };
+        let desired: BTreeMap<String, Want> = tenants
+            .iter()
+            .map(|t| (t.id.clone(), Want::parse(&t.desired)))
+            .collect();
+        let seen: BTreeMap<String, _> = observed.iter().map(|s| (s.id.clone(), s.state)).collect();
+        for s in &observed {
+            if desired.get(&s.id) == Some(&Want::Running) {
+                if !s.healthy {
+                    issues.push(format!(
+                        "{}: {} in {id}, not healthy",
+                        s.id,
+                        s.state.as_str()
+                    ));
+                }
+                bots.push(BotHealth {
+                    id: s.id.clone(),
+                    pool_id: id.clone(),
+                    state: s.state.as_str().to_string(),
+                    healthy: s.healthy,
+                    restarts: s.restarts,
+                });
+            }
+        }
+        for a in plan(&desired, &seen) {
+            match self.apply(pool, &ep, &tenants, &a).await {
+                Ok(()) => actions.push(format!("{id}: {a:?}")),
+                Err(e) => issues.push(format!("{id}: {a:?} failed: {e}")),
+            }
+        }
+        (ph, bots, issues, actions)
+    }
+
+    async fn apply(
+        &self,
+        _pool: &PoolRow,
+        ep: &Endpoint,
+        tenants: &[TenantRow],
+        a: &Action,
+    ) -> Result<()> {
+        let row = |id: &str| tenants.iter().find(|t| t.id == id);
+        let grace = Duration::from_secs(12);
+        match a {
+            Action::Put(id) => {
+                let t = row(id).ok_or_else(|| ServiceError::Internal("row vanished".into()))?;
+                let req: CreateTenant = serde_json::from_str(&t.spec)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                self.agents
+                    .put(ep, id, &program_spec(&req, t.slot, t.port))
+                    .await?;
+            }
+            Action::Start(id) => {
+                self.agents.action(ep, id, "start", grace).await?;
+            }
+            Action::Stop(id) => {
+                self.agents.action(ep, id, "stop", grace).await?;
+            }
+            Action::Delete(id) => {
+                self.agents.delete(ep, id, grace).await?;
+                if let Some(t) = row(id).filter(|t| t.desired == "deleting") {
+                    self.forget_tenant(&t.id, "deleted (finished by the reconciler)")
+                        .await?;
+                }
+            }
+            Action::Forget(id) => {
+                self.forget_tenant(id, "deleted (finished by the reconciler)")
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove empty pools (keeping enough for the warm slots), and pools the
+    /// database does not know. Returns how many were removed.
+    pub async fn cleanup(&self) -> Result<u32> {
+        let mut removed = 0;
+        if let Ok(found) = self.backend.found_pools().await {
+            let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
+            for f in found
+                .iter()
+                .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
+            {
+                if self.backend.remove_found(f).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let tenants = self.db.tenants()?;
+        let mut free: u64 = {
+            let idx = self.placer.lock().await;
+            idx.free_slots(&None)
+        };
+        for p in self.db.pools()? {
+            if tenants.iter().any(|t| t.pool == p.number) {
+                continue;
+            }
+            let keep_warm = p.class.is_none()
+                && p.mode == "pooled"
+                && free.saturating_sub(u64::from(p.slots)) < u64::from(self.cfg.warm_slots);
+            if keep_warm {
+                continue;
+            }
+            // Re-check under the lock that nothing was placed meanwhile.
+            {
+                let mut idx = self.placer.lock().await;
+                if idx.get(p.number).is_some_and(|c| !c.used_slots.is_empty()) {
+                    continue;
+                }
+                idx.remove(p.number);
+            }
+            free = free.saturating_sub(u64::from(p.slots));
+            match self.remove_pool(&p, "empty (cleanup)").await {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    eprintln!("slotpack: cleanup of {}: {e}", p.id());
+                    self.rebuild_index().await?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `GET /api/pool/status`.
+    pub fn pool_status(&self) -> Result<PoolStatus> {
+        let pools = self.db.pools()?;
+        let tenants = self.db.tenants()?;
+        let last = self.last_health();
+        let unreachable = |id: &str| {
+            last.as_ref()
+                .is_some_and(|h| h.pools.iter().any(|p| p.id == id && !p.healthy))
+        };
+        let infos: Vec<PoolInfo> = pools
+            .iter()
+            .map(|p| {
+                let bots: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
+                let id = p.id();
+                PoolInfo {
+                    status: if p.status == "running" && unreachable(&id) {
+                        "unreachable".into()
+                    } else {
+                        p.status.clone()
+                    },
+                    container_name: self.backend.container_name(p),
+                    bots_count: bots.len() as u32,
+                    capacity: p.slots,
+                    utilization_percent: (bots.len() as u32 * 100 + p.slots / 2) / p.slots.max(1),
+                    bots: bots.iter().map(|t| t.id.clone()).collect(),
+                    mode: p.mode.clone(),
+                    base_port: p.base_port,
+                    memory_used_mb: bots.iter().map(|t| t.memory_mb).sum(),
+                    memory_mb: p.memory_mb,
+                    id,
+                }
+            })
+            .collect();
+        let healthy_pools = infos.iter().filter(|p| p.status == "running").count() as u32;
+        let healthy_bots = last
+            .as_ref()
+            .map_or(0, |h| h.bots.iter().filter(|b| b.healthy).count() as u32);
+        let total_bots = tenants.iter().filter(|t| t.desired != "deleting").count() as u32;
+        let running_bots = tenants.iter().filter(|t| t.desired == "running").count() as u32;
+        let status = if healthy_pools == infos.len() as u32 && healthy_bots >= running_bots {
+            "healthy"
+        } else if healthy_pools == 0 && !infos.is_empty() {
+            "unhealthy"
+        } else {
+            "degraded"
+        };
+        Ok(PoolStatus {
+            success: true,
+            pool_mode: self.cfg.pool_mode_enabled,
+            total_pools: infos.len() as u32,
+            total_bots,
+            health: HealthSummary {
+                status: status.into(),
+                pools: Count {
+                    total: infos.len() as u32,
+                    healthy: healthy_pools,
+                },
+                bots: Count {
+                    total: total_bots,
+                    healthy: healthy_bots,
+                },
+            },
+            pools: infos,
+        })
+    }
+
+    /// Gauges for `/metrics`.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        if let Ok(pools) = self.db.pools() {
+            for p in pools {
+                *s.pools.entry(p.status).or_default() += 1;
+            }
+        }
+        {
+            let idx = self.placer.lock().await;
+            for p in idx.pools() {
+                s.slots_used += p.used_slots.len() as u64;
+                s.slots_free += u64::from(p.free_slots());
+            }
+        }
+        if let Some(h) = self.last_health() {
+            for b in &h.bots {
+                *s.tenants.entry(b.state.clone()).or_default() += 1;
+                s.restarts += b.restarts;
+            }
+        }
+        s
+    }
+}
+
+/// The agent spec of a tenant in `slot`/`port`.
+pub fn program_spec(req: &CreateTenant, slot: u32, port: u16) -> ProgramSpec {
+    ProgramSpec {
+        command: req.command.clone(),
+        args: req.args.clone(),
+        env: req.env.clone(),
+        slot: Some(slot),
+        port: Some(port),
+        ping: req.ping.clone(),
+        restart: req.restart.clone(),
+        stop: req.stop.clone(),
+        max_memory_mb: Some(req.resources.memory_mb),
+    }
+}
+
+fn stop_timeout_ms(t: &TenantRow) -> u64 {
+    serde_json::from_str::<CreateTenant>(&t.spec).map_or(10_000, |r| r.stop.timeout_ms)
+}
+
+/// SHA-256 of a token, hex; what the database stores.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
