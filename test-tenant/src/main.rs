@@ -221,7 +221,9 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
         }
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("");
+        let path = target.split('?').next().unwrap_or("").to_string();
+        let mut seen_headers = String::new();
         let mut len = 0usize;
         let mut close = false;
         let mut ws_key: Option<String> = None;
@@ -234,6 +236,8 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
             if h.is_empty() {
                 break;
             }
+            seen_headers.push_str(h);
+            seen_headers.push('\n');
             if let Some((k, v)) = h.split_once(':') {
                 let k = k.trim().to_ascii_lowercase();
                 if k == "sec-websocket-key" {
@@ -276,6 +280,7 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
                 ("200 OK", "application/json", j.into_bytes())
             }
             (_, "/echo") => ("200 OK", "application/octet-stream", body),
+            (_, "/headers") => ("200 OK", "text/plain", seen_headers.into_bytes()),
             _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
         };
         write!(

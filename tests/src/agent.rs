@@ -17,12 +17,18 @@ static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 /// Find `n + 1` consecutive free loopback ports (API port, then the slots).
 pub fn free_port_block(n: u16) -> u16 {
-    let width = n + 1;
-    let seed = (std::process::id() % 300) as u16;
+    free_ports(n + 1)
+}
+
+/// Find `width` consecutive free loopback ports; blocks handed out in one
+/// test process never overlap, and the start differs between processes.
+pub fn free_ports(width: u16) -> u16 {
+    let step = width.next_power_of_two().max(32);
+    let slots = 40_000 / step;
+    let seed = (std::process::id() % u32::from(slots)) as u16;
     loop {
         let k = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        let base = 20_000 + ((seed * 7 + k) % 1_400) * 32;
-        assert!(width <= 32);
+        let base = 20_000 + ((seed * 7 + k) % slots) * step;
         let free =
             (base..base + width).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {

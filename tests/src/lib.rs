@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod docker;
 pub mod http;
+pub mod orchestrator;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,409 @@
+//! The slotpack REST API over real sockets, with real pool agents.
+
+use serde_json::{json, Value};
+use slotpack_tests::http::{request, Response};
+use slotpack_tests::orchestrator::{tenant, Slotpack, ADMIN};
+
+fn assert_error(r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["success"], false, "{j}");
+    assert_eq!(j["error"]["code"], code, "{j}");
+    assert!(!j["error"]["message"].as_str().unwrap_or("").is_empty());
+}
+
+#[test]
+fn tenants_are_placed_in_port_blocks_and_pools_only_grow_when_full() {
+    let s = Slotpack::start(&[]);
+    let mut ports = Vec::new();
+    for i in 0..4 {
+        let c = s.create_ok(&format!("bot-{i}"), json!({}));
+        assert_eq!(c["success"], true);
+        assert_eq!(c["placement"], c["tenant"]["placement"]);
+        ports.push((
+            c["placement"]["poolId"].as_str().unwrap().to_string(),
+            c["placement"]["port"].as_u64().unwrap() as u16,
+        ));
+    }
+    let b = s.base_port;
+    // 3 slots per pool: pool-1 takes the first block, pool-2 the next.
+    assert_eq!(
+        ports,
+        vec![
+            ("pool-1".into(), b),
+            ("pool-1".into(), b + 1),
+            ("pool-1".into(), b + 2),
+            ("pool-2".into(), b + 3)
+        ]
+    );
+    for i in 0..4 {
+        s.wait_pong(&format!("bot-{i}"));
+    }
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["success"], true);
+    assert_eq!(st["poolMode"], true);
+    assert_eq!(st["totalPools"], 2);
+    assert_eq!(st["totalBots"], 4);
+    assert_eq!(st["pools"][0]["id"], "pool-1");
+    assert_eq!(st["pools"][0]["containerName"], "slotpack-pool-1");
+    assert_eq!(st["pools"][0]["status"], "running");
+    assert_eq!(st["pools"][0]["botsCount"], 3);
+    assert_eq!(st["pools"][0]["capacity"], 3);
+    assert_eq!(st["pools"][0]["utilizationPercent"], 100);
+    assert_eq!(st["pools"][0]["bots"], json!(["bot-0", "bot-1", "bot-2"]));
+    assert_eq!(st["pools"][1]["utilizationPercent"], 33);
+    // After a health tick every tenant counts as healthy.
+    let h = s.health_check();
+    assert_eq!(h["success"], true);
+    assert!(h["timestamp"].is_string() && h["durationMs"].is_number());
+    assert_eq!(h["bots"].as_array().unwrap().len(), 4);
+    assert_eq!(h["issues"], json!([]), "{h}");
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(
+        st["health"],
+        json!({"status": "healthy", "pools": {"total": 2, "healthy": 2}, "bots": {"total": 4, "healthy": 4}})
+    );
+
+    // A freed slot is reused before a new pool is made.
+    assert_eq!(s.call("DELETE", "/api/tenants/bot-1", "").status, 200);
+    let c = s.create_ok("bot-9", json!({}));
+    assert_eq!(c["placement"]["port"], b + 1);
+    // Emptying pool-2 lets cleanup remove it; its block is reused by the next pool.
+    assert_eq!(s.call("DELETE", "/api/tenants/bot-3", "").status, 200);
+    let agents_before = s.agent_pids();
+    let r = s.call("POST", "/api/pool/cleanup", "").json();
+    assert_eq!(
+        r,
+        json!({"success": true, "removedPools": 1, "message": "Cleaned up 1 empty pool containers"})
+    );
+    let gone = agents_before
+        .iter()
+        .find(|(id, _)| id == "pool-2")
+        .unwrap()
+        .1;
+    slotpack_tests::wait_for(
+        std::time::Duration::from_secs(20),
+        "pool-2 agent gone",
+        || (!slotpack_tests::alive(gone)).then_some(()),
+    );
+    let c = s.create_ok("bot-10", json!({}));
+    assert_eq!(c["placement"]["poolId"], "pool-3");
+    assert_eq!(c["placement"]["port"], b + 3);
+    s.wait_pong("bot-10");
+}
+
+#[test]
+fn bot_info_and_tenant_views() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("user-bot-1", json!({}));
+    let port = s.wait_pong("user-bot-1");
+    let i = s.call("GET", "/api/pool/bot/user-bot-1", "").json();
+    assert_eq!(
+        i,
+        json!({"success": true, "instanceId": "user-bot-1", "isPooled": true, "mode": "pooled",
+               "connection": {"host": "127.0.0.1", "port": port, "url": format!("http://127.0.0.1:{port}")}})
+    );
+    let t = slotpack_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "running and healthy",
+        || {
+            let t = s.call("GET", "/api/tenants/user-bot-1", "").json();
+            (t["tenant"]["state"] == "running" && t["tenant"]["healthy"] == true).then_some(t)
+        },
+    );
+    assert_eq!(t["tenant"]["desired"], "running");
+    assert_eq!(t["tenant"]["owner"], "admin");
+    assert_eq!(
+        t["tenant"]["resources"],
+        json!({"memoryMb": 64, "cpuMillis": 10})
+    );
+    let l = s.call("GET", "/api/tenants", "").json();
+    assert_eq!(l["tenants"].as_array().unwrap().len(), 1);
+    // Stop, start, restart.
+    let r = s.call("POST", "/api/tenants/user-bot-1/stop", "").json();
+    assert_eq!(r["tenant"]["state"], "stopped");
+    assert_eq!(r["tenant"]["desired"], "stopped");
+    assert!(request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/api/v1/ping",
+        &[],
+        b""
+    )
+    .is_err());
+    let r = s.call("POST", "/api/tenants/user-bot-1/start", "").json();
+    assert_eq!(r["tenant"]["desired"], "running");
+    s.wait_pong("user-bot-1");
+    let r = s.call("POST", "/api/tenants/user-bot-1/restart", "").json();
+    assert!(r["tenant"]["restarts"].as_u64() >= Some(1), "{r}");
+    // Logs come from the agent.
+    let logs = s.call("GET", "/api/tenants/user-bot-1/logs?tail=5", "");
+    assert_eq!(logs.status, 200);
+    assert!(
+        logs.text().contains("test-tenant: listening"),
+        "{}",
+        logs.text()
+    );
+}
+
+#[test]
+fn owners_see_and_change_only_their_own_tenants() {
+    let s = Slotpack::start(&[]);
+    let mk = |owner: &str| -> String {
+        let r = s.call("POST", "/api/tokens", &json!({"owner": owner}).to_string());
+        assert_eq!(r.status, 201, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["owner"], owner);
+        j["token"].as_str().unwrap().to_string()
+    };
+    let alice = mk("alice");
+    let bob = mk("bob");
+    let r = s.call_as(
+        Some(&alice),
+        "POST",
+        "/api/tenants",
+        &tenant("a-bot", json!({})).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["tenant"]["owner"], "alice");
+    // X-API-Key works the same as Bearer.
+    let r = request(
+        &s.addr,
+        "POST",
+        "/api/tenants",
+        &[("X-API-Key", &bob)],
+        tenant("b-bot", json!({})).to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Each sees only its own.
+    let ids = |tok: &str| -> Vec<String> {
+        s.call_as(Some(tok), "GET", "/api/tenants", "").json()["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&alice), ["a-bot"]);
+    assert_eq!(ids(&bob), ["b-bot"]);
+    assert_eq!(ids(ADMIN), ["a-bot", "b-bot"]);
+    for (m, p) in [
+        ("GET", "/api/tenants/b-bot"),
+        ("DELETE", "/api/tenants/b-bot"),
+        ("POST", "/api/tenants/b-bot/stop"),
+        ("GET", "/api/tenants/b-bot/logs"),
+        ("GET", "/api/tenants/b-bot/proxy/api/v1/ping"),
+        ("GET", "/api/pool/bot/b-bot"),
+    ] {
+        assert_error(&s.call_as(Some(&alice), m, p, ""), 404, "not_found");
+    }
+    // Admin-only routes.
+    for (m, p) in [
+        ("GET", "/api/pool/status"),
+        ("POST", "/api/pool/health-check"),
+        ("POST", "/api/pool/cleanup"),
+        ("POST", "/api/tokens"),
+    ] {
+        assert_error(
+            &s.call_as(Some(&alice), m, p, r#"{"owner":"x"}"#),
+            403,
+            "forbidden",
+        );
+    }
+    // An owner cannot create for somebody else.
+    let r = s.call_as(
+        Some(&alice),
+        "POST",
+        "/api/tenants",
+        &tenant("sneaky", json!({"owner": "bob"})).to_string(),
+    );
+    assert_error(&r, 403, "forbidden");
+    // Bob's tenant still runs.
+    assert_eq!(
+        s.call_as(Some(&bob), "GET", "/api/tenants/b-bot", "")
+            .status,
+        200
+    );
+    s.wait_pong("b-bot");
+}
+
+#[test]
+fn bad_input_gets_4xx_json_and_changes_nothing() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("keep", json!({}));
+    let before_status = s.call("GET", "/api/pool/status", "").json();
+    let before_tenants = s.call("GET", "/api/tenants", "").json()["tenants"]
+        .as_array()
+        .unwrap()
+        .len();
+    let with = |k: &str, v: Value| {
+        let mut t = tenant("new-1", json!({}));
+        t[k] = v;
+        t.to_string()
+    };
+    let cases: Vec<(String, u16, &str)> = vec![
+        (with("bogus", json!(1)), 400, "bad_request"),
+        (with("id", json!("Bad Id")), 400, "bad_request"),
+        (with("id", json!("../x")), 400, "bad_request"),
+        (with("command", json!("")), 400, "bad_request"),
+        (
+            with("resources", json!({"memoryMb": 999999})),
+            400,
+            "bad_request",
+        ),
+        (
+            with("resources", json!({"memoryMb": 0})),
+            400,
+            "bad_request",
+        ),
+        (
+            with("resources", json!({"cpuMillis": 999999})),
+            400,
+            "bad_request",
+        ),
+        (
+            with("ping", json!({"kind": "http", "path": "no-slash"})),
+            400,
+            "bad_request",
+        ),
+        (with("stop", json!({"signal": "NOPE"})), 400, "bad_request"),
+        (with("env", json!({"PORT": "1"})), 400, "bad_request"),
+        (with("maxLifetimeSeconds", json!(0)), 400, "bad_request"),
+        (with("poolClass", json!("Not Valid")), 400, "bad_request"),
+        (with("owner", json!("UPPER")), 400, "bad_request"),
+        ("{not json".to_string(), 400, "bad_request"),
+        ("".to_string(), 400, "bad_request"),
+        (
+            tenant("keep", json!({"args": ["--other"]})).to_string(),
+            409,
+            "conflict",
+        ),
+    ];
+    for (body, status, code) in &cases {
+        assert_error(&s.call("POST", "/api/tenants", body), *status, code);
+    }
+    let huge = with("args", json!(vec!["x".repeat(1000); 100]));
+    assert_error(
+        &s.call("POST", "/api/tenants", &huge),
+        413,
+        "payload_too_large",
+    );
+    assert_error(
+        &s.call_as(None, "GET", "/api/tenants", ""),
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &s.call_as(Some("wrong"), "GET", "/api/tenants", ""),
+        401,
+        "unauthorized",
+    );
+    assert_error(&s.call("GET", "/api/tenants/nobody", ""), 404, "not_found");
+    assert_error(
+        &s.call("POST", "/api/tenants/keep/explode", ""),
+        404,
+        "not_found",
+    );
+    assert_error(&s.call("GET", "/api/nothing", ""), 404, "not_found");
+    assert_error(
+        &s.call("PUT", "/api/tenants", "{}"),
+        405,
+        "method_not_allowed",
+    );
+    assert_error(
+        &s.call("GET", "/api/tenants/keep/logs?tail=x", ""),
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.call("POST", "/api/tokens", r#"{"owner":"Bad Owner"}"#),
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.call("POST", "/api/tokens", r#"{"owner":"a","x":1}"#),
+        400,
+        "bad_request",
+    );
+    // The same request again is accepted idempotently (200, same placement).
+    let again = s.create("keep", json!({}));
+    assert_eq!(again.status, 200, "{}", again.text());
+    // Nothing changed.
+    assert_eq!(s.call("GET", "/api/pool/status", "").json(), before_status);
+    assert_eq!(
+        s.call("GET", "/api/tenants", "").json()["tenants"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before_tenants
+    );
+    let events = std::fs::metadata(s.data.join("slotpack.db")).is_ok();
+    assert!(events);
+}
+
+#[test]
+fn serve_refuses_to_start_without_an_admin_token() {
+    let out = std::process::Command::new(slotpack_tests::bin("slotpack"))
+        .arg("serve")
+        .env_remove("SLOTPACK_ADMIN_TOKEN")
+        .env(
+            "SLOTPACK_DATA_DIR",
+            std::env::temp_dir().join("slotpack-notoken-test"),
+        )
+        .env("SLOTPACK_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin token") && err.contains("--insecure-dev"),
+        "{err}"
+    );
+}
+
+#[test]
+fn metrics_and_openapi() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("m-1", json!({}));
+    s.wait_pong("m-1");
+    s.health_check();
+    assert_eq!(
+        s.call("GET", "/api/tenants/m-1/proxy/api/v1/ping", "")
+            .status,
+        200
+    );
+    let m = s.call_as(None, "GET", "/metrics", "");
+    assert_eq!(m.status, 200);
+    let t = m.text();
+    for want in [
+        "slotpack_pools{status=\"running\"} 1",
+        "slotpack_slots{state=\"used\"} 1",
+        "slotpack_slots{state=\"free\"} 2",
+        "slotpack_tenants{state=\"running\"} 1",
+        "slotpack_placement_seconds_count 1",
+        "slotpack_proxy_requests_total{code=\"2xx\"} 1",
+        "slotpack_tenants_created_total 1",
+        "slotpack_health_ticks_total",
+    ] {
+        assert!(t.contains(want), "missing {want} in\n{t}");
+    }
+    let o = s.call_as(None, "GET", "/openapi.json", "").json();
+    assert!(o["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/tenants",
+        "/api/tenants/{id}",
+        "/api/pool/status",
+        "/api/pool/health-check",
+        "/api/pool/cleanup",
+        "/api/pool/bot/{instanceId}",
+        "/api/tokens",
+    ] {
+        assert!(o["paths"][p].is_object(), "openapi lacks {p}");
+    }
+    assert!(o["components"]["schemas"]["CreateTenant"].is_object());
+    assert_eq!(
+        s.call_as(None, "GET", "/healthz", "").json(),
+        json!({"status": "ok"})
+    );
+}

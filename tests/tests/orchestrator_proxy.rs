@@ -1,0 +1,111 @@
+//! The reverse proxy to tenants: methods, streaming bodies, websockets.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::json;
+use slotpack_tests::orchestrator::{Slotpack, ADMIN};
+
+#[test]
+fn proxies_any_method_with_query_and_large_bodies() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("px", json!({}));
+    s.wait_pong("px");
+    let r = s.call("GET", "/api/tenants/px/proxy/api/v1/ping?x=1", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), r#"{"status":"pong"}"#);
+    let info = s.call("GET", "/api/tenants/px/proxy/info", "").json();
+    assert_eq!(info["tenant"], "px");
+    // 4 MiB through the proxy and back.
+    let big: String = (0..4 * 1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    for m in ["POST", "PUT", "PATCH"] {
+        let r = s.call(m, "/api/tenants/px/proxy/echo", &big);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), big.len());
+        assert!(r.body == big.as_bytes());
+    }
+    // The tenant's own status codes pass through.
+    assert_eq!(
+        s.call("GET", "/api/tenants/px/proxy/missing", "").status,
+        404
+    );
+    // A tenant that is down: 502 JSON.
+    s.call("POST", "/api/tenants/px/stop", "");
+    let r = s.call("GET", "/api/tenants/px/proxy/api/v1/ping", "");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "bad_gateway");
+}
+
+#[test]
+fn proxies_websockets() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("ws", json!({}));
+    s.wait_pong("ws");
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /api/tenants/ws/proxy/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // A masked text frame "hello", echoed back unmasked.
+    for msg in ["hello", "second message"] {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x81, 0x80 | msg.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(msg.bytes().enumerate().map(|(i, x)| x ^ mask[i % 4]));
+        c.write_all(&f).unwrap();
+        let mut h = [0u8; 2];
+        c.read_exact(&mut h).unwrap();
+        assert_eq!(h[0], 0x81);
+        let mut p = vec![0u8; h[1] as usize];
+        c.read_exact(&mut p).unwrap();
+        assert_eq!(p, msg.as_bytes());
+    }
+}
+
+#[test]
+fn the_proxy_never_forwards_our_tokens() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("tok", json!({}));
+    s.wait_pong("tok");
+    // /headers answers with the request headers the tenant received.
+    let r = slotpack_tests::http::request(
+        &s.addr,
+        "GET",
+        "/api/tenants/tok/proxy/headers",
+        &[
+            ("Authorization", &format!("Bearer {ADMIN}")),
+            ("X-API-Key", ADMIN),
+            ("X-Custom", "kept"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.text().to_ascii_lowercase();
+    assert!(seen.contains("x-custom: kept"), "{seen}");
+    assert!(
+        !seen.contains(&ADMIN.to_ascii_lowercase()),
+        "our token reached the tenant:\n{seen}"
+    );
+    assert!(
+        !seen.contains("authorization") && !seen.contains("x-api-key"),
+        "{seen}"
+    );
+}

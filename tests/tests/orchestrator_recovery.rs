@@ -1,0 +1,210 @@
+//! Health loop, recovery and reconciliation of the orchestrator.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use slotpack_tests::http::request;
+use slotpack_tests::orchestrator::Slotpack;
+use slotpack_tests::{alive, bin, wait_for};
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_dead_agent_is_restarted_and_its_tenants_come_back() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("r-1", json!({}));
+    s.create_ok("r-2", json!({}));
+    let p1 = s.wait_pong("r-1");
+    s.wait_pong("r-2");
+    let (_, agent) = s.agent_pids()[0].clone();
+    let old_groups = s.program_groups();
+    // Crash the agent (its programs are ended by the restarted agent).
+    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
+    wait_for(LONG, "agent gone", || (!alive(agent)).then_some(()));
+    let h = s.health_check();
+    let issues = h["issues"].to_string();
+    let actions = h["recoveryActions"].to_string();
+    assert!(issues.contains("pool-1: agent unreachable"), "{h}");
+    assert!(actions.contains("restarted pool-1"), "{h}");
+    let (_, new_agent) = s.agent_pids()[0].clone();
+    assert_ne!(new_agent, agent);
+    for g in old_groups {
+        wait_for(LONG, "old program ended", || (!alive(g)).then_some(()));
+    }
+    assert_eq!(s.wait_pong("r-1"), p1);
+    s.wait_pong("r-2");
+    // The next tick finds everything healthy.
+    let h = wait_for(LONG, "healthy tick", || {
+        let h = s.health_check();
+        (h["issues"] == json!([])).then_some(h)
+    });
+    assert_eq!(h["pools"][0]["healthy"], true);
+}
+
+#[test]
+fn pools_survive_an_orchestrator_restart_and_are_adopted() {
+    let mut s = Slotpack::start(&[]);
+    s.create_ok("keep-1", json!({}));
+    let port = s.wait_pong("keep-1");
+    let agents = s.agent_pids();
+    // SIGTERM: pools keep running.
+    assert!(s.stop().success(), "{}", s.stderr());
+    let pong = request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/api/v1/ping",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(pong.status, 200);
+    s.spawn();
+    assert_eq!(
+        s.agent_pids(),
+        agents,
+        "agents were replaced instead of adopted"
+    );
+    assert_eq!(s.wait_pong("keep-1"), port);
+    let h = s.health_check();
+    assert_eq!(h["recoveryActions"], json!([]), "{h}");
+    // And after kill -9 as well.
+    s.kill9();
+    s.spawn();
+    assert_eq!(s.agent_pids(), agents);
+    s.wait_pong("keep-1");
+}
+
+#[test]
+fn start_up_reconciliation_recreates_missing_programs_and_removes_orphans() {
+    let mut s = Slotpack::start(&[]);
+    s.create_ok("kept", json!({}));
+    s.create_ok("lost", json!({}));
+    s.wait_pong("kept");
+    s.wait_pong("lost");
+    assert!(s.stop().success());
+    // Behind the orchestrator's back: one program deleted, one orphan added.
+    let token = std::fs::read_to_string(s.data.join("pools/pool-1.token")).unwrap();
+    let agent = format!("127.0.0.1:{}", s.base_port - 1);
+    let auth = format!("Bearer {token}");
+    let h = [("Authorization", auth.as_str())];
+    assert_eq!(
+        request(&agent, "DELETE", "/v1/programs/lost", &h, b"")
+            .unwrap()
+            .status,
+        204
+    );
+    let orphan = json!({"command": bin("test-tenant").display().to_string(), "slot": 2, "restart": {"startSecs": 0}});
+    assert_eq!(
+        request(
+            &agent,
+            "PUT",
+            "/v1/programs/stray",
+            &h,
+            orphan.to_string().as_bytes()
+        )
+        .unwrap()
+        .status,
+        201
+    );
+    s.spawn();
+    // Start-up reconciled: lost is back, stray is gone.
+    s.wait_pong("lost");
+    let progs = request(&agent, "GET", "/v1/programs", &h, b"")
+        .unwrap()
+        .json();
+    let ids: Vec<&str> = progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["kept", "lost"]);
+    assert!(
+        s.stderr().contains("start-up issue") || s.stderr().contains("serving"),
+        "{}",
+        s.stderr()
+    );
+    let events = s.call("GET", "/api/tenants", "").json();
+    assert_eq!(events["tenants"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_health_loop_runs_by_itself() {
+    let s = Slotpack::start(&[("HEALTH_CHECK_INTERVAL", "200")]);
+    s.create_ok("auto", json!({}));
+    s.wait_pong("auto");
+    let (_, agent) = s.agent_pids()[0].clone();
+    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
+    // No health-check call: the loop notices and restarts the pool.
+    wait_for(LONG, "pool restarted by the loop", || {
+        s.agent_pids()
+            .first()
+            .filter(|(_, p)| *p != agent && alive(*p))
+            .map(|_| ())
+    });
+    s.wait_pong("auto");
+    let m = s.call_as(None, "GET", "/metrics", "").text();
+    assert!(!m.contains("slotpack_recovery_actions_total 0"), "{m}");
+}
+
+#[test]
+fn tenants_past_their_lifetime_are_removed() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("short", json!({"maxLifetimeSeconds": 1}));
+    s.create_ok("long", json!({}));
+    s.wait_pong("short");
+    let h = wait_for(LONG, "expiry", || {
+        let h = s.health_check();
+        h["recoveryActions"]
+            .to_string()
+            .contains("short")
+            .then_some(h)
+    });
+    assert!(
+        h["recoveryActions"]
+            .to_string()
+            .contains("end of its lifetime"),
+        "{h}"
+    );
+    assert_eq!(s.call("GET", "/api/tenants/short", "").status, 404);
+    assert_eq!(s.call("GET", "/api/tenants/long", "").status, 200);
+}
+
+#[test]
+fn warm_slots_are_kept_ready() {
+    let s = Slotpack::start(&[("SLOTPACK_WARM_SLOTS", "2")]);
+    // Before any tenant a pool is ready.
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["totalPools"], 1, "{st}");
+    s.create_ok("w-1", json!({}));
+    s.create_ok("w-2", json!({}));
+    // 3 slots, 2 used: one free, so a second pool is made to keep 2 free.
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["totalPools"], 2, "{st}");
+    // Cleanup keeps the warm pool.
+    let c = s.call("POST", "/api/pool/cleanup", "").json();
+    assert_eq!(c["removedPools"], 0);
+}
+
+#[test]
+fn legacy_mode_gives_every_tenant_its_own_pool() {
+    let s = Slotpack::start(&[("POOL_MODE_ENABLED", "false")]);
+    let a = s.create_ok("leg-1", json!({}));
+    let b = s.create_ok("leg-2", json!({}));
+    assert_ne!(a["placement"]["poolId"], b["placement"]["poolId"]);
+    s.wait_pong("leg-1");
+    let i = s.call("GET", "/api/pool/bot/leg-2", "").json();
+    assert_eq!(i["isPooled"], false);
+    assert_eq!(i["mode"], "legacy");
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["poolMode"], false);
+    assert_eq!(st["pools"][0]["capacity"], 1);
+    // Deleting a legacy tenant removes its pool.
+    assert_eq!(s.call("DELETE", "/api/tenants/leg-1", "").status, 200);
+    assert_eq!(
+        s.call("GET", "/api/pool/status", "").json()["totalPools"],
+        1
+    );
+}
