@@ -88,7 +88,7 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
     paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
-          proxy_doc, pool_status, health_check, cleanup, bot_info, create_token, healthz, metrics_doc),
+          proxy_doc, pool_status, health_check, cleanup, bot_info, create_token, events, healthz, metrics_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
                        Placement, CreateToken, TokenCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
@@ -146,6 +146,7 @@ pub fn router(app: App) -> Router {
         .route("/api/pool/cleanup", post(cleanup))
         .route("/api/pool/bot/{instance_id}", get(bot_info))
         .route("/api/tokens", post(create_token))
+        .route("/api/events", get(events))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
@@ -429,6 +430,37 @@ async fn create_token(
     admin_only(&caller)?;
     let req: CreateToken = json_body(body)?;
     Ok((StatusCode::CREATED, Json(app.svc.create_token(&req.owner)?)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    tenant: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The lifecycle log (admin): latest events, oldest first.
+#[utoipa::path(get, path = "/api/events", params(("tenant" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "{success, events: [{seq, at, kind, tenant, pool, detail}]}")), security(("bearer" = [])))]
+async fn events(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin_only(&caller)?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let ev = app
+        .svc
+        .db
+        .events(q.tenant.as_deref(), q.limit.unwrap_or(100).min(10_000))
+        .map_err(ServiceError::from)?;
+    Ok(Json(serde_json::json!({"success": true, "events": ev})))
 }
 
 /// Liveness of the orchestrator.

@@ -27,6 +27,7 @@ pub struct Slotpack {
     /// Data dir.
     pub data: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     stderr: PathBuf,
 }
 
@@ -39,6 +40,11 @@ impl Slotpack {
 
     /// Start with `slots` per pool and port room for `pools` pools.
     pub fn start_sized(slots: u16, pools: u16, env: &[(&str, &str)]) -> Slotpack {
+        Slotpack::start_full(slots, pools, env, &[])
+    }
+
+    /// Like [`Slotpack::start_sized`], with extra `serve` flags.
+    pub fn start_full(slots: u16, pools: u16, env: &[(&str, &str)], args: &[&str]) -> Slotpack {
         let width = 1 + pools + pools * slots;
         let first = free_ports(width);
         let base_port = first + 1 + pools;
@@ -68,6 +74,7 @@ impl Slotpack {
             stderr: data.with_extension("stderr"),
             data,
             env: all,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -82,6 +89,7 @@ impl Slotpack {
             .unwrap();
         let child = Command::new(bin("slotpack"))
             .arg("serve")
+            .args(&self.args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -1,0 +1,128 @@
+//! `slotpack status`, the TOML config file, and the lifecycle event log.
+
+use std::process::Command;
+
+use serde_json::json;
+use slotpack_tests::bin;
+use slotpack_tests::orchestrator::{Slotpack, ADMIN};
+
+#[test]
+fn status_prints_pools_and_tenants() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("st-1", json!({}));
+    s.create_ok("st-2", json!({}));
+    let out = Command::new(bin("slotpack"))
+        .args(["status", "--listen", &s.addr, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pools 1   tenants 2"), "{text}");
+    assert!(
+        text.contains("pool-1") && text.contains("st-1 st-2") && text.contains("2/3"),
+        "{text}"
+    );
+    let out = Command::new(bin("slotpack"))
+        .args(["status", "--listen", &s.addr, "--json"])
+        .env("SLOTPACK_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["totalBots"], 2);
+    // A wrong token is a clear failure.
+    let out = Command::new(bin("slotpack"))
+        .args(["status", "--listen", &s.addr, "--token", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[test]
+fn a_toml_file_sets_defaults_env_beats_it_and_flags_beat_env() {
+    let dir = std::env::temp_dir().join(format!("slotpack-toml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("slotpack.toml");
+    std::fs::write(
+        &file,
+        "max_bots_per_container = 5\nSLOTPACK_POOL_MEMORY_MB = 2048\npool_cpu_millis = 3000\n",
+    )
+    .unwrap();
+    let f = file.display().to_string();
+    // File: memory 2048 and cpu 3000; env (the fixture's MAX_BOTS_PER_CONTAINER=3)
+    // beats the file's 5; the flag beats the env's SLOTPACK_POOL_CPU_MILLIS.
+    let s = Slotpack::start_full(
+        3,
+        15,
+        &[
+            ("SLOTPACK_CONFIG", &f),
+            ("SLOTPACK_POOL_CPU_MILLIS", "1000"),
+        ],
+        &["--pool-cpu-millis", "1500"],
+    );
+    s.create_ok("t-1", json!({}));
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["pools"][0]["memoryMb"], 2048, "{st}");
+    assert_eq!(st["pools"][0]["capacity"], 3, "{st}");
+    // cpu: 1500 from the flag, so 1600 millicores do not fit.
+    let r = s.create(
+        "t-2",
+        json!({"resources": {"memoryMb": 64, "cpuMillis": 1600}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("at most 1500"), "{}", r.text());
+    // A broken file is a clear start-up error.
+    std::fs::write(&file, "max_bots_per_container = [1,\n").unwrap();
+    let out = Command::new(bin("slotpack"))
+        .args(["serve", "--config", &f])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("config file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_lifecycle_step_is_in_the_event_log() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("ev-1", json!({}));
+    s.wait_pong("ev-1");
+    s.call("POST", "/api/tenants/ev-1/stop", "");
+    s.call("POST", "/api/tenants/ev-1/start", "");
+    s.call("DELETE", "/api/tenants/ev-1", "");
+    let e = s.call("GET", "/api/events?tenant=ev-1", "").json();
+    let kinds: Vec<String> = e["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap(),
+                e["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert!(kinds[0].starts_with("tenant.placed slot 0"), "{kinds:?}");
+    assert_eq!(
+        &kinds[1..4],
+        [
+            "tenant.desired stopped",
+            "tenant.desired running",
+            "tenant.desired deleting"
+        ]
+    );
+    assert!(kinds[4].starts_with("tenant.removed"), "{kinds:?}");
+    let all = s.call("GET", "/api/events", "").json();
+    assert_eq!(all["events"][0]["kind"], "pool.created");
+    assert_eq!(all["events"][0]["pool"], "pool-1");
+}
