@@ -98,6 +98,8 @@ struct Program {
     last_exit: Option<LastExit>,
     last_ping: Option<LastPing>,
     ping_failures: u32,
+    /// A ping of the current run has succeeded.
+    ping_ok_seen: bool,
     rss: u64,
     log: Arc<Mutex<LogFile>>,
 }
@@ -316,6 +318,7 @@ impl Supervisor {
                 last_exit: None,
                 last_ping: None,
                 ping_failures: 0,
+                ping_ok_seen: false,
                 rss: 0,
                 log: Arc::new(Mutex::new(log)),
             },
@@ -537,6 +540,7 @@ impl Supervisor {
         p.gen += 1;
         p.kill = None;
         p.ping_failures = 0;
+        p.ping_ok_seen = false;
         match spawned {
             Ok(pid) => {
                 p.pid = Some(pid);
@@ -752,13 +756,23 @@ impl Supervisor {
         }
     }
 
-    fn on_ping(&mut self, id: &str, gen: u64, r: ping::PingResult) -> bool {
-        let Some(p) = self.programs.get_mut(id) else {
-            return false;
-        };
+    /// Record a ping of run `gen`; returns when to ping next (None: the run
+    /// is over). Until a run's first good ping, and only within its grace
+    /// (initial delay + one interval), failures do not count and pings come
+    /// every 250 ms at most, so a program that binds its port a moment after
+    /// it starts is neither reported unhealthy for a whole interval nor killed.
+    fn on_ping(
+        &mut self,
+        id: &str,
+        gen: u64,
+        r: ping::PingResult,
+        interval: Duration,
+    ) -> Option<Duration> {
+        let p = self.programs.get_mut(id)?;
         if p.gen != gen || p.pid.is_none() {
-            return false;
+            return None;
         }
+        let cfg = p.spec.ping.as_ref()?;
         p.last_ping = Some(LastPing {
             ok: r.ok,
             latency_ms: r.latency.as_secs_f64() * 1000.0,
@@ -766,20 +780,21 @@ impl Supervisor {
         });
         if r.ok {
             p.ping_failures = 0;
-            return true;
+            p.ping_ok_seen = true;
+            return Some(interval);
+        }
+        let grace = Duration::from_millis(cfg.initial_delay_ms) + interval;
+        let uptime = p.started.map_or(Duration::ZERO, |(i, _)| i.elapsed());
+        if !p.ping_ok_seen && uptime < grace {
+            return Some(interval.min(Duration::from_millis(250)));
         }
         p.ping_failures += 1;
-        let threshold = p
-            .spec
-            .ping
-            .as_ref()
-            .map_or(u32::MAX, |c| c.failure_threshold);
-        if p.ping_failures >= threshold && p.kill.is_none() {
+        if p.ping_failures >= cfg.failure_threshold && p.kill.is_none() {
             let n = p.ping_failures;
             self.note(id, &format!("{n} failed pings in a row: restarting"));
             self.stop(id, Kill::Unhealthy);
         }
-        true
+        Some(interval)
     }
 
     fn set_state(&mut self, id: &str, state: ProgramState) {
@@ -832,11 +847,12 @@ impl Supervisor {
             loop {
                 let r = ping::ping(cfg.kind, addr, &cfg.path, timeout).await;
                 let Some(sh) = handle.upgrade() else { return };
-                if !lock(&sh).on_ping(&id, gen, r) {
-                    return;
-                }
+                let next = lock(&sh).on_ping(&id, gen, r, interval);
                 drop(sh);
-                tokio::time::sleep(interval).await;
+                match next {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return,
+                }
             }
         });
     }

@@ -129,3 +129,20 @@ fn logs_are_captured_rotated_and_tailed() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_program_that_binds_late_is_healthy_without_waiting_a_whole_interval() {
+    let a = Agent::start(2, &[]);
+    // The first ping comes at spawn, before the port is bound; with a 60 s
+    // interval the agent must still find it healthy within the grace.
+    a.put(
+        "late-bind",
+        tenant_spec(
+            0,
+            &[],
+            json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 60000}}),
+        ),
+    );
+    let s = a.wait_status("late-bind", "healthy", LONG, |s| s["healthy"] == true);
+    assert_eq!(s["restarts"], 0);
+}
