@@ -167,48 +167,39 @@ pub fn router(app: App) -> Router {
 }
 
 /// Resolve the caller from `Authorization: Bearer` or `X-API-Key`.
-async fn auth(
-    State(app): State<App>,
-    headers: HeaderMap,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let svc = &app.svc;
+fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    let given = bearer.or(key).map(str::trim);
-    let caller = match (given, &svc.cfg.admin_token) {
-        (_, None) if svc.cfg.insecure_dev => Some(Caller::Admin),
-        (None, _) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing Authorization: Bearer <token> (or X-API-Key)",
-            )
-            .into_response()
-        }
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    match (bearer.or(key).map(str::trim), &svc.cfg.admin_token) {
+        (_, None) if svc.cfg.insecure_dev => Ok(Caller::Admin),
+        (None, _) => Err(unauthorized(
+            "missing Authorization: Bearer <token> (or X-API-Key)",
+        )),
         (Some(t), Some(admin))
             if slot_agent::api::constant_time_eq(t.as_bytes(), admin.as_bytes()) =>
         {
-            Some(Caller::Admin)
+            Ok(Caller::Admin)
         }
         (Some(t), _) => match svc.db.token_owner(&token_hash(t)) {
-            Ok(Some(owner)) => Some(Caller::Owner(owner)),
-            Ok(None) => None,
-            Err(e) => return ApiError::from(ServiceError::from(e)).into_response(),
+            Ok(Some(owner)) => Ok(Caller::Owner(owner)),
+            Ok(None) => Err(unauthorized("unknown token")),
+            Err(e) => Err(ServiceError::from(e).into()),
         },
-    };
-    match caller {
-        Some(c) => {
+    }
+}
+
+/// The auth middleware: puts the [`Caller`] into the request's extensions.
+async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    match resolve_caller(&app.svc, req.headers()) {
+        Ok(c) => {
             req.extensions_mut().insert(c);
             next.run(req).await
         }
-        None => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token").into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 

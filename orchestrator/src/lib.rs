@@ -95,15 +95,23 @@ pub fn build(cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
 
 /// `slotpack serve`: recover, then serve until SIGTERM/SIGINT. Pools keep
 /// running when the orchestrator stops; the next start adopts them.
+///
+/// The API is served by one single-threaded runtime per core, each with its
+/// own `SO_REUSEPORT` listener and proxy client, so a proxied request and its
+/// upstream connection stay on one thread (as nginx's workers do). The
+/// health loop runs on the calling runtime.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let svc = build(cfg)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        listeners
+            .push(reuseport_listener(listen).with_context(|| format!("listening on {listen}"))?);
+    }
     let report = svc.recover().await?;
     eprintln!(
-        "slotpack: serving on http://{listen} ({} backend, {} pools, {} issues at start-up)",
+        "slotpack: serving on http://{listen} ({} backend, {} pools, {} issues at start-up, {workers} workers)",
         svc.backend.name(),
         report.pools.len(),
         report.issues.len()
@@ -126,23 +134,66 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             }
         })
     };
-    let app = api::router(api::App {
-        svc: svc.clone(),
-        proxy: proxy::client(),
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return std::future::pending().await;
-            };
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        })
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for (n, listener) in listeners.into_iter().enumerate() {
+        let svc = svc.clone();
+        let mut stop = stop_rx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("slotpack-api-{n}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        use axum::serve::ListenerExt;
+                        let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
+                        let app = api::router(api::App {
+                            svc,
+                            proxy: proxy::client(),
+                        });
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            })
+                            .await?;
+                        Ok(())
+                    })
+                })?,
+        );
+    }
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    }
+    let _ = stop_tx.send(true);
     ticker.abort();
+    for t in threads {
+        match t.join() {
+            Ok(r) => r?,
+            Err(_) => bail!("an API worker panicked"),
+        }
+    }
     eprintln!("slotpack: stopped; pools keep running and are adopted at the next start");
     Ok(())
+}
+
+/// A non-blocking listener on `addr` with `SO_REUSEPORT`, so that every
+/// worker accepts on its own socket and the kernel spreads connections.
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    let l = sock.listen(1024)?;
+    l.into_std()
 }

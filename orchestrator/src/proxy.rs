@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -42,28 +42,30 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Headers to forward: without hop-by-hop ones, those named in
-/// `Connection`, and our credentials.
-fn forwarded(h: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
-    let named: Vec<String> = h
+/// Remove from `h` the hop-by-hop headers, those named in `Connection`,
+/// and our credentials; keep `Upgrade` (with `Connection: upgrade`) when
+/// tunnelling.
+fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    let mut out = HeaderMap::with_capacity(h.len());
-    for (k, v) in h {
-        let name = k.as_str();
-        let hop = HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name);
-        let ours = name == "authorization" || name == "x-api-key";
-        if !ours && (!hop || (keep_upgrade && name == "upgrade")) {
-            out.append(k.clone(), v.clone());
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if !(keep_upgrade && n == "upgrade") {
+            h.remove(n);
         }
     }
+    h.remove(header::AUTHORIZATION);
+    h.remove("x-api-key");
     if keep_upgrade {
-        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    out
 }
 
 /// `ANY /api/tenants/{id}/proxy/{*path}`.
@@ -120,32 +122,25 @@ async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request)
     }
 }
 
-fn upstream_uri(target: SocketAddr, path_q: &str) -> Result<Uri, String> {
-    format!("http://{target}{path_q}")
-        .parse()
-        .map_err(|e| format!("bad path: {e}"))
-}
-
 async fn plain(
     app: &App,
     target: SocketAddr,
     path_q: &str,
     req: Request,
 ) -> Result<Response, String> {
-    let (parts, body) = req.into_parts();
-    let mut up = hyper::Request::builder()
-        .method(parts.method)
-        .uri(upstream_uri(target, path_q)?)
-        .body(body)
-        .map_err(|e| e.to_string())?;
-    *up.headers_mut() = forwarded(&parts.headers, false);
+    let (mut parts, body) = req.into_parts();
+    strip(&mut parts.headers, false);
+    parts.uri = format!("http://{target}{path_q}")
+        .parse()
+        .map_err(|e| format!("bad path: {e}"))?;
+    parts.version = hyper::Version::HTTP_11;
     let resp = app
         .proxy
-        .request(up)
+        .request(hyper::Request::from_parts(parts, body))
         .await
         .map_err(|e| format!("unreachable: {e}"))?;
     let (mut parts, body) = resp.into_parts();
-    parts.headers = forwarded(&parts.headers, false);
+    strip(&mut parts.headers, false);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
@@ -167,7 +162,8 @@ async fn tunnel(target: SocketAddr, path_q: &str, mut req: Request) -> Result<Re
         .uri(path_q)
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
-    *up.headers_mut() = forwarded(req.headers(), true);
+    *up.headers_mut() = req.headers().clone();
+    strip(up.headers_mut(), true);
     up.headers_mut().insert(
         header::HOST,
         HeaderValue::from_str(&target.to_string()).map_err(|e| e.to_string())?,
@@ -193,7 +189,6 @@ async fn tunnel(target: SocketAddr, path_q: &str, mut req: Request) -> Result<Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderName;
 
     #[test]
     fn credentials_and_hop_by_hop_headers_are_dropped() {
@@ -216,10 +211,12 @@ mod tests {
         );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let f = forwarded(&h, false);
+        let mut f = h.clone();
+        strip(&mut f, false);
         assert_eq!(f.len(), 1);
         assert!(f.contains_key(header::CONTENT_TYPE));
-        let u = forwarded(&h, true);
+        let mut u = h.clone();
+        strip(&mut u, true);
         assert_eq!(u.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(u.get(header::CONNECTION).unwrap(), "upgrade");
         assert!(!u.contains_key(header::AUTHORIZATION));

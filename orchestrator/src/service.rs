@@ -94,6 +94,9 @@ pub struct Orchestrator {
     /// Counters.
     pub metrics: Metrics,
     placer: Mutex<PoolIndex>,
+    /// Tenant id → (owner, port) for the proxy's hot path; derived from the
+    /// database, changed with the index (and on the way to deletion).
+    routes: std::sync::RwLock<HashMap<String, (String, u16)>>,
     last_health: std::sync::Mutex<Option<HealthReport>>,
 }
 
@@ -121,6 +124,7 @@ impl Orchestrator {
             agents,
             metrics: Metrics::default(),
             placer: Mutex::new(PoolIndex::new()),
+            routes: std::sync::RwLock::new(HashMap::new()),
             last_health: std::sync::Mutex::new(None),
         }
     }
@@ -170,7 +174,24 @@ impl Orchestrator {
             let ts: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
             idx.upsert(Self::capacity(p, &ts));
         }
-        *self.placer.lock().await = idx;
+        let mut idx_guard = self.placer.lock().await;
+        *idx_guard = idx;
+        *self.routes_mut() = tenants
+            .iter()
+            .filter(|t| t.desired != "deleting")
+            .map(|t| (t.id.clone(), (t.owner.clone(), t.port)))
+            .collect();
+        Ok(())
+    }
+
+    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (String, u16)>> {
+        self.routes.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mark a tenant as being deleted: the proxy stops at once.
+    fn mark_deleting(&self, id: &str) -> Result<()> {
+        self.db.set_desired(id, "deleting")?;
+        self.routes_mut().remove(id);
         Ok(())
     }
 
@@ -285,6 +306,8 @@ impl Orchestrator {
             };
             self.db.insert_tenant(&row)?;
             idx.take(pool, slot, &want);
+            self.routes_mut()
+                .insert(row.id.clone(), (row.owner.clone(), row.port));
             row
         };
         // Committed: from here on the reconciler would finish the job after a crash.
@@ -355,6 +378,7 @@ impl Orchestrator {
         let mut idx = self.placer.lock().await;
         if let Some(t) = self.db.tenant(id)? {
             self.db.delete_tenant(id, why)?;
+            self.routes_mut().remove(id);
             idx.release(t.pool, t.slot, t.memory_mb, t.cpu_millis);
             if let Some(p) = self.db.pool(t.pool)? {
                 if p.mode == "legacy" {
@@ -468,7 +492,7 @@ impl Orchestrator {
     /// Stop the tenant and free its slot.
     pub async fn delete_tenant(&self, caller: &Caller, id: &str) -> Result<()> {
         let t = self.visible(caller, id)?;
-        self.db.set_desired(id, "deleting")?;
+        self.mark_deleting(id)?;
         self.finish_delete(&t, "deleted through the API").await
     }
 
@@ -518,10 +542,15 @@ impl Orchestrator {
         Ok(self.agents.logs(&self.endpoint(&pool), id, tail).await?)
     }
 
-    /// The tenant's port, for the proxy.
+    /// The tenant's address, for the proxy (memory only, no database).
     pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<std::net::SocketAddr> {
-        let t = self.visible(caller, id)?;
-        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], t.port)))
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        match routes.get(id) {
+            Some((owner, port)) if caller.may_see(owner) => {
+                Ok(std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
+            }
+            _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
+        }
     }
 
     /// Connection info of a tenant (`GET /api/pool/bot/{id}`).
@@ -633,7 +662,7 @@ impl Orchestrator {
         let now = unix_now();
         for t in self.db.tenants()? {
             if t.expires_at.is_some_and(|e| e <= now) && t.desired != "deleting" {
-                self.db.set_desired(&t.id, "deleting")?;
+                self.mark_deleting(&t.id)?;
                 match self.finish_delete(&t, "maxLifetimeSeconds reached").await {
                     Ok(()) => r
                         .recovery_actions

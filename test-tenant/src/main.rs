@@ -212,6 +212,7 @@ fn side_effects(o: &Opts) {
 
 /// Answer one HTTP/1.1 connection (keep-alive supported).
 fn serve(s: TcpStream) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = s;
     loop {
@@ -283,13 +284,15 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
             (_, "/headers") => ("200 OK", "text/plain", seen_headers.into_bytes()),
             _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
         };
-        write!(
-            w,
+        // One write per answer: no Nagle/delayed-ACK stall between head and body.
+        let mut answer = format!(
             "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{}\r\n",
             out.len(),
             if close { "Connection: close\r\n" } else { "" }
-        )?;
-        w.write_all(&out)?;
+        )
+        .into_bytes();
+        answer.extend_from_slice(&out);
+        w.write_all(&answer)?;
         if close {
             return Ok(());
         }

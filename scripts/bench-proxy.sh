@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Proxy throughput: slotpack's /api/tenants/{id}/proxy/* against nginx
+# (Debian package) proxying the same tenant on loopback, both with upstream
+# keep-alive, measured with wrk in one run. Results: stdout and
+# bench-out/proxy.txt. Usage: scripts/bench-proxy.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/ensure.sh
+ensure_rust
+ensure_cmd nginx nginx-light
+ensure_cmd wrk wrk
+ensure_cmd curl curl
+secs=${1:-10}
+conns=${2:-64}
+cargo build --release --locked -q -p orchestrator -p slot-agent -p test-tenant
+
+work=$(mktemp -d /tmp/slotpack-bench-proxy.XXXXXX)
+chmod 755 "$work" # slot users must reach their homes below it
+export SLOTPACK_ADMIN_TOKEN=bench-token SLOTPACK_LISTEN=127.0.0.1:18180 SLOTPACK_DATA_DIR=$work/data
+export POOL_BASE_PORT=18300 MAX_BOTS_PER_CONTAINER=4 HEALTH_CHECK_INTERVAL=600000
+target/release/slotpack serve 2>"$work/slotpack.log" &
+orch=$!
+nginx_pid=""
+cleanup() {
+  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null
+  kill -TERM "$orch" 2>/dev/null; wait "$orch" 2>/dev/null || true
+  for f in "$work"/data/pools/*.pid; do [ -e "$f" ] && kill -TERM "$(cut -d' ' -f1 "$f")" 2>/dev/null; done
+  sleep 1; rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 200); do curl -sf "http://$SLOTPACK_LISTEN/healthz" >/dev/null && break; sleep 0.05; done
+curl -sf -H "Authorization: Bearer $SLOTPACK_ADMIN_TOKEN" -X POST "http://$SLOTPACK_LISTEN/api/tenants" \
+  -d "{\"id\":\"bench\",\"command\":\"$PWD/target/release/test-tenant\",\"restart\":{\"startSecs\":0}}" >/dev/null
+port=$POOL_BASE_PORT
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/api/v1/ping" >/dev/null && break; sleep 0.05; done
+
+cat > "$work/nginx.conf" <<NGX
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream tenant { server 127.0.0.1:$port; keepalive 128; }
+  server {
+    listen 127.0.0.1:18181;
+    location / {
+      proxy_pass http://tenant;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGX
+nginx -c "$work/nginx.conf" -p "$work" &
+nginx_pid=$!
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:18181/api/v1/ping" >/dev/null && break; sleep 0.05; done
+
+run() { # name url [header]
+  local name=$1 url=$2
+  shift 2
+  wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" > "$work/$name.wrk"
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.wrk")
+  p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
+  p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
+  printf '%-10s %12s req/s   p50 %8s   p99 %8s\n' "$name" "$rps" "$p50" "$p99"
+  echo "$rps" > "$work/$name.rps"
+}
+mkdir -p bench-out
+{
+  echo "wrk -t2 -c$conns -d${secs}s, GET /api/v1/ping of one test tenant, $(nproc) cores"
+  run direct "http://127.0.0.1:$port/api/v1/ping"
+  run nginx "http://127.0.0.1:18181/api/v1/ping"
+  run slotpack "http://$SLOTPACK_LISTEN/api/tenants/bench/proxy/api/v1/ping" -H "Authorization: Bearer $SLOTPACK_ADMIN_TOKEN"
+  awk -v s="$(cat "$work/slotpack.rps")" -v n="$(cat "$work/nginx.rps")" \
+    'BEGIN { printf "slotpack / nginx = %.2f\n", s / n }'
+} | tee bench-out/proxy.txt
