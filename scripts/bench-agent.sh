@@ -4,12 +4,12 @@
 # Usage: scripts/bench-agent.sh [N ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p slot-agent
+cargo build --profile agent --locked -p slot-agent
 venv=target/bench-venv
 if [ ! -x "$venv/bin/supervisord" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet supervisor==4.3.0
 fi
 mkdir -p bench-out
-python3 scripts/bench/agent_vs_supervisord.py target/release/slot-agent "$venv/bin/supervisord" \
+python3 scripts/bench/agent_vs_supervisord.py target/agent/slot-agent "$venv/bin/supervisord" \
   bench-out/agent.json "$@"

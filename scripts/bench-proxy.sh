@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Proxy throughput: slotpack's /api/tenants/{id}/proxy/* against nginx
 # (Debian package) proxying the same tenant on loopback, both with upstream
-# keep-alive, measured with wrk in one run. Results: stdout and
-# bench-out/proxy.txt. Usage: scripts/bench-proxy.sh [seconds] [connections]
+# keep-alive, measured with wrk in one run: rounds alternate direct, nginx
+# and slotpack so that machine noise hits all alike; medians are reported.
+# Results: stdout and bench-out/proxy.txt.
+# Usage: scripts/bench-proxy.sh [seconds per run] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure.sh
@@ -12,6 +14,7 @@ ensure_cmd wrk wrk
 ensure_cmd curl curl
 secs=${1:-10}
 conns=${2:-64}
+rounds=${3:-5}
 cargo build --release --locked -q -p orchestrator -p slot-agent -p test-tenant
 
 work=$(mktemp -d /tmp/slotpack-bench-proxy.XXXXXX)
@@ -57,23 +60,28 @@ nginx -c "$work/nginx.conf" -p "$work" &
 nginx_pid=$!
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:18181/api/v1/ping" >/dev/null && break; sleep 0.05; done
 
-run() { # name url [header]
+run() { # name url [header]: one wrk run, appends req/s and p99 to $work/<name>.runs
   local name=$1 url=$2
   shift 2
   wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" > "$work/$name.wrk"
-  local rps p50 p99
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.wrk")
-  p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
-  p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
-  printf '%-10s %12s req/s   p50 %8s   p99 %8s\n' "$name" "$rps" "$p50" "$p99"
-  echo "$rps" > "$work/$name.rps"
+  printf '%s %s\n' "$(awk '/Requests\/sec/ {print $2}' "$work/$name.wrk")" \
+    "$(awk '$1=="99%" {print $2}' "$work/$name.wrk")" >> "$work/$name.runs"
 }
-mkdir -p bench-out
-{
-  echo "wrk -t2 -c$conns -d${secs}s, GET /api/v1/ping of one test tenant, $(nproc) cores"
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+for r in $(seq "$rounds"); do
   run direct "http://127.0.0.1:$port/api/v1/ping"
   run nginx "http://127.0.0.1:18181/api/v1/ping"
   run slotpack "http://$SLOTPACK_LISTEN/api/tenants/bench/proxy/api/v1/ping" -H "Authorization: Bearer $SLOTPACK_ADMIN_TOKEN"
-  awk -v s="$(cat "$work/slotpack.rps")" -v n="$(cat "$work/nginx.rps")" \
-    'BEGIN { printf "slotpack / nginx = %.2f\n", s / n }'
+done
+mkdir -p bench-out
+{
+  echo "wrk -t2 -c$conns -d${secs}s x $rounds alternating rounds, GET /api/v1/ping of one test tenant, $(nproc) cores"
+  for n in direct nginx slotpack; do
+    printf '%-10s median %10.0f req/s   runs: %s   p99s: %s\n' "$n" \
+      "$(cut -d' ' -f1 "$work/$n.runs" | median)" \
+      "$(cut -d' ' -f1 "$work/$n.runs" | awk '{printf "%.0f ", $1}')" \
+      "$(cut -d' ' -f2 "$work/$n.runs" | tr '\n' ' ')"
+  done
+  awk -v s="$(cut -d' ' -f1 "$work/slotpack.runs" | median)" -v n="$(cut -d' ' -f1 "$work/nginx.runs" | median)" \
+    'BEGIN { printf "slotpack / nginx (medians) = %.2f\n", s / n }'
 } | tee bench-out/proxy.txt

@@ -20,13 +20,30 @@ use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
 /// Largest accepted JSON body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Shared state of the handlers.
+/// Shared state of the handlers (cheap to clone: one reference count).
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppInner>);
+
+/// What [`App`] shares.
+pub struct AppInner {
     /// The orchestrator.
     pub svc: Arc<Orchestrator>,
     /// Proxy client.
     pub proxy: proxy::ProxyClient,
+}
+
+impl App {
+    /// State for one API worker.
+    pub fn new(svc: Arc<Orchestrator>, proxy: proxy::ProxyClient) -> Self {
+        App(Arc::new(AppInner { svc, proxy }))
+    }
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
 }
 
 /// An error answer: `{"success": false, "error": {"code", "message"}}`.

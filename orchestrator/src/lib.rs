@@ -138,7 +138,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for (n, listener) in listeners.into_iter().enumerate() {
         let svc = svc.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("slotpack-api-{n}"))
@@ -146,22 +146,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    rt.block_on(async move {
-                        use axum::serve::ListenerExt;
-                        let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        });
-                        let app = api::router(api::App {
-                            svc,
-                            proxy: proxy::client(),
-                        });
-                        axum::serve(listener, app)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            })
-                            .await?;
-                        Ok(())
-                    })
+                    rt.block_on(serve_http1(
+                        listener,
+                        api::router(api::App::new(svc, proxy::client())),
+                        stop,
+                    ))
                 })?,
         );
     }
@@ -181,6 +170,68 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     eprintln!("slotpack: stopped; pools keep running and are adopted at the next start");
     Ok(())
+}
+
+/// Serve HTTP/1.1 (with upgrades) on `listener` until `stop` turns true,
+/// then let open connections finish their requests.
+async fn serve_http1(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let http = hyper::server::conn::http1::Builder::new();
+    // Each connection task holds a clone; the count tells when all are done.
+    let open = std::sync::Arc::new(());
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("slotpack: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(stop.clone()) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = http
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let (stop, token) = (stop.clone(), open.clone());
+        tokio::spawn(async move {
+            let _token = token;
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(stop) => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::sync::Arc::strong_count(&open) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Resolves once the stop flag is true (or its sender is gone).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A non-blocking listener on `addr` with `SO_REUSEPORT`, so that every

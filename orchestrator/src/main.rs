@@ -4,6 +4,10 @@ use clap::{Parser, Subcommand};
 use orchestrator::config::{load_config_file, ServeConfig};
 use orchestrator::status::StatusArgs;
 
+/// mimalloc: fewer cycles per request on the proxy path than glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "slotpack",
