@@ -67,6 +67,17 @@ pub struct ServeConfig {
     /// CPU capacity of a pool in millicores.
     #[arg(long, env = "SLOTPACK_POOL_CPU_MILLIS", default_value_t = 4000)]
     pub pool_cpu_millis: u64,
+    /// A pool's memory, Docker style (`512m`, `1g`); overrides `SLOTPACK_POOL_MEMORY_MB`
+    /// and is the pool container's memory limit.
+    #[arg(long, env = "SLOTPACK_POOL_MEMORY")]
+    pub pool_memory: Option<String>,
+    /// A pool's CPUs, Docker style (`0.5`, `2`, `500m`); overrides `SLOTPACK_POOL_CPU_MILLIS`
+    /// and is the pool container's CPU limit.
+    #[arg(long, env = "SLOTPACK_POOL_CPUS")]
+    pub pool_cpus: Option<String>,
+    /// Most processes in one pool container.
+    #[arg(long, env = "SLOTPACK_POOL_PIDS_LIMIT", default_value_t = 4096)]
+    pub pool_pids_limit: i64,
     /// slot-agent binary for the local backend (default: next to slotpack, then PATH).
     #[arg(long, env = "SLOTPACK_AGENT_BIN")]
     pub agent_bin: Option<PathBuf>,
@@ -79,6 +90,17 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Apply `SLOTPACK_POOL_MEMORY` / `SLOTPACK_POOL_CPUS` to the capacities.
+    pub fn resolve_limits(&mut self) -> Result<(), String> {
+        if let Some(m) = &self.pool_memory {
+            self.pool_memory_mb = (crate::limits::parse_memory(m)? >> 20).max(1);
+        }
+        if let Some(c) = &self.pool_cpus {
+            self.pool_cpu_millis = crate::limits::parse_cpus(c)?;
+        }
+        Ok(())
+    }
+
     /// Health tick interval.
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_check_interval.max(100))

@@ -8,6 +8,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod db;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod placement;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
+use crate::backend::docker::DockerBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::Backend;
 use crate::config::ServeConfig;
@@ -50,7 +52,8 @@ fn agent_bin(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
 }
 
 /// Build the orchestrator for `cfg` (database, backend) without serving.
-pub fn build(cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
+pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
+    cfg.resolve_limits().map_err(anyhow::Error::msg)?;
     if cfg
         .admin_token
         .as_deref()
@@ -62,32 +65,40 @@ pub fn build(cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
     let db = db::Db::open(&cfg.data_dir.join("slotpack.db")).context("opening the database")?;
+    let env = vec![
+        (
+            "HEALTH_CHECK_INTERVAL".to_string(),
+            cfg.health_check_interval.to_string(),
+        ),
+        (
+            "BOT_PING_TIMEOUT".to_string(),
+            cfg.bot_ping_timeout.to_string(),
+        ),
+        (
+            "MAX_RESTART_ATTEMPTS".to_string(),
+            cfg.max_restart_attempts.to_string(),
+        ),
+        (
+            "RESTART_COOLDOWN".to_string(),
+            cfg.restart_cooldown.to_string(),
+        ),
+    ];
     let backend: Arc<dyn Backend> = match cfg.backend.as_str() {
-        "local" => {
-            let env = vec![
-                (
-                    "HEALTH_CHECK_INTERVAL".to_string(),
-                    cfg.health_check_interval.to_string(),
-                ),
-                (
-                    "BOT_PING_TIMEOUT".to_string(),
-                    cfg.bot_ping_timeout.to_string(),
-                ),
-                (
-                    "MAX_RESTART_ATTEMPTS".to_string(),
-                    cfg.max_restart_attempts.to_string(),
-                ),
-                (
-                    "RESTART_COOLDOWN".to_string(),
-                    cfg.restart_cooldown.to_string(),
-                ),
-            ];
-            Arc::new(
-                LocalBackend::new(&cfg.data_dir, agent_bin(&cfg)?, env, cfg.slot_uid_base)
-                    .context("local backend")?,
+        "local" => Arc::new(
+            LocalBackend::new(&cfg.data_dir, agent_bin(&cfg)?, env, cfg.slot_uid_base)
+                .context("local backend")?,
+        ),
+        "docker" => Arc::new(
+            DockerBackend::connect(
+                &cfg.pool_image,
+                cfg.pool_memory_mb,
+                cfg.pool_cpu_millis,
+                cfg.pool_pids_limit,
+                env,
+                cfg.slot_uid_base,
             )
-        }
-        "docker" => bail!("the docker backend is not built yet (see ARCHITECTURE.md)"),
+            .await?,
+        ),
         other => bail!("unknown backend {other:?}: want local or docker"),
     };
     Ok(Arc::new(Orchestrator::new(cfg, db, backend)))
@@ -102,7 +113,7 @@ pub fn build(cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
 /// health loop runs on the calling runtime.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
-    let svc = build(cfg)?;
+    let svc = build(cfg).await?;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut listeners = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -134,6 +145,20 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             }
         })
     };
+    // A pool that dies is handled at once, not at the next tick.
+    let watcher = svc.backend.deaths().map(|mut deaths| {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(pool) = deaths.next().await {
+                eprintln!("slotpack: {pool} died; running a health tick");
+                let r = svc.health_tick().await;
+                for a in &r.recovery_actions {
+                    eprintln!("slotpack: recovery: {a}");
+                }
+            }
+        })
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut threads = Vec::new();
     for (n, listener) in listeners.into_iter().enumerate() {
@@ -162,6 +187,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     ticker.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     for t in threads {
         match t.join() {
             Ok(r) => r?,

@@ -98,6 +98,8 @@ pub struct Orchestrator {
     /// database, changed with the index (and on the way to deletion).
     routes: std::sync::RwLock<HashMap<String, (String, u16)>>,
     last_health: std::sync::Mutex<Option<HealthReport>>,
+    /// One health tick at a time (loop, API and backend events).
+    tick_lock: Mutex<()>,
 }
 
 fn unix_now() -> i64 {
@@ -126,6 +128,7 @@ impl Orchestrator {
             placer: Mutex::new(PoolIndex::new()),
             routes: std::sync::RwLock::new(HashMap::new()),
             last_health: std::sync::Mutex::new(None),
+            tick_lock: Mutex::new(()),
         }
     }
 
@@ -391,14 +394,16 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Forget the pool, then remove it from the backend. In this order a
+    /// health tick can never start again a pool that is on its way out; a
+    /// crash in between leaves an orphan that the next tick removes.
     async fn remove_pool(&self, pool: &PoolRow, why: &str) -> Result<()> {
+        self.db.delete_pool(pool.number, why)?;
+        self.placer.lock().await.remove(pool.number);
         self.backend
             .remove_pool(pool)
             .await
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-        self.db.delete_pool(pool.number, why)?;
-        self.placer.lock().await.remove(pool.number);
-        Ok(())
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))
     }
 
     /// The tenant `id` if the caller may see it.
@@ -601,6 +606,7 @@ impl Orchestrator {
     /// every pool, expire tenants past their lifetime, remove pools the
     /// database does not know, keep warm slots.
     pub async fn health_tick(&self) -> HealthReport {
+        let _one_at_a_time = self.tick_lock.lock().await;
         let started = Instant::now();
         let mut r = HealthReport {
             success: true,
@@ -884,9 +890,13 @@ impl Orchestrator {
             })
             .collect();
         let healthy_pools = infos.iter().filter(|p| p.status == "running").count() as u32;
-        let healthy_bots = last
-            .as_ref()
-            .map_or(0, |h| h.bots.iter().filter(|b| b.healthy).count() as u32);
+        // Count only tenants that still exist: the latest tick may predate a delete.
+        let healthy_bots = last.as_ref().map_or(0, |h| {
+            h.bots
+                .iter()
+                .filter(|b| b.healthy && tenants.iter().any(|t| t.id == b.id))
+                .count() as u32
+        });
         let total_bots = tenants.iter().filter(|t| t.desired != "deleting").count() as u32;
         let running_bots = tenants.iter().filter(|t| t.desired == "running").count() as u32;
         let status = if healthy_pools == infos.len() as u32 && healthy_bots >= running_bots {

@@ -1,10 +1,12 @@
 //! Where pools run. The service talks to pools only through [`Backend`].
 
+pub mod docker;
 pub mod local;
 
 use std::net::SocketAddr;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 
 use crate::db::PoolRow;
 
@@ -54,4 +56,9 @@ pub trait Backend: Send + Sync {
     fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>>;
     /// Stop and remove a pool known only by its backend reference.
     fn remove_found<'a>(&'a self, found: &'a FoundPool) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Pool ids as their pools die, if the backend can tell at once
+    /// (otherwise the health tick notices).
+    fn deaths(&self) -> Option<BoxStream<'static, String>> {
+        None
+    }
 }

@@ -1,0 +1,389 @@
+//! The `docker` backend: each pool is a container of `SLOTPACK_POOL_IMAGE`
+//! on the local engine, driven through bollard. Containers are labelled
+//! `managed-by=slotpack` and `slotpack.pool=<id>`, publish the agent port and
+//! the slot ports on 127.0.0.1, have memory/CPU/PID limits, the restart
+//! policy `unless-stopped`, and keep the agent's state in the named volume
+//! `slotpack-pool-N-state`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bollard::container::{
+    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StartContainerOptions,
+};
+use bollard::models::{HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
+use bollard::Docker;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+
+use super::{Backend, BackendError, FoundPool};
+use crate::db::{pool_id, pool_number, PoolRow};
+
+/// The label every container and volume of ours carries.
+pub const MANAGED_BY: (&str, &str) = ("managed-by", "slotpack");
+/// The label naming the pool of a container.
+pub const POOL_LABEL: &str = "slotpack.pool";
+/// The agent's port inside a pool container.
+pub const AGENT_PORT: u16 = 8999;
+
+/// Pools as containers.
+pub struct DockerBackend {
+    docker: Docker,
+    image: String,
+    memory_bytes: i64,
+    nano_cpus: i64,
+    pids_limit: i64,
+    env: Vec<(String, String)>,
+    uid_base: u32,
+}
+
+fn other(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Other(e.to_string())
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerBackend {
+    /// Connect to the local engine and check that `image` exists.
+    pub async fn connect(
+        image: &str,
+        memory_mb: u64,
+        cpu_millis: u64,
+        pids_limit: i64,
+        env: Vec<(String, String)>,
+        uid_base: u32,
+    ) -> Result<Self, BackendError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| other(format!("docker engine: {e}")))?
+            .negotiate_version()
+            .await
+            .map_err(|e| other(format!("docker engine: {e}")))?;
+        docker.inspect_image(image).await.map_err(|e| {
+            other(format!(
+                "pool image {image}: {e} (build it with scripts/build-images.sh)"
+            ))
+        })?;
+        Ok(Self {
+            docker,
+            image: image.to_string(),
+            memory_bytes: (memory_mb << 20) as i64,
+            nano_cpus: (cpu_millis * 1_000_000) as i64,
+            pids_limit,
+            env,
+            uid_base,
+        })
+    }
+
+    fn name(pool: &PoolRow) -> String {
+        format!("slotpack-{}", pool.id())
+    }
+
+    fn volume(id: &str) -> String {
+        format!("slotpack-{id}-state")
+    }
+
+    fn labels(id: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+            (POOL_LABEL.to_string(), id.to_string()),
+        ])
+    }
+
+    async fn create(&self, pool: &PoolRow) -> Result<(), BackendError> {
+        let id = pool.id();
+        self.docker
+            .create_volume(CreateVolumeOptions {
+                name: Self::volume(&id),
+                labels: Self::labels(&id),
+                ..Default::default()
+            })
+            .await
+            .map_err(other)?;
+        let local = |port: u16| {
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(port.to_string()),
+            }])
+        };
+        let mut exposed = HashMap::new();
+        let mut bindings = HashMap::new();
+        exposed.insert(format!("{AGENT_PORT}/tcp"), HashMap::new());
+        bindings.insert(format!("{AGENT_PORT}/tcp"), local(pool.agent_port));
+        for slot in 0..pool.slots {
+            let port = pool.base_port + slot as u16;
+            exposed.insert(format!("{port}/tcp"), HashMap::new());
+            bindings.insert(format!("{port}/tcp"), local(port));
+        }
+        let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("SLOT_AGENT_TOKEN={}", pool.token));
+        let cmd = vec![
+            "--listen".to_string(),
+            format!("0.0.0.0:{AGENT_PORT}"),
+            "--state-dir".into(),
+            "/pool".into(),
+            "--base-port".into(),
+            pool.base_port.to_string(),
+            "--slots".into(),
+            pool.slots.to_string(),
+            "--slot-uid-base".into(),
+            (self.uid_base + pool.block * pool.slots).to_string(),
+        ];
+        let config = Config {
+            image: Some(self.image.clone()),
+            cmd: Some(cmd),
+            env: Some(env),
+            labels: Some(Self::labels(&id)),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: Some(vec![format!("{}:/pool", Self::volume(&id))]),
+                memory: Some(self.memory_bytes),
+                nano_cpus: Some(self.nano_cpus),
+                pids_limit: Some(self.pids_limit),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Self::name(pool),
+                    platform: None,
+                }),
+                config,
+            )
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
+        let name = Self::name(pool);
+        let err = |reason: String| BackendError::Start {
+            pool: pool.id(),
+            reason,
+        };
+        let running = match self.docker.inspect_container(&name, None).await {
+            Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
+            Err(e) if is_not_found(&e) => {
+                self.create(pool).await.map_err(|e| err(e.to_string()))?;
+                false
+            }
+            Err(e) => return Err(err(e.to_string())),
+        };
+        if !running {
+            self.docker
+                .start_container(&name, None::<StartContainerOptions<String>>)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+        }
+        // The published port accepts before the agent listens: ask it.
+        let addr = self.agent_addr(pool);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = slot_agent::ping::ping(
+                slot_agent::protocol::PingKind::Http,
+                addr,
+                "/v1/health",
+                Duration::from_secs(1),
+            )
+            .await;
+            if r.ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(err("agent did not answer within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let c = self
+            .docker
+            .inspect_container(&name, None)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(c.id.unwrap_or(name))
+    }
+
+    /// Remove the pool's container and volume; idempotent, also while a
+    /// concurrent removal (409 "already in progress") is under way.
+    async fn remove_by_pool_id(&self, id: &str) -> Result<(), BackendError> {
+        let name = format!("slotpack-{id}");
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(&name, Some(opts)).await {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while self.docker.inspect_container(&name, None).await.is_ok() {
+                    if Instant::now() > deadline {
+                        return Err(other(format!("{name} is still being removed")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err(e) if !is_not_found(&e) => return Err(other(e)),
+            _ => {}
+        }
+        // The volume may still be in use for a moment by a container being removed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .docker
+                .remove_volume(&Self::volume(id), Some(RemoveVolumeOptions { force: true }))
+                .await
+            {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) if !is_not_found(&e) => return Err(other(e)),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Pool ids of our containers that die or are removed, as they happen.
+    fn death_events(&self) -> BoxStream<'static, String> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)],
+            ),
+            (
+                "event".to_string(),
+                vec!["die".to_string(), "destroy".to_string()],
+            ),
+        ]);
+        let opts = bollard::system::EventsOptions::<String> {
+            filters,
+            ..Default::default()
+        };
+        self.docker
+            .events(Some(opts))
+            .filter_map(|ev| async move {
+                let attrs = ev.ok()?.actor?.attributes?;
+                attrs.get(POOL_LABEL).cloned()
+            })
+            .boxed()
+    }
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn deaths(&self) -> Option<BoxStream<'static, String>> {
+        Some(self.death_events())
+    }
+
+    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], pool.agent_port))
+    }
+
+    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>> {
+        self.start(pool).boxed()
+    }
+
+    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
+        async move {
+            self.docker
+                .inspect_container(&Self::name(pool), None)
+                .await
+                .ok()
+                .and_then(|c| c.state?.running)
+                .unwrap_or(false)
+        }
+        .boxed()
+    }
+
+    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            // Give the agent its SIGTERM and the programs their stop time first.
+            let _ = self
+                .docker
+                .stop_container(
+                    &Self::name(pool),
+                    Some(bollard::container::StopContainerOptions { t: 30 }),
+                )
+                .await;
+            self.remove_by_pool_id(&pool.id()).await
+        }
+        .boxed()
+    }
+
+    fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>> {
+        async move {
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![
+                    format!("{}={}", MANAGED_BY.0, MANAGED_BY.1),
+                    POOL_LABEL.to_string(),
+                ],
+            )]);
+            let list = self
+                .docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(other)?;
+            Ok(list
+                .into_iter()
+                .map(|c| FoundPool {
+                    number: c
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(POOL_LABEL))
+                        .and_then(|p| pool_number(p)),
+                    backend_ref: c.id.unwrap_or_default(),
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn remove_found<'a>(&'a self, found: &'a FoundPool) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            match found.number {
+                Some(n) => self.remove_by_pool_id(&pool_id(n)).await,
+                None => {
+                    let opts = RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    };
+                    self.docker
+                        .remove_container(&found.backend_ref, Some(opts))
+                        .await
+                        .map_err(other)
+                }
+            }
+        }
+        .boxed()
+    }
+}

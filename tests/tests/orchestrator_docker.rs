@@ -1,0 +1,194 @@
+//! The docker backend against the real engine (required when CI=true).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use slotpack_tests::docker::{docker, pool_image, require_docker};
+use slotpack_tests::orchestrator::Slotpack;
+use slotpack_tests::wait_for;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Removes, by id, every pool container and volume this test caused.
+struct PoolContainers;
+
+impl PoolContainers {
+    fn ids(what: &str) -> Vec<String> {
+        let out = match what {
+            "containers" => docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                "label=managed-by=slotpack",
+                "--filter",
+                "label=slotpack.pool",
+            ]),
+            _ => docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                "label=managed-by=slotpack",
+            ]),
+        };
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for PoolContainers {
+    fn drop(&mut self) {
+        for id in PoolContainers::ids("containers") {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v", &id])
+                .output();
+        }
+        for v in PoolContainers::ids("volumes") {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", &v])
+                .output();
+        }
+    }
+}
+
+fn in_container(extra: Value) -> Value {
+    let mut t = json!({
+        "command": "/usr/local/bin/test-tenant",
+        "args": ["--host", "0.0.0.0"],
+        "ping": {"kind": "http", "intervalMs": 200},
+    });
+    if let (Some(m), Some(e)) = (t.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    t
+}
+
+fn inspect(name: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, name])
+}
+
+#[test]
+fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
+    if !require_docker("docker backend") {
+        return;
+    }
+    assert!(
+        PoolContainers::ids("containers").is_empty(),
+        "pool containers left from an earlier run"
+    );
+    let _guard = PoolContainers;
+    let s = Slotpack::start(&[
+        ("SLOTPACK_BACKEND", "docker"),
+        ("SLOTPACK_POOL_IMAGE", &pool_image()),
+        ("SLOTPACK_POOL_MEMORY", "256m"),
+        ("SLOTPACK_POOL_CPUS", "0.5"),
+    ]);
+    s.create_ok("d-1", in_container(json!({})));
+    s.create_ok("d-2", in_container(json!({})));
+    let p1 = s.wait_pong("d-1");
+    let p2 = s.wait_pong("d-2");
+    let name = "slotpack-pool-1";
+    // Labels, limits, restart policy, PID limit, volume, loopback ports.
+    assert_eq!(
+        inspect(
+            name,
+            "{{index .Config.Labels \"managed-by\"}} {{index .Config.Labels \"slotpack.pool\"}}"
+        ),
+        "slotpack pool-1"
+    );
+    assert_eq!(
+        inspect(
+            name,
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}"
+        ),
+        format!("{} 500000000 4096", 256 << 20)
+    );
+    assert_eq!(
+        inspect(name, "{{.HostConfig.RestartPolicy.Name}}"),
+        "unless-stopped"
+    );
+    assert!(
+        inspect(name, "{{range .Mounts}}{{.Name}}:{{.Destination}} {{end}}")
+            .contains("slotpack-pool-1-state:/pool")
+    );
+    let bind = inspect(
+        name,
+        &format!("{{{{(index (index .HostConfig.PortBindings \"{p1}/tcp\") 0).HostIp}}}}"),
+    );
+    assert_eq!(bind, "127.0.0.1");
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["pools"][0]["containerName"], name);
+    assert_eq!(st["pools"][0]["memoryMb"], 256);
+
+    // docker kill: the die event triggers a tick; the pool comes back.
+    let started = inspect(name, "{{.State.StartedAt}}");
+    docker(&["kill", name]);
+    wait_for(
+        LONG,
+        "pool container running again after docker kill",
+        || {
+            (inspect(name, "{{.State.Running}}") == "true"
+                && inspect(name, "{{.State.StartedAt}}") != started)
+                .then_some(())
+        },
+    );
+    assert_eq!(s.wait_pong("d-1"), p1);
+    assert_eq!(s.wait_pong("d-2"), p2);
+
+    // docker rm -f: recreated from the same state volume, same ports.
+    let old_id = inspect(name, "{{.Id}}");
+    docker(&["rm", "-f", name]);
+    wait_for(LONG, "pool container recreated after docker rm -f", || {
+        std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.Id}} {{.State.Running}}", name])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|t| t.ends_with("true") && !t.starts_with(&old_id))
+            .map(|_| ())
+    });
+    assert_eq!(s.wait_pong("d-1"), p1);
+    assert_eq!(s.wait_pong("d-2"), p2);
+    let events = s.call("GET", "/api/events", "").json().to_string();
+    assert!(events.contains("restarted pool-1"), "{events}");
+
+    // A labelled container the database does not know is removed by cleanup.
+    let stray = docker(&[
+        "create",
+        "--label",
+        "managed-by=slotpack",
+        "--label",
+        "slotpack.pool=pool-999",
+        "--name",
+        "slotpack-pool-999",
+        &pool_image(),
+    ]);
+    let r = s.call("POST", "/api/pool/cleanup", "").json();
+    assert_eq!(r["removedPools"], 1, "{r}");
+    assert!(
+        std::process::Command::new("docker")
+            .args(["inspect", &stray])
+            .output()
+            .unwrap()
+            .status
+            .code()
+            != Some(0)
+    );
+
+    // Empty pools are removed with their volume.
+    assert_eq!(s.call("DELETE", "/api/tenants/d-1", "").status, 200);
+    assert_eq!(s.call("DELETE", "/api/tenants/d-2", "").status, 200);
+    let before = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(
+        before["health"]["bots"],
+        json!({"total": 0, "healthy": 0}),
+        "{before}"
+    );
+    let r = s.call("POST", "/api/pool/cleanup", "").json();
+    assert_eq!(r["removedPools"], 1, "{r}");
+    assert!(PoolContainers::ids("containers").is_empty());
+    assert!(!docker(&["volume", "ls", "-q"])
+        .lines()
+        .any(|v| v == "slotpack-pool-1-state"));
+}
