@@ -191,4 +191,25 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     assert!(!docker(&["volume", "ls", "-q"])
         .lines()
         .any(|v| v == "slotpack-pool-1-state"));
+
+    drop(s);
+
+    // Legacy mode: one container per tenant, each removed with its tenant.
+    let s = Slotpack::start(&[
+        ("SLOTPACK_BACKEND", "docker"),
+        ("SLOTPACK_POOL_IMAGE", &pool_image()),
+        ("POOL_MODE_ENABLED", "false"),
+        ("SLOTPACK_POOL_MEMORY", "128m"),
+    ]);
+    s.create_ok("l-1", in_container(json!({})));
+    s.create_ok("l-2", in_container(json!({})));
+    s.wait_pong("l-1");
+    s.wait_pong("l-2");
+    assert_eq!(PoolContainers::ids("containers").len(), 2);
+    assert_eq!(
+        s.call("GET", "/api/pool/bot/l-2", "").json()["isPooled"],
+        false
+    );
+    assert_eq!(s.call("DELETE", "/api/tenants/l-1", "").status, 200);
+    assert_eq!(PoolContainers::ids("containers").len(), 1);
 }

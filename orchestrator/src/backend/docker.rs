@@ -75,6 +75,16 @@ impl DockerBackend {
                 "pool image {image}: {e} (build it with scripts/build-images.sh)"
             ))
         })?;
+        // Docker refuses a CPU limit above the engine's CPUs; placement may
+        // still count a larger capacity (oversubscription).
+        let engine_cpus = docker
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.ncpu)
+            .unwrap_or(1)
+            .max(1) as u64;
+        let cpu_millis = cpu_millis.min(engine_cpus * 1000);
         Ok(Self {
             docker,
             image: image.to_string(),
