@@ -182,7 +182,31 @@ CREATE TABLE IF NOT EXISTS events (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_tenant ON events (tenant);
+CREATE TABLE IF NOT EXISTS migrations (
+    tenant      TEXT PRIMARY KEY,
+    container   TEXT NOT NULL,
+    backup      TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
 ";
+
+/// One tenant's migration from its legacy container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Legacy container name.
+    pub container: String,
+    /// `docker inspect` JSON of the legacy container, taken before any change.
+    pub backup: String,
+    /// Last step reached (`backed-up`, `legacy-stopped`, `placed`, `verified`, `done`, `rolled-back`).
+    pub status: String,
+    /// Detail of the last step.
+    pub detail: String,
+}
 
 /// The database handle; one connection, serialised by a mutex.
 pub struct Db {
@@ -439,6 +463,73 @@ impl Db {
             })
             .optional()?)
     }
+}
+
+impl Db {
+    /// Record the start of a tenant's migration with its backup.
+    pub fn migration_begin(
+        &self,
+        tenant: &str,
+        container: &str,
+        backup: &str,
+        spec: &str,
+    ) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO migrations (tenant, container, backup, spec, status, detail, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'started', '', ?5)
+             ON CONFLICT (tenant) DO UPDATE SET container = ?2, backup = ?3, spec = ?4",
+            params![tenant, container, backup, spec, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Record a migration step (also in the events log).
+    pub fn migration_step(&self, tenant: &str, step: &str, detail: &str) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE migrations SET status = ?2, detail = ?3, updated_at = ?4 WHERE tenant = ?1",
+            params![tenant, step, detail, now()],
+        )?;
+        tx.execute(
+            "INSERT INTO events (at, kind, tenant, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now(), format!("migration.{step}"), tenant, detail],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One tenant's migration.
+    pub fn migration(&self, tenant: &str) -> Result<Option<MigrationRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT tenant, container, backup, status, detail FROM migrations WHERE tenant = ?1",
+                [tenant],
+                migration_row,
+            )
+            .optional()?)
+    }
+
+    /// Every migration, by tenant.
+    pub fn migrations(&self) -> Result<Vec<MigrationRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT tenant, container, backup, status, detail FROM migrations ORDER BY tenant",
+        )?;
+        let rows = st.query_map([], migration_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn migration_row(r: &Row<'_>) -> rusqlite::Result<MigrationRow> {
+    Ok(MigrationRow {
+        tenant: r.get(0)?,
+        container: r.get(1)?,
+        backup: r.get(2)?,
+        status: r.get(3)?,
+        detail: r.get(4)?,
+    })
 }
 
 const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at FROM pools";

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod limits;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod placement;
 pub mod proxy;

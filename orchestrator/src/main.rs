@@ -28,6 +28,8 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Show pools and tenants of a running orchestrator.
     Status(StatusArgs),
+    /// Move legacy one-container-per-tenant deployments into pools.
+    Migrate(Box<orchestrator::migrate::MigrateArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(cfg) => orchestrator::serve(*cfg).await,
             Command::Status(a) => orchestrator::status::run(a).await,
+            Command::Migrate(a) => orchestrator::migrate::run(*a).await,
         }
     });
     match r {

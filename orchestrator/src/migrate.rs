@@ -1,0 +1,579 @@
+//! `slotpack migrate`: move legacy one-container-per-tenant deployments into
+//! pools. For each legacy container (label `slotpack.legacy=true`, or a name
+//! matching `--legacy-pattern`): back up its configuration, stop it, create
+//! the tenant through the orchestrator's API, verify its ping in the pool,
+//! remove the legacy container. A tenant that fails verification is rolled
+//! back at once: removed from the pool, its legacy container started again.
+//!
+//! Every step is written to the database (table `migrations` and the events
+//! log) before the next begins, and every step is idempotent, so `--execute`
+//! after a crash resumes where it stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bollard::container::{
+    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::db::Db;
+use crate::model::{CreateTenant, Resources};
+
+/// Flags of `slotpack migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Show what would be migrated; change nothing.
+    #[arg(long, group = "mode")]
+    pub dry_run: bool,
+    /// Migrate (resumes an interrupted run).
+    #[arg(long, group = "mode")]
+    pub execute: bool,
+    /// Print the migration log.
+    #[arg(long, group = "mode")]
+    pub status: bool,
+    /// Put tenant ID back into its legacy container.
+    #[arg(long, group = "mode", value_name = "ID")]
+    pub rollback: Option<String>,
+    /// Also treat containers whose name matches this pattern (`*` wildcards) as legacy.
+    #[arg(long)]
+    pub legacy_pattern: Option<String>,
+    /// Print every step.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Orchestrator address.
+    #[arg(long, env = "SLOTPACK_LISTEN", default_value = "127.0.0.1:8088")]
+    pub listen: String,
+    /// Admin token.
+    #[arg(long, env = "SLOTPACK_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The orchestrator's data dir (its database holds the migration log).
+    #[arg(long, env = "SLOTPACK_DATA_DIR", default_value = "./slotpack-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Seconds to wait for a migrated tenant's ping.
+    #[arg(long, default_value_t = 30)]
+    pub verify_timeout: u64,
+}
+
+/// A legacy container and the tenant it becomes.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Container name (without `/`).
+    pub container: String,
+    /// The tenant request.
+    pub tenant: CreateTenant,
+}
+
+/// `*`-wildcard match of a whole name.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A valid tenant id from a container name: lower case, other characters `-`.
+pub fn tenant_id_from(name: &str) -> String {
+    let mut id: String = name
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    id = id.trim_start_matches(['-', '_']).chars().take(63).collect();
+    if id.is_empty() {
+        id = "tenant".into();
+    }
+    id
+}
+
+/// The tenant a legacy container becomes, from its `docker inspect` JSON. Pure.
+pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
+    let name = inspect["Name"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string();
+    let cfg = &inspect["Config"];
+    let labels = cfg["Labels"].as_object().cloned().unwrap_or_default();
+    let label = |k: &str| labels.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let mut argv: Vec<String> = Vec::new();
+    for key in ["Entrypoint", "Cmd"] {
+        if let Some(a) = cfg[key].as_array() {
+            argv.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
+        }
+    }
+    if argv.is_empty() {
+        return Err(format!("{name}: no entrypoint or command"));
+    }
+    let mut env = BTreeMap::new();
+    for e in cfg["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+    {
+        if let Some((k, v)) = e.split_once('=') {
+            if !["PATH", "HOME", "HOSTNAME", "PORT", "SLOT", "TENANT_ID"].contains(&k) {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    let host = &inspect["HostConfig"];
+    let memory_mb = host["Memory"]
+        .as_u64()
+        .filter(|m| *m > 0)
+        .map_or(256, |m| (m >> 20).max(1));
+    let cpu_millis = host["NanoCpus"]
+        .as_u64()
+        .filter(|c| *c > 0)
+        .map_or(100, |c| c / 1_000_000);
+    let ping_path = label("slotpack.ping-path").unwrap_or_else(|| "/api/v1/ping".into());
+    let tenant = CreateTenant {
+        id: label("slotpack.tenant").unwrap_or_else(|| tenant_id_from(&name)),
+        owner: label("slotpack.owner"),
+        command: argv[0].clone(),
+        args: argv[1..].to_vec(),
+        env,
+        resources: Resources {
+            memory_mb,
+            cpu_millis,
+        },
+        ping: serde_json::from_value(
+            json!({"kind": "http", "path": ping_path, "intervalMs": 5000}),
+        )
+        .ok(),
+        restart: Default::default(),
+        stop: Default::default(),
+        pool_class: label("slotpack.pool-class"),
+        max_lifetime_seconds: None,
+    };
+    Ok(Candidate {
+        container: name,
+        tenant,
+    })
+}
+
+struct Ctx {
+    docker: Docker,
+    db: Db,
+    api: String,
+    token: String,
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<axum::body::Bytes>>,
+    verbose: bool,
+    verify_timeout: Duration,
+}
+
+impl Ctx {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.api))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(axum::body::Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))?;
+        let resp = self.http.request(req).await.with_context(|| {
+            format!(
+                "orchestrator at {} does not answer (is slotpack serve running?)",
+                self.api
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    fn step(&self, tenant: &str, step: &str, detail: &str) -> anyhow::Result<()> {
+        self.db.migration_step(tenant, step, detail)?;
+        if self.verbose {
+            eprintln!("\r\x1b[2K  {tenant}: {step} {detail}");
+        }
+        Ok(())
+    }
+
+    async fn legacy_containers(&self, pattern: Option<&str>) -> anyhow::Result<Vec<Value>> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                ..Default::default()
+            }))
+            .await?;
+        let mut out = Vec::new();
+        for c in list {
+            let labels = c.labels.clone().unwrap_or_default();
+            if labels.contains_key("slotpack.pool") {
+                continue; // our own pools
+            }
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let by_label = labels.get("slotpack.legacy").is_some_and(|v| v == "true");
+            let by_name = pattern.is_some_and(|p| glob_match(p, &name));
+            if by_label || by_name {
+                let id = c.id.unwrap_or_default();
+                out.push(serde_json::to_value(
+                    self.docker.inspect_container(&id, None).await?,
+                )?);
+            }
+        }
+        out.sort_by_key(|v| v["Name"].as_str().unwrap_or("").to_string());
+        Ok(out)
+    }
+
+    /// Migrate one tenant from wherever its log says it got to.
+    async fn migrate_one(&self, inspect: &Value, c: &Candidate) -> anyhow::Result<()> {
+        let id = &c.tenant.id;
+        let state = self.db.migration(id)?;
+        if state.as_ref().is_some_and(|m| m.status == "done") {
+            return Ok(());
+        }
+        if state.is_none() {
+            self.db.migration_begin(
+                id,
+                &c.container,
+                &inspect.to_string(),
+                &serde_json::to_string(&c.tenant)?,
+            )?;
+            self.step(id, "backed-up", &c.container)?;
+        }
+        match self.docker.stop_container(&c.container, None).await {
+            Err(e) if !is_status(&e, 304) && !is_status(&e, 404) => {
+                bail!("stopping {}: {e}", c.container)
+            }
+            _ => self.step(id, "legacy-stopped", &c.container)?,
+        }
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/tenants",
+                Some(&serde_json::to_value(&c.tenant)?),
+            )
+            .await?;
+        if status != 201 && status != 200 {
+            let why = format!(
+                "placement refused ({status}): {}",
+                body["error"]["message"].as_str().unwrap_or("")
+            );
+            self.roll_back(id, &c.container, &why).await?;
+            bail!("{id}: {why}; rolled back");
+        }
+        let port = body["placement"]["port"].as_u64().unwrap_or(0) as u16;
+        self.step(
+            id,
+            "placed",
+            &format!(
+                "{} slot {} port {port}",
+                body["placement"]["poolId"].as_str().unwrap_or("?"),
+                body["placement"]["slot"]
+            ),
+        )?;
+        let path = c
+            .tenant
+            .ping
+            .as_ref()
+            .map_or("/api/v1/ping".to_string(), |p| p.path.clone());
+        if !self.verify(port, &path).await {
+            let why = format!(
+                "no answer on 127.0.0.1:{port}{path} within {:?}",
+                self.verify_timeout
+            );
+            self.roll_back(id, &c.container, &why).await?;
+            bail!("{id}: {why}; rolled back to its legacy container");
+        }
+        self.step(id, "verified", &format!("127.0.0.1:{port}{path}"))?;
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(&c.container, Some(opts)).await {
+            Err(e) if !is_status(&e, 404) => bail!("removing {}: {e}", c.container),
+            _ => {}
+        }
+        self.step(
+            id,
+            "done",
+            "legacy container removed; backup kept in the log",
+        )?;
+        Ok(())
+    }
+
+    async fn verify(&self, port: u16, path: &str) -> bool {
+        let deadline = Instant::now() + self.verify_timeout;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        while Instant::now() < deadline {
+            let r = slot_agent::ping::ping(
+                slot_agent::protocol::PingKind::Http,
+                addr,
+                path,
+                Duration::from_secs(2),
+            )
+            .await;
+            if r.ok {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// Take the tenant out of its pool and bring its legacy container back
+    /// (from the backup when it was removed).
+    async fn roll_back(&self, id: &str, container: &str, why: &str) -> anyhow::Result<()> {
+        let (status, body) = self
+            .call("DELETE", &format!("/api/tenants/{id}"), None)
+            .await?;
+        if status != 200 && status != 404 {
+            bail!("removing {id} from its pool ({status}): {body}");
+        }
+        if self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .is_err()
+        {
+            let m = self
+                .db
+                .migration(id)?
+                .ok_or_else(|| anyhow!("no backup of {id}"))?;
+            let backup: Value = serde_json::from_str(&m.backup)?;
+            self.recreate(container, &backup).await?;
+        }
+        match self.docker.start_container::<String>(container, None).await {
+            Err(e) if !is_status(&e, 304) => bail!("starting {container}: {e}"),
+            _ => {}
+        }
+        self.step(id, "rolled-back", why)
+    }
+
+    async fn recreate(&self, name: &str, backup: &Value) -> anyhow::Result<()> {
+        let mut config: Config<String> = serde_json::from_value(backup["Config"].clone())?;
+        config.host_config = serde_json::from_value(backup["HostConfig"].clone()).ok();
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: name.to_string(),
+                    platform: None,
+                }),
+                config,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+fn progress(done: usize, total: usize, what: &str) {
+    let width = 24;
+    let filled = if total == 0 {
+        width
+    } else {
+        done * width / total
+    };
+    eprint!(
+        "\r\x1b[2K[{}{}] {done}/{total} {what}",
+        "#".repeat(filled),
+        "-".repeat(width - filled)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Run `slotpack migrate`.
+pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
+    if !(a.dry_run || a.execute || a.status || a.rollback.is_some()) {
+        bail!("say what to do: --dry-run, --execute, --status or --rollback=<id>");
+    }
+    std::fs::create_dir_all(&a.data_dir)?;
+    let db = Db::open(&a.data_dir.join("slotpack.db")).context("opening the database")?;
+    if a.status {
+        let rows = db.migrations()?;
+        if rows.is_empty() {
+            println!("no migrations recorded");
+        }
+        for m in rows {
+            println!(
+                "{:<24} {:<14} {:<24} {}",
+                m.tenant, m.status, m.container, m.detail
+            );
+            if a.verbose {
+                for e in db
+                    .events(Some(&m.tenant), 1000)?
+                    .iter()
+                    .filter(|e| e.kind.starts_with("migration."))
+                {
+                    println!("    {} {} {}", e.at, e.kind, e.detail);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let docker = Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    let ctx = Ctx {
+        docker,
+        db,
+        api: a.listen.clone(),
+        token: a.token.clone().unwrap_or_default(),
+        http: Client::builder(TokioExecutor::new()).build_http(),
+        verbose: a.verbose,
+        verify_timeout: Duration::from_secs(a.verify_timeout),
+    };
+    if let Some(id) = &a.rollback {
+        let m = ctx
+            .db
+            .migration(id)?
+            .ok_or_else(|| anyhow!("no migration of tenant {id} in the log"))?;
+        ctx.roll_back(id, &m.container, "rolled back by hand")
+            .await?;
+        println!("{id}: back in its legacy container {}", m.container);
+        return Ok(());
+    }
+    let found = ctx.legacy_containers(a.legacy_pattern.as_deref()).await?;
+    let mut cands = Vec::new();
+    for inspect in &found {
+        match candidate_from_inspect(inspect) {
+            Ok(c) => cands.push((inspect, c)),
+            Err(e) => eprintln!("skipping: {e}"),
+        }
+    }
+    if a.dry_run {
+        println!(
+            "{} legacy containers would be migrated (nothing was changed):",
+            cands.len()
+        );
+        for (_, c) in &cands {
+            let t = &c.tenant;
+            println!(
+                "  {:<24} -> tenant {:<24} {} {} ({} MiB, {}m cpu)",
+                c.container,
+                t.id,
+                t.command,
+                t.args.join(" "),
+                t.resources.memory_mb,
+                t.resources.cpu_millis
+            );
+        }
+        return Ok(());
+    }
+    // --execute: also resume tenants whose legacy container is gone but whose
+    // migration did not finish (a crash after removal cannot happen: removal
+    // is the last step; a crash before it leaves the container).
+    let total = cands.len();
+    let (mut ok, mut failed) = (0, Vec::new());
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for (i, (inspect, c)) in cands.iter().enumerate() {
+        progress(i, total, &format!("migrating {}", c.tenant.id));
+        seen.insert(c.tenant.id.clone(), ());
+        match ctx.migrate_one(inspect, c).await {
+            Ok(()) => ok += 1,
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    progress(total, total, "done");
+    eprintln!();
+    println!(
+        "migrated {ok} of {total}; {} rolled back or failed",
+        failed.len()
+    );
+    for f in &failed {
+        println!("  {f}");
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} tenants were not migrated (see above and --status)",
+            failed.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("bot-*", "bot-1"));
+        assert!(glob_match("*-legacy", "a-legacy"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxcyyb"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("bot-*", "robot-1"));
+    }
+
+    #[test]
+    fn ids_from_names() {
+        assert_eq!(tenant_id_from("/Legacy.Bot_1"), "legacy-bot_1");
+        assert_eq!(tenant_id_from("--x"), "x");
+        assert_eq!(tenant_id_from("/"), "tenant");
+    }
+
+    #[test]
+    fn candidate_from_a_legacy_container() {
+        let inspect = json!({
+            "Name": "/legacy-bot-7",
+            "Config": {"Entrypoint": ["/usr/local/bin/test-tenant"], "Cmd": ["--host", "0.0.0.0"],
+                       "Env": ["PORT=8080", "PATH=/bin", "API_KEY=k"],
+                       "Labels": {"slotpack.legacy": "true", "slotpack.owner": "alice"}},
+            "HostConfig": {"Memory": 268435456u64, "NanoCpus": 500000000u64}
+        });
+        let c = candidate_from_inspect(&inspect).unwrap();
+        assert_eq!(c.container, "legacy-bot-7");
+        assert_eq!(c.tenant.id, "legacy-bot-7");
+        assert_eq!(c.tenant.owner.as_deref(), Some("alice"));
+        assert_eq!(c.tenant.command, "/usr/local/bin/test-tenant");
+        assert_eq!(c.tenant.args, ["--host", "0.0.0.0"]);
+        assert_eq!(
+            c.tenant.env,
+            BTreeMap::from([("API_KEY".to_string(), "k".to_string())])
+        );
+        assert_eq!(
+            (c.tenant.resources.memory_mb, c.tenant.resources.cpu_millis),
+            (256, 500)
+        );
+        assert!(candidate_from_inspect(&json!({"Name": "/x", "Config": {}})).is_err());
+    }
+}
