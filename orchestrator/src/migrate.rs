@@ -406,11 +406,7 @@ fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
 
 fn progress(done: usize, total: usize, what: &str) {
     let width = 24;
-    let filled = if total == 0 {
-        width
-    } else {
-        done * width / total
-    };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     eprint!(
         "\r\x1b[2K[{}{}] {done}/{total} {what}",
         "#".repeat(filled),
