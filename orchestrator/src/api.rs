@@ -253,6 +253,17 @@ fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>
     })
 }
 
+/// A query string, or a 400 saying what is wrong with it.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid query: {}", e.body_text()),
+        )
+    })
+}
+
 /// Create and place a tenant.
 #[utoipa::path(post, path = "/api/tenants", request_body = CreateTenant,
     responses((status = 201, body = TenantCreated), (status = 200, description = "the same request was already accepted", body = TenantCreated),
@@ -358,13 +369,7 @@ async fn tenant_logs(
     Path(id): Path<String>,
     q: Result<Query<TailQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid query: {}", e.body_text()),
-        )
-    })?;
+    let q = query(q)?;
     let text = app
         .svc
         .logs(&caller, &id, q.tail.unwrap_or(100).min(100_000))
@@ -456,13 +461,7 @@ async fn events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     admin_only(&caller)?;
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid query: {}", e.body_text()),
-        )
-    })?;
+    let q = query(q)?;
     let ev = app
         .svc
         .db
