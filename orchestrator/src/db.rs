@@ -360,6 +360,40 @@ impl Db {
         Ok(())
     }
 
+    /// Move a tenant to another pool's slot (its port changes with it).
+    pub fn move_tenant(
+        &self,
+        id: &str,
+        pool: u64,
+        slot: u32,
+        port: u16,
+        why: &str,
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = tx.execute(
+            "UPDATE tenants SET pool = ?2, slot = ?3, port = ?4 WHERE id = ?1",
+            params![id, pool, slot, port],
+        );
+        match r {
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(DbError::Conflict(format!(
+                    "moving {id}: {}",
+                    msg.unwrap_or_default()
+                )))
+            }
+            r => r?,
+        };
+        tx.execute(
+            "INSERT INTO events (at, kind, tenant, pool, detail) VALUES (?1, 'tenant.moved', ?2, ?3, ?4)",
+            params![now(), id, pool_id(pool), format!("slot {slot}, port {port}: {why}")],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// One tenant.
     pub fn tenant(&self, id: &str) -> Result<Option<TenantRow>, DbError> {
         Ok(self

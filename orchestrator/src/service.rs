@@ -100,6 +100,8 @@ pub struct Orchestrator {
     last_health: std::sync::Mutex<Option<HealthReport>>,
     /// One health tick at a time (loop, API and backend events).
     tick_lock: Mutex<()>,
+    /// Failed restarts in a row per pool number (reset by a success).
+    restart_failures: std::sync::Mutex<HashMap<u64, u32>>,
 }
 
 fn unix_now() -> i64 {
@@ -129,6 +131,7 @@ impl Orchestrator {
             routes: std::sync::RwLock::new(HashMap::new()),
             last_health: std::sync::Mutex::new(None),
             tick_lock: Mutex::new(()),
+            restart_failures: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -680,6 +683,97 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Count a restart of `pool`: a success resets, a failure adds one;
+    /// returns the failures in a row.
+    fn note_restart(&self, pool: u64, ok: bool) -> u32 {
+        let mut m = self
+            .restart_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ok {
+            m.remove(&pool);
+            0
+        } else {
+            let n = m.entry(pool).or_insert(0);
+            *n += 1;
+            *n
+        }
+    }
+
+    /// Move every tenant of a pool that cannot be brought back to other
+    /// pools (or a new one), then remove the pool. Returns the moved ids.
+    async fn evacuate(&self, dead: &PoolRow) -> Result<Vec<String>> {
+        let why = format!("{} could not be restarted", dead.id());
+        let mut moved = Vec::new();
+        {
+            let mut idx = self.placer.lock().await;
+            idx.remove(dead.number);
+            for t in self
+                .db
+                .tenants()?
+                .into_iter()
+                .filter(|t| t.pool == dead.number)
+            {
+                if t.desired == "deleting" {
+                    self.db.delete_tenant(&t.id, &why)?;
+                    self.routes_mut().remove(&t.id);
+                    continue;
+                }
+                let req: CreateTenant = serde_json::from_str(&t.spec)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let want = Request {
+                    memory_mb: t.memory_mb,
+                    cpu_millis: t.cpu_millis,
+                    class: req.pool_class.clone(),
+                };
+                let mut decision = if self.cfg.pool_mode_enabled {
+                    place(&idx, &want, self.cfg.placement)
+                } else {
+                    Decision::NewPool
+                };
+                if decision == Decision::NewPool {
+                    let p = self.new_pool(&mut idx, req.pool_class.clone()).await?;
+                    decision = Decision::Place {
+                        pool: p.number,
+                        slot: 0,
+                    };
+                }
+                let Decision::Place { pool, slot } = decision else {
+                    return Err(ServiceError::Internal("placement found no slot".into()));
+                };
+                let prow = self
+                    .db
+                    .pool(pool)?
+                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+                let port = prow.base_port + slot as u16;
+                self.db.move_tenant(&t.id, pool, slot, port, &why)?;
+                idx.take(pool, slot, &want);
+                self.routes_mut()
+                    .insert(t.id.clone(), (t.owner.clone(), port));
+                moved.push((t.id, req, prow, slot, port, t.desired));
+            }
+        }
+        // Committed: a failed PUT below is retried by the next reconciliation.
+        for (id, req, prow, slot, port, desired) in &moved {
+            let ep = self.endpoint(prow);
+            if let Err(e) = self
+                .agents
+                .put(&ep, id, &program_spec(req, *slot, *port))
+                .await
+            {
+                eprintln!("slotpack: {id} in {}: {e}", prow.id());
+            } else if desired == "stopped" {
+                let _ = self
+                    .agents
+                    .action(&ep, id, "stop", Duration::from_secs(12))
+                    .await;
+            }
+        }
+        self.remove_pool(dead, &why).await?;
+        self.note_restart(dead.number, true);
+        Ok(moved.into_iter().map(|m| m.0).collect())
+    }
+
     /// Check one pool: agent health (restart the pool if its process is
     /// gone), then reconcile its programs with the database.
     async fn check_pool(
@@ -696,6 +790,7 @@ impl Orchestrator {
             if !self.backend.pool_running(pool).await {
                 match self.backend.start_pool(pool).await {
                     Ok(r) => {
+                        self.note_restart(pool.number, true);
                         let _ = self.db.set_pool_status(pool.number, "running", Some(&r));
                         actions.push(format!(
                             "restarted {id}; its tenants come back from its state"
@@ -703,8 +798,28 @@ impl Orchestrator {
                         health = self.agents.health(&ep).await;
                     }
                     Err(e) => {
+                        let failures = self.note_restart(pool.number, false);
                         let _ = self.db.set_pool_status(pool.number, "failed", None);
-                        issues.push(format!("{id}: restart failed: {e}"));
+                        issues.push(format!("{id}: restart {failures} failed: {e}"));
+                        if failures >= self.cfg.max_restart_attempts.max(1) {
+                            match self.evacuate(pool).await {
+                                Ok(moved) => actions.push(format!(
+                                    "{id} could not be restarted: moved {} to other pools and removed {id}",
+                                    if moved.is_empty() { "no tenants".to_string() } else { moved.join(", ") }
+                                )),
+                                Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
+                            }
+                            return (
+                                PoolHealth {
+                                    id,
+                                    healthy: false,
+                                    latency_ms: None,
+                                },
+                                bots,
+                                issues,
+                                actions,
+                            );
+                        }
                     }
                 }
             }

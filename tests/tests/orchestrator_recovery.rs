@@ -215,3 +215,58 @@ fn legacy_mode_gives_every_tenant_its_own_pool() {
         1
     );
 }
+
+#[test]
+fn tenants_of_a_pool_that_cannot_come_back_move_to_another_pool() {
+    let s = Slotpack::start(&[("MAX_RESTART_ATTEMPTS", "2"), ("BOT_PING_TIMEOUT", "1000")]);
+    s.create_ok("mv-1", json!({}));
+    s.create_ok("mv-2", json!({}));
+    let old_port = s.wait_pong("mv-1");
+    s.wait_pong("mv-2");
+    let (_, agent) = s.agent_pids()[0].clone();
+    let old_groups = s.program_groups();
+    kill(Pid::from_raw(agent), Signal::SIGKILL).unwrap();
+    wait_for(LONG, "agent gone", || (!alive(agent)).then_some(()));
+    // Hold the agent's port: pool-1 cannot be started again.
+    let _blocker = std::net::TcpListener::bind(("127.0.0.1", s.base_port - 1)).unwrap();
+    let h = s.health_check();
+    assert!(
+        h["issues"].to_string().contains("pool-1: restart 1 failed"),
+        "{h}"
+    );
+    assert_eq!(
+        s.call("GET", "/api/tenants/mv-1", "").json()["tenant"]["placement"]["poolId"],
+        "pool-1"
+    );
+    // The second failure (MAX_RESTART_ATTEMPTS) moves the tenants.
+    let h = s.health_check();
+    let actions = h["recoveryActions"].to_string();
+    assert!(
+        actions.contains("moved mv-1, mv-2 to other pools and removed pool-1"),
+        "{h}"
+    );
+    for id in ["mv-1", "mv-2"] {
+        let t = s.call("GET", &format!("/api/tenants/{id}"), "").json();
+        assert_eq!(t["tenant"]["placement"]["poolId"], "pool-2", "{t}");
+        s.wait_pong(id);
+    }
+    assert_ne!(s.wait_pong("mv-1"), old_port);
+    for g in old_groups {
+        wait_for(LONG, "old program ended", || (!alive(g)).then_some(()));
+    }
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["totalPools"], 1, "{st}");
+    assert_eq!(st["pools"][0]["id"], "pool-2");
+    assert_eq!(st["pools"][0]["bots"], json!(["mv-1", "mv-2"]));
+    let ev = s
+        .call("GET", "/api/events?tenant=mv-2", "")
+        .json()
+        .to_string();
+    assert!(ev.contains("tenant.moved"), "{ev}");
+    // The proxy follows the move.
+    assert_eq!(
+        s.call("GET", "/api/tenants/mv-2/proxy/api/v1/ping", "")
+            .status,
+        200
+    );
+}

@@ -111,12 +111,24 @@ impl LocalBackend {
         let ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
         std::fs::write(self.file(&id, "pid"), format!("{pid} {ticks}\n"))
             .map_err(|e| err(e.to_string()))?;
+        // Ready means our agent answers its health route while its process
+        // lives: a bare connect could reach some other listener.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(pid.to_string());
+            let alive = self.running_pid(&id).is_some();
+            if alive {
+                let r = slot_agent::ping::ping(
+                    slot_agent::protocol::PingKind::Http,
+                    addr,
+                    "/v1/health",
+                    Duration::from_millis(500),
+                )
+                .await;
+                if r.ok && self.running_pid(&id).is_some() {
+                    return Ok(pid.to_string());
+                }
             }
-            if self.running_pid(&id).is_none() || Instant::now() > deadline {
+            if !alive || Instant::now() > deadline {
                 let tail = std::fs::read_to_string(self.file(&id, "log")).unwrap_or_default();
                 let last = tail.lines().last().unwrap_or("no output").to_string();
                 return Err(err(format!("agent did not come up: {last}")));
