@@ -276,27 +276,8 @@ impl Orchestrator {
                 cpu_millis: req.resources.cpu_millis,
                 class: req.pool_class.clone(),
             };
-            let started = Instant::now();
-            let mut decision = if self.cfg.pool_mode_enabled {
-                place(&idx, &want, self.cfg.placement)
-            } else {
-                Decision::NewPool
-            };
-            self.metrics.placement.observe(started.elapsed());
-            if decision == Decision::NewPool {
-                let pool = self.new_pool(&mut idx, req.pool_class.clone()).await?;
-                decision = Decision::Place {
-                    pool: pool.number,
-                    slot: 0,
-                };
-            }
-            let Decision::Place { pool, slot } = decision else {
-                return Err(ServiceError::Internal("placement found no slot".into()));
-            };
-            let prow = self
-                .db
-                .pool(pool)?
-                .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+            let (prow, slot) = self.choose_slot(&mut idx, &want).await?;
+            let pool = prow.number;
             let row = TenantRow {
                 id: req.id.clone(),
                 owner: req.owner.clone().unwrap_or_default(),
@@ -330,6 +311,28 @@ impl Orchestrator {
         self.metrics.tenants_created.fetch_add(1, Relaxed);
         self.keep_warm().await;
         Ok((self.view(&row).await?, true))
+    }
+
+    /// Where `want` goes: a placement decision, or a new pool when nothing
+    /// fits (always in legacy mode). Placement lock held.
+    async fn choose_slot(&self, idx: &mut PoolIndex, want: &Request) -> Result<(PoolRow, u32)> {
+        let started = Instant::now();
+        let decision = if self.cfg.pool_mode_enabled {
+            place(idx, want, self.cfg.placement)
+        } else {
+            Decision::NewPool
+        };
+        self.metrics.placement.observe(started.elapsed());
+        match decision {
+            Decision::Place { pool, slot } => {
+                let row = self
+                    .db
+                    .pool(pool)?
+                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+                Ok((row, slot))
+            }
+            Decision::NewPool => Ok((self.new_pool(idx, want.class.clone()).await?, 0)),
+        }
     }
 
     /// Insert and start a pool, and add it to the index (placement lock held).
@@ -726,25 +729,8 @@ impl Orchestrator {
                     cpu_millis: t.cpu_millis,
                     class: req.pool_class.clone(),
                 };
-                let mut decision = if self.cfg.pool_mode_enabled {
-                    place(&idx, &want, self.cfg.placement)
-                } else {
-                    Decision::NewPool
-                };
-                if decision == Decision::NewPool {
-                    let p = self.new_pool(&mut idx, req.pool_class.clone()).await?;
-                    decision = Decision::Place {
-                        pool: p.number,
-                        slot: 0,
-                    };
-                }
-                let Decision::Place { pool, slot } = decision else {
-                    return Err(ServiceError::Internal("placement found no slot".into()));
-                };
-                let prow = self
-                    .db
-                    .pool(pool)?
-                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+                let (prow, slot) = self.choose_slot(&mut idx, &want).await?;
+                let pool = prow.number;
                 let port = prow.base_port + slot as u16;
                 self.db.move_tenant(&t.id, pool, slot, port, &why)?;
                 idx.take(pool, slot, &want);
