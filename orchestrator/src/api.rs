@@ -394,7 +394,7 @@ async fn pool_status(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<PoolStatus>> {
     admin_only(&caller)?;
-    Ok(Json(app.svc.pool_status()?))
+    Ok(Json(app.svc.pool_status().await?))
 }
 
 /// Run one health tick now (admin).

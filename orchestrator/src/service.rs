@@ -957,22 +957,33 @@ impl Orchestrator {
         Ok(removed)
     }
 
-    /// `GET /api/pool/status`.
-    pub fn pool_status(&self) -> Result<PoolStatus> {
+    /// `GET /api/pool/status`, with live health from every agent (one
+    /// call per pool, concurrently).
+    pub async fn pool_status(&self) -> Result<PoolStatus> {
         let pools = self.db.pools()?;
         let tenants = self.db.tenants()?;
-        let last = self.last_health();
-        let unreachable = |id: &str| {
-            last.as_ref()
-                .is_some_and(|h| h.pools.iter().any(|p| p.id == id && !p.healthy))
-        };
+        let eps: Vec<Endpoint> = pools.iter().map(|p| self.endpoint(p)).collect();
+        let lists = futures_util::future::join_all(eps.iter().map(|ep| self.agents.list(ep))).await;
+        let reachable: HashMap<u64, bool> = pools
+            .iter()
+            .zip(&lists)
+            .map(|(p, l)| (p.number, l.is_ok()))
+            .collect();
+        let healthy_ids: std::collections::HashSet<String> = lists
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|st| st.healthy)
+            .map(|st| st.id.clone())
+            .collect();
+        let unreachable = |n: u64| !reachable.get(&n).copied().unwrap_or(false);
         let infos: Vec<PoolInfo> = pools
             .iter()
             .map(|p| {
                 let bots: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
                 let id = p.id();
                 PoolInfo {
-                    status: if p.status == "running" && unreachable(&id) {
+                    status: if p.status == "running" && unreachable(p.number) {
                         "unreachable".into()
                     } else {
                         p.status.clone()
@@ -991,13 +1002,10 @@ impl Orchestrator {
             })
             .collect();
         let healthy_pools = infos.iter().filter(|p| p.status == "running").count() as u32;
-        // Count only tenants that still exist: the latest tick may predate a delete.
-        let healthy_bots = last.as_ref().map_or(0, |h| {
-            h.bots
-                .iter()
-                .filter(|b| b.healthy && tenants.iter().any(|t| t.id == b.id))
-                .count() as u32
-        });
+        let healthy_bots = tenants
+            .iter()
+            .filter(|t| t.desired == "running" && healthy_ids.contains(&t.id))
+            .count() as u32;
         let total_bots = tenants.iter().filter(|t| t.desired != "deleting").count() as u32;
         let running_bots = tenants.iter().filter(|t| t.desired == "running").count() as u32;
         let status = if healthy_pools == infos.len() as u32 && healthy_bots >= running_bots {

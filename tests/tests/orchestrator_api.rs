@@ -39,7 +39,17 @@ fn tenants_are_placed_in_port_blocks_and_pools_only_grow_when_full() {
     for i in 0..4 {
         s.wait_pong(&format!("bot-{i}"));
     }
-    let st = s.call("GET", "/api/pool/status", "").json();
+    // Health in the status is live: no health tick has run since these
+    // tenants were created, yet they are reported healthy.
+    let st = slotpack_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "live healthy status",
+        || {
+            let st = s.call("GET", "/api/pool/status", "").json();
+            (st["health"]["status"] == "healthy").then_some(st)
+        },
+    );
+    assert_eq!(st["health"]["bots"], json!({"total": 4, "healthy": 4}));
     assert_eq!(st["success"], true);
     assert_eq!(st["poolMode"], true);
     assert_eq!(st["totalPools"], 2);
