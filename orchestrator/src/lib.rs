@@ -139,10 +139,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             t.tick().await;
             loop {
                 t.tick().await;
-                let r = svc.health_tick().await;
-                for a in &r.recovery_actions {
-                    eprintln!("slotpack: recovery: {a}");
-                }
+                tick_and_log(&svc).await;
             }
         })
     };
@@ -153,10 +150,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             use futures_util::StreamExt;
             while let Some(pool) = deaths.next().await {
                 eprintln!("slotpack: {pool} died; running a health tick");
-                let r = svc.health_tick().await;
-                for a in &r.recovery_actions {
-                    eprintln!("slotpack: recovery: {a}");
-                }
+                tick_and_log(&svc).await;
             }
         })
     });
@@ -199,6 +193,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     eprintln!("slotpack: stopped; pools keep running and are adopted at the next start");
     Ok(())
+}
+
+/// One health tick, with its recovery actions in the log.
+async fn tick_and_log(svc: &Orchestrator) {
+    for a in &svc.health_tick().await.recovery_actions {
+        eprintln!("slotpack: recovery: {a}");
+    }
 }
 
 /// Serve HTTP/1.1 (with upgrades) on `listener` until `stop` turns true,

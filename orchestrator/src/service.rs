@@ -860,7 +860,7 @@ impl Orchestrator {
             }
         }
         for a in plan(&desired, &seen) {
-            match self.apply(pool, &ep, &tenants, &a).await {
+            match self.apply(&ep, &tenants, &a).await {
                 Ok(()) => actions.push(format!("{id}: {a:?}")),
                 Err(e) => issues.push(format!("{id}: {a:?} failed: {e}")),
             }
@@ -868,13 +868,7 @@ impl Orchestrator {
         (ph, bots, issues, actions)
     }
 
-    async fn apply(
-        &self,
-        _pool: &PoolRow,
-        ep: &Endpoint,
-        tenants: &[TenantRow],
-        a: &Action,
-    ) -> Result<()> {
+    async fn apply(&self, ep: &Endpoint, tenants: &[TenantRow], a: &Action) -> Result<()> {
         let row = |id: &str| tenants.iter().find(|t| t.id == id);
         let grace = Duration::from_secs(12);
         match a {

@@ -96,12 +96,8 @@ impl DockerBackend {
         })
     }
 
-    fn name(pool: &PoolRow) -> String {
-        format!("slotpack-{}", pool.id())
-    }
-
     fn volume(id: &str) -> String {
-        format!("slotpack-{id}-state")
+        format!("{}-state", super::container_name(id))
     }
 
     fn labels(id: &str) -> HashMap<String, String> {
@@ -173,7 +169,7 @@ impl DockerBackend {
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Self::name(pool),
+                    name: super::container_name(&pool.id()),
                     platform: None,
                 }),
                 config,
@@ -184,7 +180,7 @@ impl DockerBackend {
     }
 
     async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
-        let name = Self::name(pool);
+        let name = super::container_name(&pool.id());
         let err = |reason: String| BackendError::Start {
             pool: pool.id(),
             reason,
@@ -233,7 +229,7 @@ impl DockerBackend {
     /// Remove the pool's container and volume; idempotent, also while a
     /// concurrent removal (409 "already in progress") is under way.
     async fn remove_by_pool_id(&self, id: &str) -> Result<(), BackendError> {
-        let name = format!("slotpack-{id}");
+        let name = super::container_name(id);
         let opts = RemoveContainerOptions {
             force: true,
             v: true,
@@ -320,7 +316,7 @@ impl Backend for DockerBackend {
     fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
         async move {
             self.docker
-                .inspect_container(&Self::name(pool), None)
+                .inspect_container(&super::container_name(&pool.id()), None)
                 .await
                 .ok()
                 .and_then(|c| c.state?.running)
@@ -335,7 +331,7 @@ impl Backend for DockerBackend {
             let _ = self
                 .docker
                 .stop_container(
-                    &Self::name(pool),
+                    &super::container_name(&pool.id()),
                     Some(bollard::container::StopContainerOptions { t: 30 }),
                 )
                 .await;

@@ -35,13 +35,18 @@ pub struct FoundPool {
     pub backend_ref: String,
 }
 
+/// `slotpack-<pool id>`: the name of a pool's container (or local agent).
+pub fn container_name(pool_id: &str) -> String {
+    format!("slotpack-{pool_id}")
+}
+
 /// A place where pools (slot-agents) run.
 pub trait Backend: Send + Sync {
     /// `local` or `docker`.
     fn name(&self) -> &'static str;
-    /// Name shown as `containerName`.
+    /// Name shown as `containerName` (and the docker container's name).
     fn container_name(&self, pool: &PoolRow) -> String {
-        format!("slotpack-{}", pool.id())
+        container_name(&pool.id())
     }
     /// Address of the pool's agent API.
     fn agent_addr(&self, pool: &PoolRow) -> SocketAddr;
