@@ -20,8 +20,6 @@ use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
 pub use config::AgentConfig;
@@ -231,29 +229,9 @@ fn prepare_state_dir(cfg: &AgentConfig) -> Result<store::Store, AgentError> {
 /// End process groups that a previous agent (killed before it could stop
 /// them) left running, so the slot ports are free again.
 fn end_leftovers(store: &store::Store) {
-    let Ok(noted) = store.take_pids() else {
-        return;
-    };
-    let mut ended = Vec::new();
-    for (pid, ticks) in noted {
-        if procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks && s.state != 'Z') {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            ended.push(pid);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline
-        && ended
-            .iter()
-            .any(|p| procfs::stat(*p).is_some_and(|s| s.state != 'Z'))
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !ended.is_empty() {
-        eprintln!(
-            "slot-agent: ended {} program(s) left by a previous agent",
-            ended.len()
-        );
+    let n = store.end_noted_groups();
+    if n > 0 {
+        eprintln!("slot-agent: ended {n} program(s) left by a previous agent");
     }
 }
 

@@ -118,6 +118,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// SIGKILL the process groups the notes name whose start time still
+    /// matches (a reused pid is never hit), remove the notes, and wait up to
+    /// 3 s for those groups' leaders to be gone. Returns how many were ended.
+    /// Blocking.
+    pub fn end_noted_groups(&self) -> usize {
+        use nix::sys::signal::{killpg, Signal};
+        use std::time::{Duration, Instant};
+        let Ok(noted) = self.take_pids() else {
+            return 0;
+        };
+        let mut ended = Vec::new();
+        for (pid, ticks) in noted {
+            if crate::procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks && s.state != 'Z') {
+                let _ = killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                ended.push(pid);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline
+            && ended
+                .iter()
+                .any(|p| crate::procfs::stat(*p).is_some_and(|s| s.state != 'Z'))
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ended.len()
+    }
+}
+
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     {

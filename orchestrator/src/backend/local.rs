@@ -150,7 +150,12 @@ impl LocalBackend {
             }
         }
         // Program groups an agent killed hard could have left behind.
-        end_noted_groups(&self.dir.join(id).join("run"));
+        let state = self.dir.join(id);
+        if state.join("run").is_dir() {
+            if let Ok(store) = slot_agent::store::Store::open(&state) {
+                let _ = tokio::task::spawn_blocking(move || store.end_noted_groups()).await;
+            }
+        }
         let _ = std::fs::remove_dir_all(self.dir.join(id));
         for ext in ["token", "pid", "log"] {
             let _ = std::fs::remove_file(self.file(id, ext));
@@ -224,25 +229,4 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(text.as_bytes())
-}
-
-/// SIGKILL the process groups noted in an agent's `run/` folder.
-fn end_noted_groups(run: &Path) {
-    let Ok(rd) = std::fs::read_dir(run) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        let mut it = text.split_whitespace();
-        if let (Some(Ok(pid)), Some(Ok(ticks))) = (
-            it.next().map(str::parse::<i32>),
-            it.next().map(str::parse::<u64>),
-        ) {
-            if procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
 }
