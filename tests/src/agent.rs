@@ -204,6 +204,20 @@ impl Agent {
         self.base_port + slot
     }
 
+    /// Wait until `GET path` on `slot`'s port answers 200; returns the answer.
+    pub fn wait_slot(&self, slot: u16, path: &str) -> Response {
+        let addr = format!("127.0.0.1:{}", self.port(slot));
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{addr}{path} answers"),
+            || {
+                request(&addr, "GET", path, &[], b"")
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        )
+    }
+
     /// The last `n` log lines of `id`.
     pub fn logs(&self, id: &str, n: usize) -> String {
         let r = self.call("GET", &format!("/v1/programs/{id}/logs?tail={n}"), "");

@@ -5,7 +5,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use slotpack_tests::agent::{tenant_spec, Agent, TOKEN};
-use slotpack_tests::http::request;
 use slotpack_tests::{alive, children_of, in_ci, is_root, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
@@ -77,17 +76,7 @@ fn slots_cannot_read_or_signal_each_other_and_never_see_the_token() {
     );
     assert!(log.contains(&format!("env PORT={}", a.port(1))), "{log}");
     // Each slot runs as its own user with a private home.
-    let info = wait_for(LONG, "victim answers", || {
-        request(
-            &format!("127.0.0.1:{}", a.port(2)),
-            "GET",
-            "/info",
-            &[],
-            b"",
-        )
-        .ok()
-    })
-    .json();
+    let info = a.wait_slot(2, "/info").json();
     assert_eq!(info["uid"], 10_002);
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let m = std::fs::metadata(&home2).unwrap();

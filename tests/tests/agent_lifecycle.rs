@@ -7,7 +7,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 use slotpack_tests::agent::{tenant_spec, Agent};
-use slotpack_tests::http::request;
 use slotpack_tests::{alive, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
@@ -23,16 +22,7 @@ fn kill_9_is_seen_at_once_and_restarted() {
     assert_eq!(created.status, 201, "{}", created.text());
     let pid = a.wait_running("bot-a");
     // `running` (startSecs 0) comes at spawn; the port opens a moment later.
-    let pong = wait_for(LONG, "tenant ping", || {
-        request(
-            &format!("127.0.0.1:{}", a.port(1)),
-            "GET",
-            "/api/v1/ping",
-            &[],
-            b"",
-        )
-        .ok()
-    });
+    let pong = a.wait_slot(1, "/api/v1/ping");
     assert_eq!(pong.text(), r#"{"status":"pong"}"#);
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let s = a.wait_status("bot-a", "restarted with a new pid", LONG, |s| {
@@ -42,17 +32,7 @@ fn kill_9_is_seen_at_once_and_restarted() {
     assert_eq!(s["lastExit"]["signal"], "KILL");
     assert_eq!(s["port"], a.port(1));
     // The program got its slot's environment.
-    let info = wait_for(LONG, "tenant answers", || {
-        request(
-            &format!("127.0.0.1:{}", a.port(1)),
-            "GET",
-            "/info",
-            &[],
-            b"",
-        )
-        .ok()
-    })
-    .json();
+    let info = a.wait_slot(1, "/info").json();
     assert_eq!(info["tenant"], "bot-a");
     assert_eq!(info["slot"], "1");
     assert_eq!(info["port"], a.port(1).to_string());
@@ -263,17 +243,7 @@ fn put_is_idempotent_and_a_new_spec_replaces_the_run() {
         s["state"] == "running" && s["port"] == a.port(2) && s["pid"].as_i64() != Some(pid as i64)
     });
     assert_eq!(s["slot"], 2);
-    wait_for(LONG, "answers on new port", || {
-        request(
-            &format!("127.0.0.1:{}", a.port(2)),
-            "GET",
-            "/api/v1/ping",
-            &[],
-            b"",
-        )
-        .ok()
-        .filter(|r| r.status == 200)
-    });
+    a.wait_slot(2, "/api/v1/ping");
 }
 
 #[test]
