@@ -245,7 +245,12 @@ fn owners_see_and_change_only_their_own_tenants() {
 fn bad_input_gets_4xx_json_and_changes_nothing() {
     let s = Slotpack::start(&[]);
     s.create_ok("keep", json!({}));
-    let before_status = s.call("GET", "/api/pool/status", "").json();
+    // Snapshot once steady (health in the status is live).
+    let before_status =
+        slotpack_tests::wait_for(std::time::Duration::from_secs(10), "keep healthy", || {
+            let st = s.call("GET", "/api/pool/status", "").json();
+            (st["health"]["status"] == "healthy").then_some(st)
+        });
     let before_tenants = s.call("GET", "/api/tenants", "").json()["tenants"]
         .as_array()
         .unwrap()
