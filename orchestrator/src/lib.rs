@@ -7,6 +7,7 @@ pub mod agent_client;
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod consolidate;
 pub mod db;
 pub mod limits;
 pub mod metrics;
