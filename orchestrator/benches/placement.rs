@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;
 use std::time::Instant;
 
+use orchestrator::consolidate::{plan_drain, Limits, Resident};
 use orchestrator::placement::{
     lower_bound_pools, place, Decision, PoolCapacity, PoolIndex, Request, Strategy,
 };
@@ -86,29 +87,35 @@ fn decisions_per_second(pools: u64, strategy: Strategy) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Result of one churn run.
+struct Churn {
+    /// Mean of pools used ÷ lower bound over the churn phase.
+    mean: f64,
+    /// Its maximum.
+    max: f64,
+    /// Tenants moved by consolidation per 100 departures.
+    moves_per_100_departures: f64,
+}
+
 /// Seeded churn: grow to `target` tenants, then `steps` random arrivals and
-/// departures around that size; empty pools are removed at once. Returns the
-/// mean and max of pools used ÷ lower bound over the churn phase.
-fn churn(strategy: Strategy, target: u64, steps: u64, seed: u64) -> (f64, f64) {
+/// departures around that size; empty pools are removed at once. With
+/// `consolidate_every = Some(k)`, one consolidation round (at most one pool
+/// drained) runs every k steps, as the health tick would.
+fn churn(
+    strategy: Strategy,
+    target: u64,
+    steps: u64,
+    seed: u64,
+    consolidate_every: Option<u64>,
+) -> Churn {
     let mut rng = Rng(seed);
     let mut idx = PoolIndex::new();
     let mut next_pool = 0u64;
     let mut live: Vec<(u64, u32, Request)> = Vec::new();
     let mut mem_total = 0u64;
-    let mut used_per_pool: HashMap<u64, u32> = HashMap::new();
+    let mut residents: HashMap<u64, Vec<Resident>> = HashMap::new();
     let (mut sum, mut max, mut samples) = (0.0, 0.0f64, 0u64);
-    let arrive = |idx: &mut PoolIndex, next_pool: &mut u64, r: Request| -> (u64, u32, Request) {
-        let (pool, slot) = match place(idx, &r, strategy) {
-            Decision::Place { pool, slot } => (pool, slot),
-            Decision::NewPool => {
-                idx.upsert(empty_pool(*next_pool));
-                *next_pool += 1;
-                (*next_pool - 1, 0)
-            }
-        };
-        idx.take(pool, slot, &r);
-        (pool, slot, r)
-    };
+    let (mut moves, mut departures) = (0u64, 0u64);
     for step in 0..target + steps {
         let grow = step < target || live.is_empty() || {
             // Random walk held near the target size.
@@ -116,30 +123,69 @@ fn churn(strategy: Strategy, target: u64, steps: u64, seed: u64) -> (f64, f64) {
             (rng.below(1000) as f64) < 500.0 + 2000.0 * bias
         };
         if grow {
-            let t = arrive(&mut idx, &mut next_pool, tenant(&mut rng));
-            mem_total += t.2.memory_mb;
-            *used_per_pool.entry(t.0).or_default() += 1;
-            live.push(t);
+            let r = tenant(&mut rng);
+            let (pool, slot) = match place(&idx, &r, strategy) {
+                Decision::Place { pool, slot } => (pool, slot),
+                Decision::NewPool => {
+                    idx.upsert(empty_pool(next_pool));
+                    next_pool += 1;
+                    (next_pool - 1, 0)
+                }
+            };
+            idx.take(pool, slot, &r);
+            mem_total += r.memory_mb;
+            residents.entry(pool).or_default().push(Resident {
+                slot,
+                request: r.clone(),
+            });
+            live.push((pool, slot, r));
         } else {
             let (pool, slot, r) = live.swap_remove(rng.below(live.len() as u64) as usize);
             idx.release(pool, slot, r.memory_mb, r.cpu_millis);
             mem_total -= r.memory_mb;
-            let left = used_per_pool.get_mut(&pool).expect("pool");
-            *left -= 1;
-            if *left == 0 {
-                used_per_pool.remove(&pool);
+            departures += u64::from(step >= target);
+            let left = residents.get_mut(&pool).expect("pool");
+            left.retain(|t| t.slot != slot);
+            if left.is_empty() {
+                residents.remove(&pool);
                 idx.remove(pool);
+            }
+        }
+        if consolidate_every.is_some_and(|k| step >= target && step % k == 0) {
+            if let Some(d) = plan_drain(&idx, &residents, Limits::default()) {
+                let from = residents.remove(&d.pool).expect("drained pool");
+                for m in &d.moves {
+                    let t = from.iter().find(|t| t.slot == m.from_slot).expect("tenant");
+                    idx.take(m.to_pool, m.to_slot, &t.request);
+                    residents.entry(m.to_pool).or_default().push(Resident {
+                        slot: m.to_slot,
+                        request: t.request.clone(),
+                    });
+                    let l = live
+                        .iter_mut()
+                        .find(|l| l.0 == d.pool && l.1 == m.from_slot)
+                        .expect("live tenant");
+                    (l.0, l.1) = (m.to_pool, m.to_slot);
+                }
+                idx.remove(d.pool);
+                if step >= target {
+                    moves += d.moves.len() as u64;
+                }
             }
         }
         if step >= target {
             let lb = lower_bound_pools(live.len() as u64, mem_total, SLOTS, POOL_MEMORY_MB);
-            let ratio = used_per_pool.len() as f64 / lb.max(1) as f64;
+            let ratio = residents.len() as f64 / lb.max(1) as f64;
             sum += ratio;
             max = max.max(ratio);
             samples += 1;
         }
     }
-    (sum / samples as f64, max)
+    Churn {
+        mean: sum / samples as f64,
+        max,
+        moves_per_100_departures: 100.0 * moves as f64 / departures.max(1) as f64,
+    }
 }
 
 fn main() {
@@ -158,12 +204,35 @@ fn main() {
     }
     println!();
     println!("churn: 2,000 tenants, 50,000 arrivals/departures, seed 42; pools used / lower bound");
-    for (name, s) in [
-        ("best-fit", Strategy::BestFit),
-        ("first-fit", Strategy::FirstFit),
-        ("spread", Strategy::Spread),
+    for (name, s, every) in [
+        ("best-fit", Strategy::BestFit, None),
+        ("first-fit", Strategy::FirstFit, None),
+        ("spread", Strategy::Spread, None),
+        (
+            "best-fit + consolidation every 10 steps",
+            Strategy::BestFit,
+            Some(10),
+        ),
+        (
+            "best-fit + consolidation every 50 steps",
+            Strategy::BestFit,
+            Some(50),
+        ),
+        (
+            "best-fit + consolidation every 200 steps",
+            Strategy::BestFit,
+            Some(200),
+        ),
+        (
+            "first-fit + consolidation every 50 steps",
+            Strategy::FirstFit,
+            Some(50),
+        ),
     ] {
-        let (mean, max) = churn(s, 2_000, 50_000, 42);
-        println!("{name:>10}: mean {mean:.4}  max {max:.4}");
+        let c = churn(s, 2_000, 50_000, 42, every);
+        println!(
+            "{name:>42}: mean {:.4}  max {:.4}  moves/100 departures {:.1}",
+            c.mean, c.max, c.moves_per_100_departures
+        );
     }
 }

@@ -58,6 +58,10 @@ pub struct ServeConfig {
     /// Free slots kept ready.
     #[arg(long, env = "SLOTPACK_WARM_SLOTS", default_value_t = 0)]
     pub warm_slots: u32,
+    /// Each health tick, empty at most one pool whose tenants fit into the
+    /// other pools, by moving them (each move restarts the tenant on a new port).
+    #[arg(long, env = "SLOTPACK_CONSOLIDATE", default_value_t = false, action = ArgAction::Set)]
+    pub consolidate: bool,
     /// Placement strategy: best-fit, first-fit or spread.
     #[arg(long, env = "SLOTPACK_PLACEMENT", default_value = "best-fit")]
     pub placement: Strategy,

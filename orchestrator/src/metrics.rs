@@ -67,6 +67,10 @@ pub struct Metrics {
     pub tenants_created: AtomicU64,
     /// Pools created.
     pub pools_created: AtomicU64,
+    /// Tenants moved by consolidation.
+    pub consolidation_moves: AtomicU64,
+    /// Pools emptied and removed by consolidation.
+    pub pools_drained: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -78,6 +82,8 @@ impl Default for Metrics {
             recovery_actions: AtomicU64::new(0),
             tenants_created: AtomicU64::new(0),
             pools_created: AtomicU64::new(0),
+            consolidation_moves: AtomicU64::new(0),
+            pools_drained: AtomicU64::new(0),
         }
     }
 }
@@ -174,6 +180,16 @@ impl Metrics {
                 "slotpack_pools_created_total",
                 "Pools created.",
                 &self.pools_created,
+            ),
+            (
+                "slotpack_consolidation_moves_total",
+                "Tenants moved by consolidation.",
+                &self.consolidation_moves,
+            ),
+            (
+                "slotpack_pools_drained_total",
+                "Pools emptied and removed by consolidation.",
+                &self.pools_drained,
             ),
         ] {
             head(&mut o, name, "counter", help);

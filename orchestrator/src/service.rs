@@ -23,6 +23,8 @@ use crate::model::*;
 use crate::placement::{place, Decision, PoolCapacity, PoolIndex, Request};
 use crate::reconcile::{plan, Action, Want};
 
+mod consolidation;
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -610,7 +612,7 @@ impl Orchestrator {
 
     /// One health tick: check every agent, restart dead pools, reconcile
     /// every pool, expire tenants past their lifetime, remove pools the
-    /// database does not know, keep warm slots.
+    /// database does not know, consolidate (if enabled), keep warm slots.
     pub async fn health_tick(&self) -> HealthReport {
         let _one_at_a_time = self.tick_lock.lock().await;
         let started = Instant::now();
@@ -625,6 +627,11 @@ impl Orchestrator {
         };
         if let Err(e) = self.tick_into(&mut r).await {
             r.issues.push(format!("health tick failed: {e}"));
+        }
+        if self.cfg.consolidate && self.cfg.pool_mode_enabled {
+            if let Err(e) = self.consolidate(&mut r).await {
+                r.issues.push(format!("consolidation: {e}"));
+            }
         }
         self.keep_warm().await;
         r.duration_ms = started.elapsed().as_millis() as u64;

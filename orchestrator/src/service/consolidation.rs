@@ -1,0 +1,201 @@
+//! The I/O side of consolidation (`SLOTPACK_CONSOLIDATE`): one round per
+//! health tick empties at most one pool, planned by the pure
+//! [`crate::consolidate::plan_drain`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::{program_spec, stop_timeout_ms, Orchestrator, Result, ServiceError};
+use crate::consolidate::{plan_drain, Drain, Limits, Resident};
+use crate::db::{PoolRow, TenantRow};
+use crate::model::{CreateTenant, HealthReport};
+use crate::placement::{PoolIndex, Request};
+
+/// A tenant on its way: its row before the move, and where it goes.
+struct Moving {
+    tenant: TenantRow,
+    to: PoolRow,
+    slot: u32,
+    port: u16,
+}
+
+impl Orchestrator {
+    /// One consolidation round: if the tenants of some healthy pool, all
+    /// desired running, fit into the free room of the other healthy pools,
+    /// move them there and remove the emptied pool. Moves are committed to
+    /// the database first; then the tenants are stopped in the old pool, the
+    /// pool is removed, and only then are they started in their new slots,
+    /// so a tenant never runs twice. Tick lock held.
+    pub(super) async fn consolidate(&self, r: &mut HealthReport) -> Result<()> {
+        let healthy: HashSet<&str> = r
+            .pools
+            .iter()
+            .filter(|p| p.healthy)
+            .map(|p| p.id.as_str())
+            .collect();
+        let pools = self.db.pools()?;
+        let committed = {
+            let mut idx = self.placer.lock().await;
+            let tenants = self.db.tenants()?;
+            let (view, residents) = drain_view(&idx, &pools, &tenants, &healthy);
+            let limits = Limits {
+                keep_free_slots: u64::from(self.cfg.warm_slots),
+                ..Limits::default()
+            };
+            let Some(drain) = plan_drain(&view, &residents, limits) else {
+                return Ok(());
+            };
+            let source = find_pool(&pools, drain.pool)?.clone();
+            let result = self.commit_moves(&mut idx, &drain, &source, &pools, &tenants);
+            result.map(|moving| (source, moving))
+        };
+        let (source, moving) = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                // Some moves may be committed: derive the index afresh; the
+                // reconciler converges the agents on the next tick.
+                self.rebuild_index().await?;
+                return Err(e);
+            }
+        };
+        // Committed: after a crash from here on the reconciler finishes the job.
+        let why = format!("consolidation: {} emptied", source.id());
+        let from = self.endpoint(&source);
+        let stops = moving.iter().map(|m| {
+            let grace = Duration::from_millis(stop_timeout_ms(&m.tenant)) + Duration::from_secs(2);
+            self.agents.delete(&from, &m.tenant.id, grace)
+        });
+        for (m, res) in moving
+            .iter()
+            .zip(futures_util::future::join_all(stops).await)
+        {
+            if let Err(e) = res {
+                r.issues.push(format!(
+                    "{}: stopping it in {}: {e}",
+                    m.tenant.id,
+                    source.id()
+                ));
+            }
+        }
+        if let Err(e) = self.remove_pool(&source, &why).await {
+            r.issues.push(format!("removing {}: {e}", source.id()));
+        }
+        let mut moved = Vec::with_capacity(moving.len());
+        for m in &moving {
+            let req: CreateTenant = serde_json::from_str(&m.tenant.spec)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let spec = program_spec(&req, m.slot, m.port);
+            match self
+                .agents
+                .put(&self.endpoint(&m.to), &m.tenant.id, &spec)
+                .await
+            {
+                Ok(_) => moved.push(format!("{} to {} port {}", m.tenant.id, m.to.id(), m.port)),
+                Err(e) => r.issues.push(format!(
+                    "{}: starting it in {} (the next tick retries): {e}",
+                    m.tenant.id,
+                    m.to.id()
+                )),
+            }
+        }
+        self.metrics
+            .consolidation_moves
+            .fetch_add(moving.len() as u64, Relaxed);
+        self.metrics.pools_drained.fetch_add(1, Relaxed);
+        r.recovery_actions.push(format!(
+            "consolidation: moved {} and removed {}",
+            moved.join(", "),
+            source.id()
+        ));
+        Ok(())
+    }
+
+    /// Write every move of `drain` to the database and mirror it in the
+    /// index and the proxy routes; the drained pool leaves the index at once
+    /// so no new tenant lands there. Placement lock held.
+    fn commit_moves(
+        &self,
+        idx: &mut PoolIndex,
+        drain: &Drain,
+        source: &PoolRow,
+        pools: &[PoolRow],
+        tenants: &[TenantRow],
+    ) -> Result<Vec<Moving>> {
+        let why = format!("consolidation: emptying {}", source.id());
+        idx.remove(source.number);
+        let mut moving = Vec::with_capacity(drain.moves.len());
+        for m in &drain.moves {
+            let tenant = tenants
+                .iter()
+                .find(|t| t.pool == source.number && t.slot == m.from_slot)
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!("no tenant in slot {}", m.from_slot))
+                })?
+                .clone();
+            let to = find_pool(pools, m.to_pool)?.clone();
+            let port = to.base_port + m.to_slot as u16;
+            self.db
+                .move_tenant(&tenant.id, to.number, m.to_slot, port, &why)?;
+            idx.take(to.number, m.to_slot, &request_of(&tenant, &to));
+            self.routes_mut()
+                .insert(tenant.id.clone(), (tenant.owner.clone(), port));
+            moving.push(Moving {
+                tenant,
+                to,
+                slot: m.to_slot,
+                port,
+            });
+        }
+        Ok(moving)
+    }
+}
+
+/// What consolidation may touch: the index with unhealthy pools closed (not
+/// targets), and the residents of each healthy pool whose tenants are all
+/// desired running (stopped or deleting tenants pin their pool).
+fn drain_view(
+    idx: &PoolIndex,
+    pools: &[PoolRow],
+    tenants: &[TenantRow],
+    healthy: &HashSet<&str>,
+) -> (PoolIndex, HashMap<u64, Vec<Resident>>) {
+    let mut view = idx.clone();
+    let mut residents = HashMap::new();
+    for p in pools {
+        if !healthy.contains(p.id().as_str()) {
+            if let Some(mut c) = view.get(p.number).cloned() {
+                c.accepting = false;
+                view.upsert(c);
+            }
+            continue;
+        }
+        let mine: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
+        if mine.iter().all(|t| t.desired == "running") {
+            let list = mine
+                .iter()
+                .map(|t| Resident {
+                    slot: t.slot,
+                    request: request_of(t, p),
+                })
+                .collect();
+            residents.insert(p.number, list);
+        }
+    }
+    (view, residents)
+}
+
+fn request_of(t: &TenantRow, pool: &PoolRow) -> Request {
+    Request {
+        memory_mb: t.memory_mb,
+        cpu_millis: t.cpu_millis,
+        class: pool.class.clone(),
+    }
+}
+
+fn find_pool(pools: &[PoolRow], number: u64) -> Result<&PoolRow> {
+    pools
+        .iter()
+        .find(|p| p.number == number)
+        .ok_or_else(|| ServiceError::Internal(format!("pool {number} vanished")))
+}
