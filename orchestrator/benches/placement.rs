@@ -52,11 +52,13 @@ fn empty_pool(number: u64) -> PoolCapacity {
     }
 }
 
-/// Pools about 90 % full, in random order of fullness.
-fn fleet(pools: u64, rng: &mut Rng) -> PoolIndex {
+/// Pools about 90 % full, in random order of fullness, with their tenants.
+fn fleet(pools: u64, rng: &mut Rng) -> (PoolIndex, HashMap<u64, Vec<Resident>>) {
     let mut idx = PoolIndex::new();
+    let mut residents = HashMap::new();
     for n in 0..pools {
         let mut p = empty_pool(n);
+        let mut mine = Vec::new();
         let used = 5 + rng.below(6) as u32; // 5..=10 slots used
         for s in 0..used.min(SLOTS) {
             let r = tenant(rng);
@@ -66,15 +68,20 @@ fn fleet(pools: u64, rng: &mut Rng) -> PoolIndex {
             p.used_slots.insert(s);
             p.used_memory_mb += r.memory_mb;
             p.used_cpu_millis += r.cpu_millis;
+            mine.push(Resident {
+                slot: s,
+                request: r,
+            });
         }
         idx.upsert(p);
+        residents.insert(n, mine);
     }
-    idx
+    (idx, residents)
 }
 
 fn decisions_per_second(pools: u64, strategy: Strategy) -> f64 {
     let mut rng = Rng(0x5107_9ACC ^ pools);
-    let idx = fleet(pools, &mut rng);
+    let (idx, _) = fleet(pools, &mut rng);
     let reqs: Vec<Request> = (0..1024).map(|_| tenant(&mut rng)).collect();
     let mut n = 0u64;
     let start = Instant::now();
@@ -188,6 +195,19 @@ fn churn(
     }
 }
 
+/// Mean time of one consolidation round (one `plan_drain`) over a fleet.
+fn consolidation_round_ms(pools: u64) -> f64 {
+    let mut rng = Rng(0xC0_50 ^ pools);
+    let (idx, residents) = fleet(pools, &mut rng);
+    let mut n = 0u32;
+    let start = Instant::now();
+    while start.elapsed().as_millis() < 400 || n < 3 {
+        black_box(plan_drain(&idx, &residents, Limits::default()));
+        n += 1;
+    }
+    start.elapsed().as_secs_f64() * 1000.0 / f64::from(n)
+}
+
 fn main() {
     println!("placement decisions per second (pools ~90% full, {SLOTS} slots, {POOL_MEMORY_MB} MiB each)");
     println!(
@@ -201,6 +221,11 @@ fn main() {
             decisions_per_second(pools, Strategy::FirstFit) / 1e6,
             decisions_per_second(pools, Strategy::Spread) / 1e6,
         );
+    }
+    println!();
+    println!("consolidation round (one plan_drain) on the same fleets:");
+    for pools in [100, 1_000, 10_000] {
+        println!("{pools:>8} {:>10.3} ms", consolidation_round_ms(pools));
     }
     println!();
     println!("churn: 2,000 tenants, 50,000 arrivals/departures, seed 42; pools used / lower bound");

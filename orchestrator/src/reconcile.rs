@@ -42,6 +42,15 @@ pub enum Action {
     Forget(String),
 }
 
+impl Action {
+    /// Whether the step starts a program. A health tick applies every other
+    /// step, in all pools, before any of these, so a tenant that moved
+    /// between pools never runs in both.
+    pub fn starts(&self) -> bool {
+        matches!(self, Action::Put(_) | Action::Start(_))
+    }
+}
+
 /// Actions that bring `observed` (program id → agent state) to `desired`.
 ///
 /// Programs that ended by their own restart policy (`exited`, `fatal`) are
@@ -134,5 +143,18 @@ mod tests {
         let d = map(&[("a", Want::Running), ("b", Want::Running)]);
         let o = map(&[("a", S::Exited), ("b", S::Fatal)]);
         assert!(plan(&d, &o).is_empty());
+    }
+
+    #[test]
+    fn only_put_and_start_start_programs() {
+        let id = || "a".to_string();
+        assert!(Action::Put(id()).starts() && Action::Start(id()).starts());
+        for a in [
+            Action::Stop(id()),
+            Action::Delete(id()),
+            Action::Forget(id()),
+        ] {
+            assert!(!a.starts(), "{a:?}");
+        }
     }
 }

@@ -106,6 +106,19 @@ pub struct Orchestrator {
     restart_failures: std::sync::Mutex<HashMap<u64, u32>>,
 }
 
+/// One pool's part of a health tick: what was found, what was done, and the
+/// reconciliation steps still to apply.
+struct PoolCheck {
+    ep: Endpoint,
+    pool_id: String,
+    health: PoolHealth,
+    bots: Vec<BotHealth>,
+    issues: Vec<String>,
+    actions: Vec<String>,
+    tenants: Vec<TenantRow>,
+    pending: Vec<Action>,
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -669,13 +682,22 @@ impl Orchestrator {
             }
         }
         let pools = self.db.pools()?;
-        let checks = futures_util::future::join_all(pools.iter().map(|p| self.check_pool(p))).await;
-        for c in checks {
-            let (ph, bots, issues, actions) = c;
-            r.pools.push(ph);
-            r.bots.extend(bots);
-            r.issues.extend(issues);
-            r.recovery_actions.extend(actions);
+        let mut checks =
+            futures_util::future::join_all(pools.iter().map(|p| self.check_pool(p))).await;
+        for c in &mut checks {
+            r.pools.push(c.health.clone());
+            r.bots.append(&mut c.bots);
+            r.issues.append(&mut c.issues);
+            r.recovery_actions.append(&mut c.actions);
+        }
+        // Everything that stops or removes, in every pool, before anything
+        // that starts: a tenant moved between pools never runs in both.
+        for starts in [false, true] {
+            let applied = checks.iter().map(|c| self.apply_all(c, starts));
+            for (issues, actions) in futures_util::future::join_all(applied).await {
+                r.issues.extend(issues);
+                r.recovery_actions.extend(actions);
+            }
         }
         // Lifetimes.
         let now = unix_now();
@@ -769,12 +791,19 @@ impl Orchestrator {
 
     /// Check one pool: agent health (restart the pool if its process is
     /// gone), then reconcile its programs with the database.
-    async fn check_pool(
-        &self,
-        pool: &PoolRow,
-    ) -> (PoolHealth, Vec<BotHealth>, Vec<String>, Vec<String>) {
+    async fn check_pool(&self, pool: &PoolRow) -> PoolCheck {
         let (mut issues, mut actions, mut bots) = (vec![], vec![], vec![]);
         let ep = self.endpoint(pool);
+        let done = |health, bots, issues, actions, tenants, pending| PoolCheck {
+            ep: self.endpoint(pool),
+            pool_id: pool.id(),
+            health,
+            bots,
+            issues,
+            actions,
+            tenants,
+            pending,
+        };
         let id = pool.id();
         let t0 = Instant::now();
         let mut health = self.agents.health(&ep).await;
@@ -802,16 +831,12 @@ impl Orchestrator {
                                 )),
                                 Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
                             }
-                            return (
-                                PoolHealth {
-                                    id,
-                                    healthy: false,
-                                    latency_ms: None,
-                                },
-                                bots,
-                                issues,
-                                actions,
-                            );
+                            let ph = PoolHealth {
+                                id,
+                                healthy: false,
+                                latency_ms: None,
+                            };
+                            return done(ph, bots, issues, actions, vec![], vec![]);
                         }
                     }
                 }
@@ -824,7 +849,7 @@ impl Orchestrator {
             latency_ms: health.is_ok().then_some(latency),
         };
         if health.is_err() {
-            return (ph, bots, issues, actions);
+            return done(ph, bots, issues, actions, vec![], vec![]);
         }
         // Observe first, then read desired: a program on the agent always
         // has its row committed before it was PUT, so no new tenant is
@@ -833,14 +858,14 @@ impl Orchestrator {
             Ok(o) => o,
             Err(e) => {
                 issues.push(format!("{id}: listing programs: {e}"));
-                return (ph, bots, issues, actions);
+                return done(ph, bots, issues, actions, vec![], vec![]);
             }
         };
         let tenants: Vec<TenantRow> = match self.db.tenants() {
             Ok(t) => t.into_iter().filter(|t| t.pool == pool.number).collect(),
             Err(e) => {
                 issues.push(e.to_string());
-                return (ph, bots, issues, actions);
+                return done(ph, bots, issues, actions, vec![], vec![]);
             }
         };
         let desired: BTreeMap<String, Want> = tenants
@@ -866,13 +891,22 @@ impl Orchestrator {
                 });
             }
         }
-        for a in plan(&desired, &seen) {
-            match self.apply(&ep, &tenants, &a).await {
+        let pending = plan(&desired, &seen);
+        done(ph, bots, issues, actions, tenants, pending)
+    }
+
+    /// Apply the pending reconciliation steps of one pool that start
+    /// programs (`starts`) or the others; returns (issues, actions).
+    async fn apply_all(&self, c: &PoolCheck, starts: bool) -> (Vec<String>, Vec<String>) {
+        let (mut issues, mut actions) = (vec![], vec![]);
+        let id = &c.pool_id;
+        for a in c.pending.iter().filter(|a| a.starts() == starts) {
+            match self.apply(&c.ep, &c.tenants, a).await {
                 Ok(()) => actions.push(format!("{id}: {a:?}")),
                 Err(e) => issues.push(format!("{id}: {a:?} failed: {e}")),
             }
         }
-        (ph, bots, issues, actions)
+        (issues, actions)
     }
 
     async fn apply(&self, ep: &Endpoint, tenants: &[TenantRow], a: &Action) -> Result<()> {
@@ -881,6 +915,12 @@ impl Orchestrator {
         match a {
             Action::Put(id) => {
                 let t = row(id).ok_or_else(|| ServiceError::Internal("row vanished".into()))?;
+                // Planned a moment ago: skip it if the tenant has since been
+                // deleted, stopped or moved.
+                let now = self.db.tenant(id)?;
+                if now.is_none_or(|n| n.pool != t.pool || n.desired != "running") {
+                    return Ok(());
+                }
                 let req: CreateTenant = serde_json::from_str(&t.spec)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 self.agents

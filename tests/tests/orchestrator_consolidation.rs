@@ -173,15 +173,40 @@ fn consolidation_is_off_unless_enabled() {
     assert_eq!(pool_of(&s, "co-4"), "pool-2");
 }
 
+/// Watches the processes of tenants whose id starts with `prefix` every few
+/// ms until `done`; returns the ids ever seen running twice at once.
+fn watch_for_twins(
+    prefix: &'static str,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut twins = std::collections::BTreeSet::new();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            for (id, pids) in tenant_processes(prefix) {
+                if pids.len() > 1 {
+                    twins.insert(id);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        twins.into_iter().collect()
+    })
+}
+
 #[test]
 fn a_kill_during_consolidation_loses_no_tenant_and_runs_none_twice() {
     let mut s = Slotpack::start(&[("SLOTPACK_CONSOLIDATE", "true")]);
     let mut live: Vec<String> = Vec::new();
+    // The tenants ignore SIGTERM, so each stop takes its whole timeout: a
+    // copy started before the old one is down would be seen.
+    let slow_stop = json!({"args": ["--ignore-term"], "stop": {"timeoutMs": 300}});
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = watch_for_twins("ck-", done.clone());
     for (round, delay_ms) in [0u64, 5, 20, 60].into_iter().enumerate() {
         // Two new pools' worth, then thin them out so one can be emptied.
         let ids: Vec<String> = (1..=6).map(|i| format!("ck-{round}-{i}")).collect();
         for id in &ids {
-            s.create_ok(id, json!({}));
+            s.create_ok(id, slow_stop.clone());
         }
         for id in ids.iter().step_by(2) {
             assert_eq!(
@@ -241,6 +266,8 @@ fn a_kill_during_consolidation_loses_no_tenant_and_runs_none_twice() {
         });
         assert_eq!(agents.len(), pools);
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(watch.join().unwrap(), Vec::<String>::new(), "ran twice");
     // The fleet ends packed: 12 tenants of 3 slots each fit in 4 pools, and
     // consolidation got it there (it would be 8 without).
     wait_for(LONG, "consolidated", || {

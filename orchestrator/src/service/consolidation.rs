@@ -66,23 +66,38 @@ impl Orchestrator {
             let grace = Duration::from_millis(stop_timeout_ms(&m.tenant)) + Duration::from_secs(2);
             self.agents.delete(&from, &m.tenant.id, grace)
         });
+        let mut down = Vec::with_capacity(moving.len());
         for (m, res) in moving
             .iter()
             .zip(futures_util::future::join_all(stops).await)
         {
-            if let Err(e) = res {
+            if let Err(e) = &res {
                 r.issues.push(format!(
                     "{}: stopping it in {}: {e}",
                     m.tenant.id,
                     source.id()
                 ));
             }
+            down.push(res.is_ok());
         }
-        if let Err(e) = self.remove_pool(&source, &why).await {
-            r.issues.push(format!("removing {}: {e}", source.id()));
-        }
+        let pool_gone = match self.remove_pool(&source, &why).await {
+            Ok(()) => true,
+            Err(e) => {
+                r.issues.push(format!("removing {}: {e}", source.id()));
+                false
+            }
+        };
         let mut moved = Vec::with_capacity(moving.len());
-        for m in &moving {
+        for (m, down) in moving.iter().zip(down) {
+            if !down && !pool_gone {
+                // Its old copy may still run: the next tick removes the old
+                // pool (now unknown to the database) before it starts this one.
+                r.issues.push(format!(
+                    "{}: left for the next tick, its old copy may still run",
+                    m.tenant.id
+                ));
+                continue;
+            }
             let req: CreateTenant = serde_json::from_str(&m.tenant.spec)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
             let spec = program_spec(&req, m.slot, m.port);
