@@ -212,4 +212,36 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     );
     assert_eq!(s.call("DELETE", "/api/tenants/l-1", "").status, 200);
     assert_eq!(PoolContainers::ids("containers").len(), 1);
+    assert_eq!(s.call("DELETE", "/api/tenants/l-2", "").status, 200);
+    drop(s);
+
+    // Consolidation: pool-2's only tenant moves into pool-1's free slot and
+    // the pool-2 container goes, with its volume.
+    let s = Slotpack::start(&[
+        ("SLOTPACK_BACKEND", "docker"),
+        ("SLOTPACK_POOL_IMAGE", &pool_image()),
+        ("SLOTPACK_POOL_MEMORY", "512m"),
+        ("SLOTPACK_CONSOLIDATE", "true"),
+    ]);
+    let small = json!({"resources": {"memoryMb": 64, "cpuMillis": 10}});
+    for id in ["c-1", "c-2", "c-3", "c-4"] {
+        s.create_ok(id, in_container(small.clone()));
+    }
+    let old_port = s.wait_pong("c-4");
+    assert_eq!(PoolContainers::ids("containers").len(), 2);
+    assert_eq!(s.call("DELETE", "/api/tenants/c-2", "").status, 200);
+    let h = s.health_check();
+    assert!(
+        h["recoveryActions"]
+            .to_string()
+            .contains("consolidation: moved c-4 to pool-1"),
+        "{h}"
+    );
+    assert_ne!(s.wait_pong("c-4"), old_port);
+    s.wait_pong("c-1");
+    s.wait_pong("c-3");
+    assert_eq!(PoolContainers::ids("containers").len(), 1);
+    assert!(!docker(&["volume", "ls", "-q"])
+        .lines()
+        .any(|v| v == "slotpack-pool-2-state"));
 }
