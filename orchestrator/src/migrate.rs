@@ -311,7 +311,7 @@ impl Ctx {
             .ping
             .as_ref()
             .map_or("/api/v1/ping".to_string(), |p| p.path.clone());
-        if !self.verify(port, &path).await {
+        if !self.verify(id, port, &path).await {
             let why = format!(
                 "no answer on 127.0.0.1:{port}{path} within {:?}",
                 self.verify_timeout
@@ -336,13 +336,20 @@ impl Ctx {
         Ok(())
     }
 
-    async fn verify(&self, port: u16, path: &str) -> bool {
+    /// Wait for the tenant's ping. Its port is asked again before every try,
+    /// since a health tick may move it meanwhile (consolidation).
+    async fn verify(&self, id: &str, mut port: u16, path: &str) -> bool {
         let deadline = Instant::now() + self.verify_timeout;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         while Instant::now() < deadline {
+            let bot = format!("/api/pool/bot/{id}");
+            let where_now = self.call("GET", &bot, None);
+            if let Ok(Ok((200, b))) = tokio::time::timeout(Duration::from_secs(2), where_now).await
+            {
+                port = b["connection"]["port"].as_u64().map_or(port, |p| p as u16);
+            }
             let r = slot_agent::ping::ping(
                 slot_agent::protocol::PingKind::Http,
-                addr,
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 path,
                 Duration::from_secs(2),
             )
