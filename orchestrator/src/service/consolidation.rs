@@ -34,9 +34,10 @@ impl Orchestrator {
             .filter(|p| p.healthy)
             .map(|p| p.id.as_str())
             .collect();
-        let pools = self.db.pools()?;
         let committed = {
+            // Read under the placement lock: no pool or tenant appears meanwhile.
             let mut idx = self.placer.lock().await;
+            let pools = self.db.pools()?;
             let tenants = self.db.tenants()?;
             let (view, residents) = drain_view(&idx, &pools, &tenants, &healthy);
             let limits = Limits {
