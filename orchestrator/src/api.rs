@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -13,12 +13,11 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use slot_agent::http_error::{json_body, query, with_json_errors, ApiError};
+
 use crate::model::*;
 use crate::proxy;
 use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
-
-/// Largest accepted JSON body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Shared state of the handlers (cheap to clone: one reference count).
 #[derive(Clone)]
@@ -46,25 +45,6 @@ impl std::ops::Deref for App {
     }
 }
 
-/// An error answer: `{"success": false, "error": {"code", "message"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    /// An error with this status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         let (status, code) = match &e {
@@ -82,19 +62,6 @@ impl From<ServiceError> for ApiError {
             e.to_string()
         };
         ApiError::new(status, code, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = slot_agent::protocol::ErrorBody {
-            success: false,
-            error: slot_agent::protocol::ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-            },
-        };
-        (self.status, Json(body)).into_response()
     }
 }
 
@@ -165,22 +132,13 @@ pub fn router(app: App) -> Router {
         .route("/api/tokens", post(create_token))
         .route("/api/events", get(events))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
-        .merge(authed)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
-        // Limits the JSON extractors only; proxied bodies stream unlimited.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(app)
+        .merge(authed);
+    // The body limit binds the JSON extractors only; proxied bodies stream unlimited.
+    with_json_errors(router).with_state(app)
 }
 
 /// Resolve the caller from `Authorization: Bearer` or `X-API-Key`.
@@ -231,39 +189,6 @@ fn admin_only(c: &Caller) -> ApiResult<()> {
     }
 }
 
-/// Parse a JSON body with clear 400/413 errors.
-fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("body larger than {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(e.status(), "bad_request", e.body_text())
-        }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid JSON body: {e}"),
-        )
-    })
-}
-
-/// A query string, or a 400 saying what is wrong with it.
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(v)| v).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid query: {}", e.body_text()),
-        )
-    })
-}
-
 /// Create and place a tenant.
 #[utoipa::path(post, path = "/api/tenants", request_body = CreateTenant,
     responses((status = 201, body = TenantCreated), (status = 200, description = "the same request was already accepted", body = TenantCreated),
@@ -274,7 +199,7 @@ async fn create_tenant(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let req: CreateTenant = json_body(body)?;
+    let req: CreateTenant = json_body(body, "JSON body")?;
     let (tenant, created) = app.svc.create_tenant(&caller, req).await?;
     let status = if created {
         StatusCode::CREATED
@@ -441,7 +366,7 @@ async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     admin_only(&caller)?;
-    let req: CreateToken = json_body(body)?;
+    let req: CreateToken = json_body(body, "JSON body")?;
     Ok((StatusCode::CREATED, Json(app.svc.create_token(&req.owner)?)).into_response())
 }
 

@@ -14,7 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::api::{ApiError, App};
+use slot_agent::http_error::ApiError;
+
+use crate::api::App;
 use crate::service::Caller;
 
 /// Pooled keep-alive client to the tenants.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -15,11 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::protocol::{ErrorBody, ErrorDetail, Health, ProgramSpec, ProgramState};
+use crate::http_error::{json_body, query, with_json_errors, ApiError};
+use crate::protocol::{Health, ProgramSpec, ProgramState};
 use crate::supervisor::{lock, Shared, SupervisorError};
-
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// State of the HTTP layer.
 #[derive(Clone)]
@@ -28,24 +26,6 @@ pub struct Api {
     pub sup: Shared,
     /// The bearer token.
     pub token: Arc<str>,
-}
-
-/// An API error: status code, stable code and message, rendered as JSON.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 impl From<SupervisorError> for ApiError {
@@ -61,19 +41,6 @@ impl From<SupervisorError> for ApiError {
             eprintln!("slot-agent: {e}");
         }
         ApiError::new(status, code, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            success: false,
-            error: ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-            },
-        };
-        (self.status, Json(body)).into_response()
     }
 }
 
@@ -93,20 +60,11 @@ pub fn router(api: Api) -> Router {
         .route("/v1/programs/{id}/logs", get(logs))
         .route("/v1/events", get(events))
         .route_layer(middleware::from_fn_with_state(api.clone(), auth));
-    Router::new()
+    let router = Router::new()
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
-        .merge(protected)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api)
+        .merge(protected);
+    with_json_errors(router).with_state(api)
 }
 
 /// Compare in time that depends only on the lengths.
@@ -174,24 +132,7 @@ async fn put_one(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     checked_id(&id)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("body larger than {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(e.status(), "bad_request", e.body_text())
-        }
-    })?;
-    let spec: ProgramSpec = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid program spec: {e}"),
-        )
-    })?;
+    let spec: ProgramSpec = json_body(body, "program spec")?;
     let mut s = lock(&api.sup);
     let created = s.put(&id, spec)?;
     let code = if created {
@@ -276,13 +217,7 @@ async fn logs(
     q: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     checked_id(&id)?;
-    let Query(q) = q.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid query: {}", e.body_text()),
-        )
-    })?;
+    let q = query(q)?;
     let n = q.tail.unwrap_or(100).min(100_000);
     let path = {
         let s = lock(&api.sup);

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod http_error;
 pub mod logs;
 pub mod metrics;
 pub mod ping;
