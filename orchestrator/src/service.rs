@@ -191,9 +191,9 @@ impl Orchestrator {
         let pools = self.db.pools()?;
         let tenants = self.db.tenants()?;
         let mut idx = PoolIndex::new();
+        let grouped = by_pool(&tenants);
         for p in &pools {
-            let ts: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
-            idx.upsert(Self::capacity(p, &ts));
+            idx.upsert(Self::capacity(p, tenants_of(&grouped, p.number)));
         }
         let mut idx_guard = self.placer.lock().await;
         *idx_guard = idx;
@@ -1018,10 +1018,11 @@ impl Orchestrator {
             .map(|st| st.id.clone())
             .collect();
         let unreachable = |n: u64| !reachable.get(&n).copied().unwrap_or(false);
+        let grouped = by_pool(&tenants);
         let infos: Vec<PoolInfo> = pools
             .iter()
             .map(|p| {
-                let bots: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
+                let bots = tenants_of(&grouped, p.number);
                 let id = p.id();
                 PoolInfo {
                     status: if p.status == "running" && unreachable(p.number) {
@@ -1114,6 +1115,23 @@ pub fn program_spec(req: &CreateTenant, slot: u32, port: u16) -> ProgramSpec {
         stop: req.stop.clone(),
         max_memory_mb: Some(req.resources.memory_mb),
     }
+}
+
+/// Tenant rows grouped by pool number, in their original order.
+fn by_pool(tenants: &[TenantRow]) -> HashMap<u64, Vec<&TenantRow>> {
+    let mut m: HashMap<u64, Vec<&TenantRow>> = HashMap::new();
+    for t in tenants {
+        m.entry(t.pool).or_default().push(t);
+    }
+    m
+}
+
+/// The tenants of pool `number` in a [`by_pool`] grouping.
+fn tenants_of<'a>(
+    grouped: &'a HashMap<u64, Vec<&'a TenantRow>>,
+    number: u64,
+) -> &'a [&'a TenantRow] {
+    grouped.get(&number).map_or(&[], Vec::as_slice)
 }
 
 fn stop_timeout_ms(t: &TenantRow) -> u64 {

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::{program_spec, stop_timeout_ms, Orchestrator, Result, ServiceError};
+use super::{
+    by_pool, program_spec, stop_timeout_ms, tenants_of, Orchestrator, Result, ServiceError,
+};
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolRow, TenantRow};
 use crate::model::{CreateTenant, HealthReport};
@@ -178,6 +180,7 @@ fn drain_view(
 ) -> (PoolIndex, HashMap<u64, Vec<Resident>>) {
     let mut view = idx.clone();
     let mut residents = HashMap::new();
+    let grouped = by_pool(tenants);
     for p in pools {
         if !healthy.contains(p.id().as_str()) {
             if let Some(mut c) = view.get(p.number).cloned() {
@@ -186,7 +189,7 @@ fn drain_view(
             }
             continue;
         }
-        let mine: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
+        let mine = tenants_of(&grouped, p.number);
         if mine.iter().all(|t| t.desired == "running") {
             let list = mine
                 .iter()
