@@ -546,11 +546,7 @@ impl Orchestrator {
         match self.agents.action(&ep, id, action, stop).await {
             Err(e) if e.is_not_found() && desired == "running" => {
                 // The agent lost it (e.g. its state was wiped): create it again.
-                let req: CreateTenant = serde_json::from_str(&t.spec)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                self.agents
-                    .put(&ep, id, &program_spec(&req, t.slot, t.port))
-                    .await?;
+                self.put_program(&ep, &t, t.slot, t.port).await?;
             }
             Err(e) if e.is_not_found() => {}
             r => {
@@ -909,6 +905,16 @@ impl Orchestrator {
         (issues, actions)
     }
 
+    /// PUT the tenant's stored spec, for `slot` and `port`, to the agent at `ep`.
+    async fn put_program(&self, ep: &Endpoint, t: &TenantRow, slot: u32, port: u16) -> Result<()> {
+        let req: CreateTenant =
+            serde_json::from_str(&t.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.agents
+            .put(ep, &t.id, &program_spec(&req, slot, port))
+            .await?;
+        Ok(())
+    }
+
     async fn apply(&self, ep: &Endpoint, tenants: &[TenantRow], a: &Action) -> Result<()> {
         let row = |id: &str| tenants.iter().find(|t| t.id == id);
         let grace = Duration::from_secs(12);
@@ -921,11 +927,7 @@ impl Orchestrator {
                 if now.is_none_or(|n| n.pool != t.pool || n.desired != "running") {
                     return Ok(());
                 }
-                let req: CreateTenant = serde_json::from_str(&t.spec)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                self.agents
-                    .put(ep, id, &program_spec(&req, t.slot, t.port))
-                    .await?;
+                self.put_program(ep, t, t.slot, t.port).await?;
             }
             Action::Start(id) => {
                 self.agents.action(ep, id, "start", grace).await?;

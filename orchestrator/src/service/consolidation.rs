@@ -6,12 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::{
-    by_pool, program_spec, stop_timeout_ms, tenants_of, Orchestrator, Result, ServiceError,
-};
+use super::{by_pool, stop_timeout_ms, tenants_of, Orchestrator, Result, ServiceError};
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolRow, TenantRow};
-use crate::model::{CreateTenant, HealthReport};
+use crate::model::HealthReport;
 use crate::placement::{PoolIndex, Request};
 
 /// A tenant on its way: its row before the move, and where it goes.
@@ -101,15 +99,9 @@ impl Orchestrator {
                 ));
                 continue;
             }
-            let req: CreateTenant = serde_json::from_str(&m.tenant.spec)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let spec = program_spec(&req, m.slot, m.port);
-            match self
-                .agents
-                .put(&self.endpoint(&m.to), &m.tenant.id, &spec)
-                .await
-            {
-                Ok(_) => moved.push(format!("{} to {} port {}", m.tenant.id, m.to.id(), m.port)),
+            let to = self.endpoint(&m.to);
+            match self.put_program(&to, &m.tenant, m.slot, m.port).await {
+                Ok(()) => moved.push(format!("{} to {} port {}", m.tenant.id, m.to.id(), m.port)),
                 Err(e) => r.issues.push(format!(
                     "{}: starting it in {} (the next tick retries): {e}",
                     m.tenant.id,
