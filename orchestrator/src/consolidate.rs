@@ -116,7 +116,7 @@ fn try_drain(
     let mut order: Vec<&Resident> = tenants.iter().collect();
     order.sort_by_key(|t| std::cmp::Reverse((t.request.memory_mb, t.request.cpu_millis)));
     let mut moves = Vec::with_capacity(order.len());
-    for t in order {
+    for t in &order {
         let r = Request {
             class: source.class.clone(),
             ..t.request.clone()
@@ -131,8 +131,8 @@ fn try_drain(
                 });
             }
             Decision::NewPool => {
-                for m in &moves {
-                    let t = tenants.iter().find(|t| t.slot == m.from_slot)?;
+                // moves[i] is the move of order[i].
+                for (m, t) in moves.iter().zip(&order) {
                     work.release(
                         m.to_pool,
                         m.to_slot,
