@@ -78,6 +78,31 @@ impl AgentClient {
         body: Option<Vec<u8>>,
         extra: Duration,
     ) -> Result<Bytes, AgentError> {
+        self.call_raw(ep, method, path, body, extra)
+            .await
+            .map(|(_, b)| b)
+    }
+
+    /// A call without body whose success status matters, not its answer.
+    async fn call_status(
+        &self,
+        ep: &Endpoint,
+        method: Method,
+        path: &str,
+    ) -> Result<StatusCode, AgentError> {
+        self.call_raw(ep, method, path, None, Duration::ZERO)
+            .await
+            .map(|(s, _)| s)
+    }
+
+    async fn call_raw(
+        &self,
+        ep: &Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: Duration,
+    ) -> Result<(StatusCode, Bytes), AgentError> {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", ep.addr))
@@ -97,7 +122,7 @@ impl AgentClient {
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
         if status.is_success() {
-            Ok(bytes)
+            Ok((status, bytes))
         } else {
             Err(AgentError::Status {
                 addr: ep.addr,
@@ -182,6 +207,23 @@ impl AgentClient {
             Err(e) if e.is_not_found() => Ok(()),
             r => r.map(|_| ()),
         }
+    }
+
+    /// `DELETE /v1/programs/{id}?wait=false`: begin the deletion without
+    /// waiting for the stop; returns whether the program is gone already.
+    pub async fn begin_delete(&self, ep: &Endpoint, id: &str) -> Result<bool, AgentError> {
+        let path = format!("/v1/programs/{id}?wait=false");
+        match self.call_status(ep, Method::DELETE, &path).await {
+            Ok(status) => Ok(status == StatusCode::NO_CONTENT),
+            Err(e) if e.is_not_found() => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /v1/programs/{id}/stop?wait=false`: begin the stop only.
+    pub async fn begin_stop(&self, ep: &Endpoint, id: &str) -> Result<(), AgentError> {
+        let path = format!("/v1/programs/{id}/stop?wait=false");
+        self.call_status(ep, Method::POST, &path).await.map(|_| ())
     }
 
     /// `POST /v1/programs/{id}/{action}` (start, stop, restart).

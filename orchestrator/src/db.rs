@@ -4,10 +4,10 @@
 //! (pool, slot), one tenant per port, one pool per port block and agent port.
 //! Every write commits before the API answers.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::blocks;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 /// Errors of the store.
@@ -19,6 +19,9 @@ pub enum DbError {
     /// A uniqueness rule was hit.
     #[error("{0}")]
     Conflict(String),
+    /// The database files could not be made private.
+    #[error("database file: {0}")]
+    Io(#[from] std::io::Error),
     /// JSON in a row could not be read.
     #[error("database row: {0}")]
     Json(#[from] serde_json::Error),
@@ -35,6 +38,8 @@ pub struct PoolRow {
     pub base_port: u16,
     /// Port of the agent API on 127.0.0.1.
     pub agent_port: u16,
+    /// Uid of slot 0's programs (slot N: + N), kept as stored.
+    pub uid_base: u32,
     /// Slots.
     pub slots: u32,
     /// Memory capacity in MiB.
@@ -81,6 +86,8 @@ pub struct NewPool {
     pub block_width: u32,
     /// Port of slot 0 of block 0.
     pub pool_base_port: u16,
+    /// Uid of slot 0 of block 0 (`SLOT_UID_BASE`).
+    pub uid_base: u32,
     /// Memory capacity in MiB.
     pub memory_mb: u64,
     /// CPU capacity in millicores.
@@ -144,6 +151,7 @@ CREATE TABLE IF NOT EXISTS pools (
     block       INTEGER NOT NULL UNIQUE CHECK (block >= 0),
     base_port   INTEGER NOT NULL UNIQUE,
     agent_port  INTEGER NOT NULL UNIQUE,
+    uid_base    INTEGER,
     slots       INTEGER NOT NULL CHECK (slots > 0),
     memory_mb   INTEGER NOT NULL,
     cpu_millis  INTEGER NOT NULL,
@@ -193,6 +201,24 @@ CREATE TABLE IF NOT EXISTS migrations (
 );
 ";
 
+/// Add `column` to `table` unless it is there (schema growth of older files).
+fn add_column_if_missing(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> Result<(), DbError> {
+    let has: bool = conn
+        .prepare(&format!(
+            "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+        ))?
+        .exists([column])?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 /// One tenant's migration from its legacy container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationRow {
@@ -226,6 +252,17 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_column_if_missing(&conn, "pools", "uid_base", "INTEGER")?;
+        // Earlier versions left the files world-readable.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = path.as_os_str().to_owned();
+            f.push(suffix);
+            let f = std::path::PathBuf::from(f);
+            if f.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
         Ok(Db {
             conn: Mutex::new(conn),
         })
@@ -235,28 +272,56 @@ impl Db {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Insert a pool in the lowest free port block; returns the stored row.
-    pub fn insert_pool(&self, p: &NewPool) -> Result<PoolRow, DbError> {
+    /// Give pools stored before uid bases were kept the uid base they ran
+    /// with (`uid_base + block · slots`).
+    pub fn fill_uid_bases(&self, uid_base: u32) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE pools SET uid_base = ?1 + block * slots WHERE uid_base IS NULL",
+            [uid_base],
+        )?;
+        Ok(())
+    }
+
+    /// Insert a pool in the lowest block whose ports and uids touch no
+    /// stored pool's and pass `usable`; returns the stored row.
+    pub fn insert_pool(
+        &self,
+        p: &NewPool,
+        usable: impl Fn(&blocks::Block) -> bool,
+    ) -> Result<PoolRow, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let blocks: BTreeSet<u32> = tx
-            .prepare("SELECT block FROM pools")?
-            .query_map([], |r| r.get(0))?
+        let held: Vec<blocks::Held> = tx
+            .prepare(
+                "SELECT block, base_port, slots, agent_port, COALESCE(uid_base, 0) FROM pools",
+            )?
+            .query_map([], |r| {
+                let (port, slots, uid): (u32, u32, u64) = (r.get(1)?, r.get(2)?, r.get(4)?);
+                Ok(blocks::Held {
+                    block: r.get(0)?,
+                    ports: port..port + slots,
+                    agent_port: r.get(3)?,
+                    uids: uid..uid + u64::from(slots),
+                })
+            })?
             .collect::<Result<_, _>>()?;
-        let block = (0u32..).find(|b| !blocks.contains(b)).unwrap_or(0);
-        let base = u32::from(p.pool_base_port) + block * p.block_width.max(p.slots);
-        let last = base + p.slots - 1;
-        let agent = i64::from(p.pool_base_port) - 1 - i64::from(block);
-        if last > u32::from(u16::MAX) || agent < 1 {
-            return Err(DbError::Conflict(format!(
-                "no port block left for pool block {block}"
-            )));
-        }
+        let want = blocks::Want {
+            slots: p.slots,
+            width: p.block_width,
+            pool_base_port: p.pool_base_port,
+            uid_base: p.uid_base,
+        };
+        let Some(b) = blocks::choose(&held, want, usable) else {
+            return Err(DbError::Conflict(
+                "no port block left for a new pool".into(),
+            ));
+        };
+        let (block, base, last) = (b.block, b.base_port, u32::from(b.base_port) + p.slots - 1);
         let created = now();
         tx.execute(
-            "INSERT INTO pools (block, base_port, agent_port, slots, memory_mb, cpu_millis, class, mode, status, token, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'starting', ?9, ?10)",
-            params![block, base, agent, p.slots, p.memory_mb, p.cpu_millis, p.class, p.mode, p.token, created],
+            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, mode, status, token, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'starting', ?10, ?11)",
+            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.mode, p.token, created],
         )?;
         let number = tx.last_insert_rowid() as u64;
         tx.execute(
@@ -264,7 +329,10 @@ impl Db {
             params![
                 created,
                 pool_id(number),
-                format!("block {block}, ports {base}-{last}")
+                format!(
+                    "block {block}, ports {base}-{last}, uids from {}",
+                    b.uid_base
+                )
             ],
         )?;
         tx.commit()?;
@@ -566,7 +634,7 @@ fn migration_row(r: &Row<'_>) -> rusqlite::Result<MigrationRow> {
     })
 }
 
-const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at FROM pools";
+const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at FROM pools";
 const TENANT_SELECT: &str = "SELECT id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at FROM tenants";
 
 fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
@@ -575,15 +643,16 @@ fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
         block: r.get(1)?,
         base_port: r.get(2)?,
         agent_port: r.get(3)?,
-        slots: r.get(4)?,
-        memory_mb: r.get(5)?,
-        cpu_millis: r.get(6)?,
-        class: r.get(7)?,
-        mode: r.get(8)?,
-        status: r.get(9)?,
-        token: r.get(10)?,
-        backend_ref: r.get(11)?,
-        created_at: r.get(12)?,
+        uid_base: r.get(4)?,
+        slots: r.get(5)?,
+        memory_mb: r.get(6)?,
+        cpu_millis: r.get(7)?,
+        class: r.get(8)?,
+        mode: r.get(9)?,
+        status: r.get(10)?,
+        token: r.get(11)?,
+        backend_ref: r.get(12)?,
+        created_at: r.get(13)?,
     })
 }
 
@@ -618,6 +687,7 @@ mod tests {
             slots: 10,
             block_width: 10,
             pool_base_port: 9000,
+            uid_base: 10_000,
             memory_mb: 4096,
             cpu_millis: 4000,
             class: None,
@@ -645,12 +715,12 @@ mod tests {
     #[test]
     fn pools_get_the_lowest_free_block_and_numbers_are_never_reused() {
         let (db, path) = db("blocks");
-        let a = db.insert_pool(&new_pool()).unwrap();
-        let b = db.insert_pool(&new_pool()).unwrap();
+        let a = db.insert_pool(&new_pool(), |_| true).unwrap();
+        let b = db.insert_pool(&new_pool(), |_| true).unwrap();
         assert_eq!((a.block, a.base_port, a.agent_port), (0, 9000, 8999));
         assert_eq!((b.block, b.base_port, b.agent_port), (1, 9010, 8998));
         db.delete_pool(a.number, "test").unwrap();
-        let c = db.insert_pool(&new_pool()).unwrap();
+        let c = db.insert_pool(&new_pool(), |_| true).unwrap();
         assert_eq!(c.block, 0);
         assert!(c.number > b.number);
         std::fs::remove_file(path).unwrap();
@@ -659,7 +729,7 @@ mod tests {
     #[test]
     fn schema_rejects_a_second_tenant_on_a_slot_or_port() {
         let (db, path) = db("unique");
-        let p = db.insert_pool(&new_pool()).unwrap();
+        let p = db.insert_pool(&new_pool(), |_| true).unwrap();
         db.insert_tenant(&tenant("a", p.number, 0, 9000)).unwrap();
         for t in [
             tenant("a", p.number, 1, 9001),

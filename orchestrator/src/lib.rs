@@ -6,6 +6,7 @@
 pub mod agent_client;
 pub mod api;
 pub mod backend;
+pub mod blocks;
 pub mod config;
 pub mod consolidate;
 pub mod db;
@@ -64,9 +65,15 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     {
         bail!("refusing to start without an admin token: set SLOTPACK_ADMIN_TOKEN (or pass --insecure-dev for development)");
     }
+    // Nothing we create is readable by others: the database holds every
+    // agent token and every tenant's env.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
+    // Slot users traverse it (to their homes) but cannot list it.
+    set_mode(&cfg.data_dir, 0o711)?;
     let db = db::Db::open(&cfg.data_dir.join("slotpack.db")).context("opening the database")?;
+    db.fill_uid_bases(cfg.slot_uid_base)?;
     let env = vec![
         (
             "HEALTH_CHECK_INTERVAL".to_string(),
@@ -87,8 +94,7 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     ];
     let backend: Arc<dyn Backend> = match cfg.backend.as_str() {
         "local" => Arc::new(
-            LocalBackend::new(&cfg.data_dir, agent_bin(&cfg)?, env, cfg.slot_uid_base)
-                .context("local backend")?,
+            LocalBackend::new(&cfg.data_dir, agent_bin(&cfg)?, env).context("local backend")?,
         ),
         "docker" => Arc::new(
             DockerBackend::connect(
@@ -97,13 +103,19 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
                 cfg.pool_cpu_millis,
                 cfg.pool_pids_limit,
                 env,
-                cfg.slot_uid_base,
             )
             .await?,
         ),
         other => bail!("unknown backend {other:?}: want local or docker"),
     };
     Ok(Arc::new(Orchestrator::new(cfg, db, backend)))
+}
+
+/// Set the permission bits of `p`.
+fn set_mode(p: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {:o} {}", mode, p.display()))
 }
 
 /// `slotpack serve`: recover, then serve until SIGTERM/SIGINT. Pools keep

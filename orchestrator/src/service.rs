@@ -83,6 +83,9 @@ impl From<AgentError> for ServiceError {
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
+/// `maxLifetimeSeconds`: one second to ten years.
+pub const MAX_LIFETIME_SECONDS: std::ops::RangeInclusive<u64> = 1..=315_360_000;
+
 /// The orchestrator.
 pub struct Orchestrator {
     /// Settings.
@@ -259,8 +262,9 @@ impl Orchestrator {
                 self.cfg.pool_cpu_millis
             ));
         }
-        if req.max_lifetime_seconds == Some(0) {
-            return bad("maxLifetimeSeconds must be >= 1".into());
+        if let Some(v) = req.max_lifetime_seconds {
+            slot_agent::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
+                .map_err(ServiceError::BadRequest)?;
         }
         slot_agent::protocol::check_spec(&program_spec(&req, 0, 0))
             .map_err(ServiceError::BadRequest)?;
@@ -353,20 +357,25 @@ impl Orchestrator {
     /// Insert and start a pool, and add it to the index (placement lock held).
     async fn new_pool(&self, idx: &mut PoolIndex, class: Option<String>) -> Result<PoolRow> {
         let legacy = !self.cfg.pool_mode_enabled;
-        let row = self.db.insert_pool(&NewPool {
-            slots: if legacy {
-                1
-            } else {
-                self.cfg.max_bots_per_container
+        let slots = if legacy {
+            1
+        } else {
+            self.cfg.max_bots_per_container
+        };
+        let row = self.db.insert_pool(
+            &NewPool {
+                slots,
+                block_width: self.cfg.max_bots_per_container,
+                pool_base_port: self.cfg.pool_base_port,
+                uid_base: self.cfg.slot_uid_base,
+                memory_mb: self.cfg.pool_memory_mb,
+                cpu_millis: self.cfg.pool_cpu_millis,
+                class,
+                mode: if legacy { "legacy" } else { "pooled" }.into(),
+                token: random_token(),
             },
-            block_width: self.cfg.max_bots_per_container,
-            pool_base_port: self.cfg.pool_base_port,
-            memory_mb: self.cfg.pool_memory_mb,
-            cpu_millis: self.cfg.pool_cpu_millis,
-            class,
-            mode: if legacy { "legacy" } else { "pooled" }.into(),
-            token: random_token(),
-        })?;
+            |b| self.backend.ports_free(b, slots),
+        )?;
         match self.backend.start_pool(&row).await {
             Ok(r) => self.db.set_pool_status(row.number, "running", Some(&r))?,
             Err(e) => {
@@ -695,15 +704,22 @@ impl Orchestrator {
                 r.recovery_actions.extend(actions);
             }
         }
-        // Lifetimes.
+        // Lifetimes: the deletion begins here; a tenant still stopping is
+        // forgotten by a later tick's reconciliation (the tick never waits).
         let now = unix_now();
         for t in self.db.tenants()? {
             if t.expires_at.is_some_and(|e| e <= now) && t.desired != "deleting" {
                 self.mark_deleting(&t.id)?;
-                match self.finish_delete(&t, "maxLifetimeSeconds reached").await {
-                    Ok(()) => r
-                        .recovery_actions
-                        .push(format!("removed {} at the end of its lifetime", t.id)),
+                let why = "maxLifetimeSeconds reached";
+                let pool = self.pool_of(&t)?;
+                match self.agents.begin_delete(&self.endpoint(&pool), &t.id).await {
+                    Ok(gone) => {
+                        if gone {
+                            self.forget_tenant(&t.id, why).await?;
+                        }
+                        r.recovery_actions
+                            .push(format!("removing {} at the end of its lifetime", t.id));
+                    }
                     Err(e) => r.issues.push(format!("expiring {}: {e}", t.id)),
                 }
             }
@@ -917,7 +933,6 @@ impl Orchestrator {
 
     async fn apply(&self, ep: &Endpoint, tenants: &[TenantRow], a: &Action) -> Result<()> {
         let row = |id: &str| tenants.iter().find(|t| t.id == id);
-        let grace = Duration::from_secs(12);
         match a {
             Action::Put(id) => {
                 let t = row(id).ok_or_else(|| ServiceError::Internal("row vanished".into()))?;
@@ -930,14 +945,16 @@ impl Orchestrator {
                 self.put_program(ep, t, t.slot, t.port).await?;
             }
             Action::Start(id) => {
-                self.agents.action(ep, id, "start", grace).await?;
+                self.agents.action(ep, id, "start", Duration::ZERO).await?;
             }
+            // Stops and deletes only begin here: no tenant's stop timeout
+            // holds the tick. What is still stopping is seen again next tick.
             Action::Stop(id) => {
-                self.agents.action(ep, id, "stop", grace).await?;
+                self.agents.begin_stop(ep, id).await?;
             }
             Action::Delete(id) => {
-                self.agents.delete(ep, id, grace).await?;
-                if let Some(t) = row(id).filter(|t| t.desired == "deleting") {
+                let gone = self.agents.begin_delete(ep, id).await?;
+                if let Some(t) = row(id).filter(|t| gone && t.desired == "deleting") {
                     self.forget_tenant(&t.id, "deleted (finished by the reconciler)")
                         .await?;
                 }

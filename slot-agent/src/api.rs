@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -143,13 +143,35 @@ async fn put_one(
     Ok((code, Json(s.get(&id)?)).into_response())
 }
 
-async fn delete_one(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+/// `?wait=false` on DELETE and stop: answer once the stop has begun
+/// (DELETE: 202 while it stops, 204 if it is already gone) instead of once
+/// the program is down.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    wait: Option<bool>,
+}
+
+async fn delete_one(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
     checked_id(&id)?;
+    let wait = query(q)?.wait.unwrap_or(true);
     let limit = {
         let mut s = lock(&api.sup);
         s.api_delete_begin(&id)?;
         s.max_stop_timeout(Some(&id))
     };
+    if !wait {
+        let gone = lock(&api.sup).get(&id).is_err();
+        return Ok(if gone {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::ACCEPTED
+        });
+    }
     let (sup, i) = (api.sup.clone(), id.clone());
     wait_until(&api.sup, limit, move || lock(&sup).is_down(&i)).await;
     lock(&api.sup).api_delete_finish(&id);
@@ -163,13 +185,21 @@ async fn start(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Resp
     Ok(Json(s.get(&id)?).into_response())
 }
 
-async fn stop(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn stop(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
     checked_id(&id)?;
+    let wait = query(q)?.wait.unwrap_or(true);
     let limit = {
         let mut s = lock(&api.sup);
         s.api_stop(&id)?;
         s.max_stop_timeout(Some(&id))
     };
+    if !wait {
+        return Ok(Json(lock(&api.sup).get(&id)?).into_response());
+    }
     let (sup, i) = (api.sup.clone(), id.clone());
     wait_until(&api.sup, limit, move || lock(&sup).is_down(&i)).await;
     Ok(Json(lock(&api.sup).get(&id)?).into_response())

@@ -20,6 +20,11 @@ pub struct AgentConfig {
     /// Directory for program specs, slot homes and logs.
     #[arg(long, env = "SLOT_AGENT_STATE_DIR", default_value = "/pool")]
     pub state_dir: PathBuf,
+    /// Root of the slot homes (`<homes-dir>/<slot>`, each 0700 and owned by
+    /// its slot user). Default `<state-dir>/slots`; outside the state dir,
+    /// the state dir itself is 0700.
+    #[arg(long, env = "SLOT_HOMES_DIR")]
+    pub homes_dir: Option<PathBuf>,
     /// Port of slot 0.
     #[arg(long, env = "POOL_BASE_PORT", default_value_t = 9000)]
     pub base_port: u16,
@@ -53,6 +58,11 @@ pub struct AgentConfig {
     /// Uid/gid of slot 0 when running as root (slot N gets base + N).
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
     pub slot_uid_base: u32,
+    /// Most processes (and threads) one slot user may have at once
+    /// (RLIMIT_NPROC of the slot's programs when running as root).
+    #[arg(long, env = "SLOT_MAX_PROCS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub slot_max_procs: u64,
     /// Size at which a program log is rotated.
     #[arg(long, env = "SLOT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
@@ -71,6 +81,13 @@ impl AgentConfig {
             return None;
         }
         u16::try_from(u32::from(self.base_port) + slot).ok()
+    }
+
+    /// Root of the slot homes.
+    pub fn homes(&self) -> PathBuf {
+        self.homes_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("slots"))
     }
 
     /// Memory sampler interval.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod http_error;
+pub mod leftovers;
 pub mod logs;
 pub mod metrics;
 pub mod ping;
@@ -93,9 +94,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     }
     raise_fd_limit();
+    // Whatever the agent or a program creates is private unless made otherwise.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let isolate = nix::unistd::geteuid().is_root();
     let store = prepare_state_dir(&cfg)?;
-    end_leftovers(&store);
+    end_leftovers(&store, isolate.then_some(&cfg));
 
     // Handlers first, so no exit or signal is missed once programs run.
     let mut sigchld = signal(SignalKind::child()).map_err(AgentError::Signal)?;
@@ -218,21 +221,30 @@ fn prepare_state_dir(cfg: &AgentConfig) -> Result<store::Store, AgentError> {
         source,
     };
     let dir = &cfg.state_dir;
+    let homes = cfg.homes();
     fs::create_dir_all(dir.join("logs")).map_err(err)?;
-    fs::create_dir_all(dir.join("slots")).map_err(err)?;
-    // Slot users must traverse into their homes but list nothing.
-    store::set_mode(dir, 0o711).map_err(err)?;
-    store::set_mode(&dir.join("slots"), 0o711).map_err(err)?;
+    fs::create_dir_all(&homes).map_err(err)?;
+    // Slot users must traverse into their homes but list nothing; the
+    // state dir is theirs to traverse only when the homes are inside it.
+    let inside = homes.starts_with(dir);
+    store::set_mode(dir, if inside { 0o711 } else { 0o700 }).map_err(err)?;
+    store::set_mode(&homes, 0o711).map_err(err)?;
     store::set_mode(&dir.join("logs"), 0o700).map_err(err)?;
     store::Store::open(dir).map_err(err)
 }
 
 /// End process groups that a previous agent (killed before it could stop
-/// them) left running, so the slot ports are free again.
-fn end_leftovers(store: &store::Store) {
-    let n = store.end_noted_groups();
+/// them) left running, so the slot ports are free again; with isolation,
+/// also every process of a slot user (whatever group it moved to).
+fn end_leftovers(store: &store::Store, isolated: Option<&AgentConfig>) {
+    let mut n = store.end_noted_groups();
+    if let Some(cfg) = isolated {
+        for slot in 0..cfg.slots {
+            n += leftovers::end_processes(cfg.slot_uid_base + slot);
+        }
+    }
     if n > 0 {
-        eprintln!("slot-agent: ended {n} program(s) left by a previous agent");
+        eprintln!("slot-agent: ended {n} process(es) left by a previous agent");
     }
 }
 

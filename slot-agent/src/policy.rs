@@ -22,10 +22,29 @@ pub struct Pacing {
 /// How a run ended, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunEnd {
-    /// The run lasted at least `start_secs`.
-    pub started_ok: bool,
-    /// Exit code 0 and not killed by the agent for health or memory.
+    /// How long it ran (zero: it could not be started).
+    pub uptime: Duration,
+    /// Exit code 0.
     pub success: bool,
+    /// The agent ended it (failed pings, memory limit).
+    pub killed: bool,
+}
+
+/// The shortest run that counts as a good start, whatever `startSecs` says:
+/// a program that exits at once (`/bin/true` with `startSecs: 0`) backs off
+/// instead of being restarted thousands of times a second.
+pub const MIN_GOOD_RUN: Duration = Duration::from_secs(1);
+
+/// A run the agent killed after at least this long starts the failure count
+/// afresh (as a crash loop's back-off resets after a stable run elsewhere).
+pub const STABLE_RUN: Duration = Duration::from_secs(600);
+
+impl RunEnd {
+    /// Whether the run counts as a good start: it lasted `startSecs` (and
+    /// [`MIN_GOOD_RUN`]) and the agent did not have to kill it.
+    pub fn started_ok(&self, p: &Pacing) -> bool {
+        !self.killed && self.uptime >= p.start_secs.max(MIN_GOOD_RUN)
+    }
 }
 
 /// What to do after a run ended on its own (not stopped through the API).
@@ -56,8 +75,10 @@ pub fn backoff_delay(backoff: Duration, failed_starts: u32) -> Duration {
 }
 
 /// Decide what follows a run that ended, given failed starts before it.
+/// Good runs restart at once; failed starts and agent kills back off, then
+/// cool down once `maxAttempts` are spent.
 pub fn after_exit(p: &Pacing, end: RunEnd, failed_starts_before: u32) -> Decision {
-    if end.started_ok {
+    if end.started_ok(p) {
         let restart = match p.policy {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !end.success,
@@ -85,7 +106,11 @@ pub fn after_exit(p: &Pacing, end: RunEnd, failed_starts_before: u32) -> Decisio
             Decision::Fatal
         };
     }
-    let failed = failed_starts_before.saturating_add(1);
+    let failed = if end.killed && end.uptime >= STABLE_RUN {
+        1
+    } else {
+        failed_starts_before.saturating_add(1)
+    };
     if failed >= p.max_attempts.max(1) {
         Decision::Cooldown(p.cooldown)
     } else {
@@ -109,18 +134,16 @@ mod tests {
             backoff: Duration::from_millis(100),
         }
     }
-    const GOOD_CRASH: RunEnd = RunEnd {
-        started_ok: true,
-        success: false,
-    };
-    const GOOD_CLEAN: RunEnd = RunEnd {
-        started_ok: true,
-        success: true,
-    };
-    const FAILED_START: RunEnd = RunEnd {
-        started_ok: false,
-        success: false,
-    };
+    const fn end(uptime_ms: u64, success: bool, killed: bool) -> RunEnd {
+        RunEnd {
+            uptime: Duration::from_millis(uptime_ms),
+            success,
+            killed,
+        }
+    }
+    const GOOD_CRASH: RunEnd = end(5_000, false, false);
+    const GOOD_CLEAN: RunEnd = end(5_000, true, false);
+    const FAILED_START: RunEnd = end(200, false, false);
 
     #[test]
     fn good_run_restarts_at_once_and_resets_failures() {
@@ -165,10 +188,7 @@ mod tests {
             after_exit(&p, GOOD_CRASH, 0),
             Decision::Restart { .. }
         ));
-        let clean_fast = RunEnd {
-            started_ok: false,
-            success: true,
-        };
+        let clean_fast = end(200, true, false);
         assert_eq!(after_exit(&p, clean_fast, 0), Decision::Exited);
     }
 
@@ -186,6 +206,58 @@ mod tests {
         assert_eq!(
             after_exit(&p, FAILED_START, 0),
             Decision::Cooldown(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn instant_exits_back_off_even_with_start_secs_zero() {
+        let mut p = pacing(RestartPolicy::Always);
+        p.start_secs = Duration::ZERO;
+        let instant = end(0, true, false);
+        assert_eq!(
+            after_exit(&p, instant, 0),
+            Decision::Restart {
+                delay: Duration::from_millis(100),
+                failed_starts: 1
+            }
+        );
+        assert_eq!(after_exit(&p, instant, 2), Decision::Cooldown(p.cooldown));
+        // A run past the floor is good: restart at once.
+        assert!(matches!(
+            after_exit(&p, end(1_500, true, false), 2),
+            Decision::Restart { delay, failed_starts: 0 } if delay.is_zero()
+        ));
+    }
+
+    #[test]
+    fn agent_kills_back_off_and_cool_down_even_after_long_runs() {
+        let p = pacing(RestartPolicy::Always);
+        let killed = end(60_000, false, true);
+        assert_eq!(
+            after_exit(&p, killed, 0),
+            Decision::Restart {
+                delay: Duration::from_millis(100),
+                failed_starts: 1
+            }
+        );
+        assert_eq!(after_exit(&p, killed, 2), Decision::Cooldown(p.cooldown));
+        // After a stable run the count starts again.
+        let stable = end(STABLE_RUN.as_millis() as u64, false, true);
+        assert!(matches!(
+            after_exit(&p, stable, 2),
+            Decision::Restart {
+                failed_starts: 1,
+                ..
+            }
+        ));
+        // on-failure restarts kills too; never leaves them fatal.
+        assert!(matches!(
+            after_exit(&pacing(RestartPolicy::OnFailure), killed, 0),
+            Decision::Restart { .. }
+        ));
+        assert_eq!(
+            after_exit(&pacing(RestartPolicy::Never), killed, 0),
+            Decision::Fatal
         );
     }
 

@@ -305,6 +305,52 @@ pub const RESERVED_ENV: [&str; 4] = ["PORT", "SLOT", "TENANT_ID", "HOME"];
 /// Stop signal names a spec may use.
 pub const STOP_SIGNALS: [&str; 7] = ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"];
 
+/// The allowed range of every number in a [`ProgramSpec`] (inclusive).
+#[derive(Debug, Clone)]
+pub struct Ranges {
+    /// `ping.intervalMs`.
+    pub ping_interval_ms: std::ops::RangeInclusive<u64>,
+    /// `ping.timeoutMs`.
+    pub ping_timeout_ms: std::ops::RangeInclusive<u64>,
+    /// `ping.failureThreshold`.
+    pub failure_threshold: std::ops::RangeInclusive<u64>,
+    /// `ping.initialDelayMs`, `restart.cooldownMs`, `restart.backoffMs`.
+    pub delay_ms: std::ops::RangeInclusive<u64>,
+    /// `restart.maxAttempts`.
+    pub max_attempts: std::ops::RangeInclusive<u64>,
+    /// `restart.startSecs`.
+    pub start_secs: std::ops::RangeInclusive<u64>,
+    /// `stop.timeoutMs`: a stop never holds anything longer than this.
+    pub stop_timeout_ms: std::ops::RangeInclusive<u64>,
+    /// `maxMemoryMb`.
+    pub memory_mb: std::ops::RangeInclusive<u64>,
+}
+
+/// The ranges the agent (and the orchestrator) accept; outside → 400.
+pub const RANGES: Ranges = Ranges {
+    ping_interval_ms: 10..=86_400_000,
+    ping_timeout_ms: 1..=600_000,
+    failure_threshold: 1..=1_000,
+    delay_ms: 0..=86_400_000,
+    max_attempts: 1..=1_000,
+    start_secs: 0..=3_600,
+    stop_timeout_ms: 0..=120_000,
+    memory_mb: 1..=1_048_576,
+};
+
+/// `Ok` if `v` lies in `r`, else a message naming the field and the range.
+pub fn in_range(field: &str, v: u64, r: &std::ops::RangeInclusive<u64>) -> Result<(), String> {
+    if r.contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be in {}..={}, not {v}",
+            r.start(),
+            r.end()
+        ))
+    }
+}
+
 /// Check the parts of a spec that do not depend on the agent's slots:
 /// command, args, env, ping, restart, stop and memory. Pure.
 pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
@@ -326,15 +372,32 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
         if !ping.path.starts_with('/') || ping.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err("ping.path must start with / and hold no spaces".into());
         }
-        if ping.interval_ms.is_some_and(|v| v < 10) || ping.timeout_ms == Some(0) {
-            return Err("ping.intervalMs must be >= 10 and ping.timeoutMs >= 1".into());
+        if let Some(v) = ping.interval_ms {
+            in_range("ping.intervalMs", v, &RANGES.ping_interval_ms)?;
         }
-        if ping.failure_threshold == 0 {
-            return Err("ping.failureThreshold must be >= 1".into());
+        if let Some(v) = ping.timeout_ms {
+            in_range("ping.timeoutMs", v, &RANGES.ping_timeout_ms)?;
         }
+        let t = u64::from(ping.failure_threshold);
+        in_range("ping.failureThreshold", t, &RANGES.failure_threshold)?;
+        in_range(
+            "ping.initialDelayMs",
+            ping.initial_delay_ms,
+            &RANGES.delay_ms,
+        )?;
     }
-    if spec.restart.max_attempts == Some(0) {
-        return Err("restart.maxAttempts must be >= 1".into());
+    let r = &spec.restart;
+    if let Some(v) = r.max_attempts {
+        in_range("restart.maxAttempts", u64::from(v), &RANGES.max_attempts)?;
+    }
+    if let Some(v) = r.cooldown_ms {
+        in_range("restart.cooldownMs", v, &RANGES.delay_ms)?;
+    }
+    if let Some(v) = r.start_secs {
+        in_range("restart.startSecs", v, &RANGES.start_secs)?;
+    }
+    if let Some(v) = r.backoff_ms {
+        in_range("restart.backoffMs", v, &RANGES.delay_ms)?;
     }
     if !STOP_SIGNALS.contains(&spec.stop.signal.as_str()) {
         return Err(format!(
@@ -343,8 +406,13 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
             STOP_SIGNALS.join(" ")
         ));
     }
-    if spec.max_memory_mb == Some(0) {
-        return Err("maxMemoryMb must be >= 1".into());
+    in_range(
+        "stop.timeoutMs",
+        spec.stop.timeout_ms,
+        &RANGES.stop_timeout_ms,
+    )?;
+    if let Some(v) = spec.max_memory_mb {
+        in_range("maxMemoryMb", v, &RANGES.memory_mb)?;
     }
     Ok(())
 }
@@ -377,6 +445,41 @@ mod tests {
         let p: PingSpec = serde_json::from_str(r#"{"kind":"tcp"}"#).unwrap();
         assert_eq!(p.interval_ms, None);
         assert_eq!(p.failure_threshold, 3);
+    }
+
+    #[test]
+    fn every_number_has_a_range() {
+        let base = r#"{"command":"/bin/true","slot":1}"#;
+        let ok: ProgramSpec = serde_json::from_str(base).unwrap();
+        assert!(check_spec(&ok).is_ok());
+        for (patch, field) in [
+            (r#"{"stop":{"timeoutMs":300000}}"#, "stop.timeoutMs"),
+            (
+                r#"{"ping":{"kind":"tcp","intervalMs":5}}"#,
+                "ping.intervalMs",
+            ),
+            (r#"{"ping":{"kind":"tcp","timeoutMs":0}}"#, "ping.timeoutMs"),
+            (
+                r#"{"ping":{"kind":"tcp","failureThreshold":0}}"#,
+                "ping.failureThreshold",
+            ),
+            (
+                r#"{"restart":{"startSecs":18446744073709551615}}"#,
+                "restart.startSecs",
+            ),
+            (r#"{"restart":{"maxAttempts":0}}"#, "restart.maxAttempts"),
+            (r#"{"restart":{"backoffMs":86400001}}"#, "restart.backoffMs"),
+            (r#"{"maxMemoryMb":0}"#, "maxMemoryMb"),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(base).unwrap();
+            let p: serde_json::Value = serde_json::from_str(patch).unwrap();
+            for (k, x) in p.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let spec: ProgramSpec = serde_json::from_value(v).unwrap();
+            let e = check_spec(&spec).unwrap_err();
+            assert!(e.starts_with(field), "{patch}: {e}");
+        }
     }
 
     #[test]

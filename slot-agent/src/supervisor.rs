@@ -100,6 +100,8 @@ struct Program {
     ping_failures: u32,
     /// A ping of the current run has succeeded.
     ping_ok_seen: bool,
+    /// Deleted through the API: forgotten as soon as its run has ended.
+    deleting: bool,
     rss: u64,
     log: Arc<Mutex<LogFile>>,
 }
@@ -122,6 +124,7 @@ struct Settings {
     start_secs: Duration,
     backoff: Duration,
     uid_base: Option<u32>,
+    max_procs: u64,
     logs_dir: PathBuf,
     slots_dir: PathBuf,
     log_max_bytes: u64,
@@ -154,8 +157,9 @@ impl Supervisor {
             start_secs: Duration::from_secs(cfg.start_secs),
             backoff: Duration::from_millis(cfg.backoff_ms),
             uid_base: isolate.then_some(cfg.slot_uid_base),
+            max_procs: cfg.slot_max_procs,
             logs_dir: cfg.state_dir.join("logs"),
-            slots_dir: cfg.state_dir.join("slots"),
+            slots_dir: cfg.homes(),
             log_max_bytes: cfg.log_max_bytes,
             log_backups: cfg.log_backups,
         };
@@ -256,6 +260,11 @@ impl Supervisor {
         self.refuse_if_shutting_down()?;
         self.validate(id, &mut spec)?;
         if let Some(p) = self.programs.get(id) {
+            if p.deleting {
+                return Err(SupervisorError::Conflict(format!(
+                    "program {id} is being deleted"
+                )));
+            }
             if p.spec == spec {
                 return Ok(false);
             }
@@ -319,6 +328,7 @@ impl Supervisor {
                 last_ping: None,
                 ping_failures: 0,
                 ping_ok_seen: false,
+                deleting: false,
                 rss: 0,
                 log: Arc::new(Mutex::new(log)),
             },
@@ -368,16 +378,23 @@ impl Supervisor {
         Ok(())
     }
 
-    /// API delete, first half: forget the spec on disk and begin the stop.
+    /// API delete, first half: forget the spec on disk and begin the stop;
+    /// the program is dropped once its run has ended (at once if none runs).
     pub fn api_delete_begin(&mut self, id: &str) -> Result<(), SupervisorError> {
         self.program_mut(id)?;
         self.store.remove(id)?;
-        self.program_mut(id)?.desired = Desired::Stopped;
+        let p = self.program_mut(id)?;
+        p.desired = Desired::Stopped;
+        p.deleting = true;
         self.stop(id, Kill::Stop);
+        if self.is_down(id) {
+            self.api_delete_finish(id);
+        }
         Ok(())
     }
 
-    /// API delete, second half (after the run ended): drop state, home and logs.
+    /// API delete, second half (after the run ended, or its stop timed out):
+    /// drop state, home and logs. Nothing happens if it is gone already.
     pub fn api_delete_finish(&mut self, id: &str) {
         let Some(p) = self.programs.remove(id) else {
             return;
@@ -386,6 +403,12 @@ impl Supervisor {
             // It did not stop in time: end it hard and forget it.
             self.by_pid.remove(&pid);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(uid) = self.slot_uid(p.slot) {
+            // The next tenant of this slot gets the same uid: nothing of
+            // this one may be left for it to find.
+            crate::leftovers::end_processes(uid);
+            crate::leftovers::remove_files(uid);
         }
         let _ = fs::remove_dir_all(self.settings.slots_dir.join(p.slot.to_string()));
         for n in 0..=self.settings.log_backups {
@@ -570,12 +593,18 @@ impl Supervisor {
                     at: now_rfc3339(),
                 });
                 let end = RunEnd {
-                    started_ok: false,
+                    uptime: Duration::ZERO,
                     success: false,
+                    killed: false,
                 };
                 self.apply_policy(id, end);
             }
         }
+    }
+
+    /// The uid of `slot`'s programs, when slots run under their own uids.
+    fn slot_uid(&self, slot: u32) -> Option<u32> {
+        self.settings.uid_base.map(|b| b + slot)
     }
 
     fn spawn(&mut self, id: &str) -> io::Result<i32> {
@@ -583,7 +612,7 @@ impl Supervisor {
         let s = &self.settings;
         let home = s.slots_dir.join(p.slot.to_string());
         fs::create_dir_all(&home)?;
-        let uid = s.uid_base.map(|b| b + p.slot);
+        let uid = self.slot_uid(p.slot);
         if let Some(uid) = uid {
             let id = nix::unistd::Uid::from_raw(uid);
             let gid = nix::unistd::Gid::from_raw(uid);
@@ -609,6 +638,7 @@ impl Supervisor {
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);
         }
+        confine(&mut cmd, uid.map(|_| s.max_procs));
         let child = cmd.spawn();
         drop(cmd); // closes our copies of the pipe's write end
         let pid = child?.id() as i32;
@@ -621,8 +651,12 @@ impl Supervisor {
         let Some(id) = self.by_pid.remove(&pid) else {
             return; // an orphan that was re-parented to us: reaped, nothing else
         };
-        // Whatever the program left in its process group goes with it.
+        // Whatever the program left in its process group goes with it, and
+        // with isolation every process of its slot user (setsid escapes too).
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if let Some(uid) = self.programs.get(&id).and_then(|p| self.slot_uid(p.slot)) {
+            crate::leftovers::end_processes(uid);
+        }
         if let Err(e) = self.store.clear_pid(&id) {
             eprintln!("slot-agent: {id}: clearing pid: {e}");
         }
@@ -638,8 +672,12 @@ impl Supervisor {
             at: now_rfc3339(),
         });
         let uptime = p.started.map_or(Duration::ZERO, |(i, _)| i.elapsed());
-        let started_ok = p.state == ProgramState::Running || uptime >= p.pacing.start_secs;
         let kill = p.kill.take();
+        if p.deleting {
+            self.set_state(&id, ProgramState::Stopped);
+            self.api_delete_finish(&id);
+            return;
+        }
         if self.shutting_down || p.desired == Desired::Stopped {
             self.set_state(&id, ProgramState::Stopped);
             return;
@@ -654,15 +692,17 @@ impl Supervisor {
             Some(Kill::Unhealthy) | Some(Kill::Memory) => self.apply_policy(
                 &id,
                 RunEnd {
-                    started_ok,
+                    uptime,
                     success: false,
+                    killed: true,
                 },
             ),
             None => self.apply_policy(
                 &id,
                 RunEnd {
-                    started_ok,
+                    uptime,
                     success: code == Some(0),
+                    killed: false,
                 },
             ),
         }
@@ -734,8 +774,8 @@ impl Supervisor {
         }
         match timer {
             Timer::StartSecs => {
+                // The failure count is settled when the run ends (policy).
                 if p.state == ProgramState::Starting {
-                    p.failed_starts = 0;
                     self.set_state(id, ProgramState::Running);
                 }
             }
@@ -855,6 +895,26 @@ impl Supervisor {
                 }
             }
         });
+    }
+}
+
+/// Limits every program gets in its child process, after the uid switch and
+/// before exec: `no_new_privs` (no setuid escalation), and with a slot user
+/// at most `max_procs` processes for that user (a fork bomb stays in its slot).
+#[allow(unsafe_code)]
+fn confine(cmd: &mut Command, max_procs: Option<u64>) {
+    let limit = move || -> io::Result<()> {
+        nix::sys::prctl::set_no_new_privs()?;
+        if let Some(n) = max_procs {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_NPROC, n, n)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec; it makes
+    // two system calls and neither allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(limit);
     }
 }
 

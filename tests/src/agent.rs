@@ -94,9 +94,18 @@ impl Agent {
             self.base_port.to_string(),
             "--slots".into(),
             self.slots.to_string(),
+            // Agents of concurrent tests never share slot users.
+            "--slot-uid-base".into(),
+            self.uid(0).to_string(),
         ];
         v.extend(self.extra.iter().cloned());
         v
+    }
+
+    /// The uid of `slot`'s programs (when the agent runs as root): derived
+    /// from the slot's port, so no two test agents share one.
+    pub fn uid(&self, slot: u16) -> u32 {
+        crate::uid_of_port(self.base_port + slot)
     }
 
     /// (Re)start the agent process on the same state dir and ports.

@@ -36,6 +36,12 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// Slot uids of test agents and orchestrators: 100000 + the slot's port,
+/// unique across concurrent tests because their ports are.
+pub fn uid_of_port(port: u16) -> u32 {
+    100_000 + u32::from(port)
+}
+
 /// Whether we run as root (needed for per-slot users).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -58,6 +58,11 @@ impl Slotpack {
             ("POOL_BASE_PORT".into(), base_port.to_string()),
             ("MAX_BOTS_PER_CONTAINER".into(), slots.to_string()),
             ("HEALTH_CHECK_INTERVAL".into(), "3600000".into()),
+            // Slot users never shared with a concurrent test: uid = 100000 + port.
+            (
+                "SLOT_UID_BASE".into(),
+                crate::uid_of_port(base_port).to_string(),
+            ),
             (
                 "SLOTPACK_AGENT_BIN".into(),
                 bin("slot-agent").display().to_string(),

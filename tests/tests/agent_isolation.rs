@@ -77,10 +77,10 @@ fn slots_cannot_read_or_signal_each_other_and_never_see_the_token() {
     assert!(log.contains(&format!("env PORT={}", a.port(1))), "{log}");
     // Each slot runs as its own user with a private home.
     let info = a.wait_slot(2, "/info").json();
-    assert_eq!(info["uid"], 10_002);
+    assert_eq!(info["uid"], a.uid(2));
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let m = std::fs::metadata(&home2).unwrap();
-    assert_eq!(m.uid(), 10_002);
+    assert_eq!(m.uid(), a.uid(2));
     assert_eq!(m.permissions().mode() & 0o777, 0o700);
     // Logs and specs are the agent's alone.
     for d in ["logs", "programs", "run"] {

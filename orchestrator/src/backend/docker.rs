@@ -38,7 +38,6 @@ pub struct DockerBackend {
     nano_cpus: i64,
     pids_limit: i64,
     env: Vec<(String, String)>,
-    uid_base: u32,
 }
 
 fn other(e: impl std::fmt::Display) -> BackendError {
@@ -63,7 +62,6 @@ impl DockerBackend {
         cpu_millis: u64,
         pids_limit: i64,
         env: Vec<(String, String)>,
-        uid_base: u32,
     ) -> Result<Self, BackendError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| other(format!("docker engine: {e}")))?
@@ -92,7 +90,6 @@ impl DockerBackend {
             nano_cpus: (cpu_millis * 1_000_000) as i64,
             pids_limit,
             env,
-            uid_base,
         })
     }
 
@@ -144,7 +141,7 @@ impl DockerBackend {
             "--slots".into(),
             pool.slots.to_string(),
             "--slot-uid-base".into(),
-            (self.uid_base + pool.block * pool.slots).to_string(),
+            pool.uid_base.to_string(),
         ];
         let config = Config {
             image: Some(self.image.clone()),

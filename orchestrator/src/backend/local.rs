@@ -2,8 +2,10 @@
 //! detached in its own process group so that it outlives the orchestrator
 //! and is adopted again at start-up.
 //!
-//! Files under `$DATA_DIR/pools/`: `pool-N/` (the agent's state dir),
-//! `pool-N.token` (0600), `pool-N.pid` (pid and start time), `pool-N.log`.
+//! Files under `$DATA_DIR/pools/` (0700): `pool-N/` (the agent's state
+//! dir), `pool-N.token`, `pool-N.pid` (pid and start time), `pool-N.log`.
+//! Slot homes live apart, under `$DATA_DIR/homes/pool-N/` (0711: slot users
+//! traverse to their own 0700 home and list nothing).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,9 +24,9 @@ use crate::db::{pool_number, PoolRow};
 /// Pools as local slot-agent processes.
 pub struct LocalBackend {
     dir: PathBuf,
+    homes: PathBuf,
     agent_bin: PathBuf,
     env: Vec<(String, String)>,
-    uid_base: u32,
 }
 
 impl LocalBackend {
@@ -34,15 +36,18 @@ impl LocalBackend {
         data_dir: &Path,
         agent_bin: PathBuf,
         env: Vec<(String, String)>,
-        uid_base: u32,
     ) -> std::io::Result<Self> {
         let dir = data_dir.join("pools");
-        std::fs::create_dir_all(&dir)?;
+        let homes = data_dir.join("homes");
+        for (d, mode) in [(&dir, 0o700), (&homes, 0o711)] {
+            std::fs::create_dir_all(d)?;
+            slot_agent::store::set_mode(d, mode)?;
+        }
         Ok(Self {
             dir,
+            homes,
             agent_bin,
             env,
-            uid_base,
         })
     }
 
@@ -86,6 +91,8 @@ impl LocalBackend {
             .arg(addr.to_string())
             .arg("--state-dir")
             .arg(&state)
+            .arg("--homes-dir")
+            .arg(self.homes.join(&id))
             .arg("--base-port")
             .arg(pool.base_port.to_string())
             .arg("--slots")
@@ -93,7 +100,7 @@ impl LocalBackend {
             .arg("--token-file")
             .arg(&token)
             .arg("--slot-uid-base")
-            .arg((self.uid_base + pool.block * pool.slots).to_string())
+            .arg(pool.uid_base.to_string())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -157,6 +164,7 @@ impl LocalBackend {
             }
         }
         let _ = std::fs::remove_dir_all(self.dir.join(id));
+        let _ = std::fs::remove_dir_all(self.homes.join(id));
         for ext in ["token", "pid", "log"] {
             let _ = std::fs::remove_file(self.file(id, ext));
         }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
+use crate::blocks::Block;
 use crate::db::PoolRow;
 
 /// Errors of a backend.
@@ -61,6 +62,15 @@ pub trait Backend: Send + Sync {
     fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>>;
     /// Stop and remove a pool known only by its backend reference.
     fn remove_found<'a>(&'a self, found: &'a FoundPool) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Whether the ports of `block` (its `slots` slot ports and its agent
+    /// port) can be bound on 127.0.0.1 right now. A block some other process
+    /// (a tenant of another pool, say) holds is skipped for a new pool, so
+    /// nobody can squat a future pool's ports.
+    fn ports_free(&self, block: &Block, slots: u32) -> bool {
+        let bindable = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        bindable(block.agent_port)
+            && (0..slots).all(|s| u16::try_from(u32::from(block.base_port) + s).is_ok_and(bindable))
+    }
     /// Pool ids as their pools die, if the backend can tell at once
     /// (otherwise the health tick notices).
     fn deaths(&self) -> Option<BoxStream<'static, String>> {
