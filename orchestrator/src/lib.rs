@@ -91,6 +91,7 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
             "RESTART_COOLDOWN".to_string(),
             cfg.restart_cooldown.to_string(),
         ),
+        ("SLOT_MAX_PROCS".to_string(), cfg.slot_max_procs.to_string()),
     ];
     let backend: Arc<dyn Backend> = match cfg.backend.as_str() {
         "local" => Arc::new(
@@ -151,7 +152,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t.tick().await;
             loop {
-                t.tick().await;
+                // A tick that left a start waiting for a stop is followed soon.
+                let soon = FOLLOWUP_DELAY;
+                tokio::select! {
+                    _ = t.tick() => {}
+                    _ = tokio::time::sleep(soon), if svc.wants_followup() => {}
+                }
                 tick_and_log(&svc).await;
             }
         })
@@ -207,6 +213,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     eprintln!("slotpack: stopped; pools keep running and are adopted at the next start");
     Ok(())
 }
+
+/// How soon a tick follows one that left a start waiting for a stop.
+const FOLLOWUP_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// One health tick, with its recovery actions in the log.
 async fn tick_and_log(svc: &Orchestrator) {

@@ -49,6 +49,17 @@ impl Action {
     pub fn starts(&self) -> bool {
         matches!(self, Action::Put(_) | Action::Start(_))
     }
+
+    /// The tenant the step is about.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Action::Put(id)
+            | Action::Start(id)
+            | Action::Stop(id)
+            | Action::Delete(id)
+            | Action::Forget(id) => id,
+        }
+    }
 }
 
 /// Actions that bring `observed` (program id → agent state) to `desired`.

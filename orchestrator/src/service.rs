@@ -107,6 +107,8 @@ pub struct Orchestrator {
     tick_lock: Mutex<()>,
     /// Failed restarts in a row per pool number (reset by a success).
     restart_failures: std::sync::Mutex<HashMap<u64, u32>>,
+    /// The last tick left a start waiting for an old copy to stop.
+    followup: std::sync::atomic::AtomicBool,
 }
 
 /// One pool's part of a health tick: what was found, what was done, and the
@@ -150,6 +152,7 @@ impl Orchestrator {
             last_health: std::sync::Mutex::new(None),
             tick_lock: Mutex::new(()),
             restart_failures: std::sync::Mutex::new(HashMap::new()),
+            followup: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -620,6 +623,12 @@ impl Orchestrator {
         })
     }
 
+    /// Whether the last tick left work that a tick soon should finish (a
+    /// start waiting for an old copy of the tenant to stop).
+    pub fn wants_followup(&self) -> bool {
+        self.followup.load(Relaxed)
+    }
+
     /// The latest health report, if a tick ran.
     pub fn last_health(&self) -> Option<HealthReport> {
         self.last_health
@@ -696,14 +705,21 @@ impl Orchestrator {
             r.recovery_actions.append(&mut c.actions);
         }
         // Everything that stops or removes, in every pool, before anything
-        // that starts: a tenant moved between pools never runs in both.
+        // that starts: a tenant moved between pools never runs in both. A
+        // stop only begins (the tick never waits for one), so a tenant whose
+        // old copy is not yet down is started by a later tick.
+        let mut not_down = std::collections::HashSet::new();
         for starts in [false, true] {
-            let applied = checks.iter().map(|c| self.apply_all(c, starts));
-            for (issues, actions) in futures_util::future::join_all(applied).await {
+            let applied = checks.iter().map(|c| self.apply_all(c, starts, &not_down));
+            let mut next = Vec::new();
+            for (issues, actions, up) in futures_util::future::join_all(applied).await {
                 r.issues.extend(issues);
                 r.recovery_actions.extend(actions);
+                next.extend(up);
             }
+            not_down.extend(next);
         }
+        self.followup.store(!not_down.is_empty(), Relaxed);
         // Lifetimes: the deletion begins here; a tenant still stopping is
         // forgotten by a later tick's reconciliation (the tick never waits).
         let now = unix_now();
@@ -909,16 +925,33 @@ impl Orchestrator {
 
     /// Apply the pending reconciliation steps of one pool that start
     /// programs (`starts`) or the others; returns (issues, actions).
-    async fn apply_all(&self, c: &PoolCheck, starts: bool) -> (Vec<String>, Vec<String>) {
-        let (mut issues, mut actions) = (vec![], vec![]);
+    /// Returns (issues, actions, ids whose stop or delete is not finished).
+    async fn apply_all(
+        &self,
+        c: &PoolCheck,
+        starts: bool,
+        not_down: &std::collections::HashSet<String>,
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (mut issues, mut actions, mut pending) = (vec![], vec![], vec![]);
         let id = &c.pool_id;
         for a in c.pending.iter().filter(|a| a.starts() == starts) {
+            if not_down.contains(a.tenant()) {
+                issues.push(format!("{id}: {a:?} waits until its old copy is down"));
+                continue;
+            }
             match self.apply(&c.ep, &c.tenants, a).await {
-                Ok(()) => actions.push(format!("{id}: {a:?}")),
-                Err(e) => issues.push(format!("{id}: {a:?} failed: {e}")),
+                Ok(true) => actions.push(format!("{id}: {a:?}")),
+                Ok(false) => {
+                    actions.push(format!("{id}: {a:?} begun"));
+                    pending.push(a.tenant().to_string());
+                }
+                Err(e) => {
+                    issues.push(format!("{id}: {a:?} failed: {e}"));
+                    pending.push(a.tenant().to_string());
+                }
             }
         }
-        (issues, actions)
+        (issues, actions, pending)
     }
 
     /// PUT the tenant's stored spec, for `slot` and `port`, to the agent at `ep`.
@@ -931,7 +964,9 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn apply(&self, ep: &Endpoint, tenants: &[TenantRow], a: &Action) -> Result<()> {
+    /// Apply one step; returns whether it is finished (false: a delete
+    /// whose program is still stopping).
+    async fn apply(&self, ep: &Endpoint, tenants: &[TenantRow], a: &Action) -> Result<bool> {
         let row = |id: &str| tenants.iter().find(|t| t.id == id);
         match a {
             Action::Put(id) => {
@@ -940,7 +975,7 @@ impl Orchestrator {
                 // deleted, stopped or moved.
                 let now = self.db.tenant(id)?;
                 if now.is_none_or(|n| n.pool != t.pool || n.desired != "running") {
-                    return Ok(());
+                    return Ok(true);
                 }
                 self.put_program(ep, t, t.slot, t.port).await?;
             }
@@ -958,13 +993,14 @@ impl Orchestrator {
                     self.forget_tenant(&t.id, "deleted (finished by the reconciler)")
                         .await?;
                 }
+                return Ok(gone);
             }
             Action::Forget(id) => {
                 self.forget_tenant(id, "deleted (finished by the reconciler)")
                     .await?
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Remove empty pools (keeping enough for the warm slots), and pools the
