@@ -88,6 +88,10 @@ pub struct ServeConfig {
     /// Host name given to clients in connection info.
     #[arg(long, env = "SLOTPACK_PUBLIC_HOST", default_value = "127.0.0.1")]
     pub public_host: String,
+    /// Most processes (and threads) of one slot's user (the agents' RLIMIT_NPROC).
+    #[arg(long, env = "SLOT_MAX_PROCS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub slot_max_procs: u64,
     /// Uid of slot 0 of pool block 0 when agents run as root.
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
     pub slot_uid_base: u32,

@@ -42,6 +42,24 @@ pub fn uid_of_port(port: u16) -> u32 {
     100_000 + u32::from(port)
 }
 
+/// Live processes whose real uid is `uid`.
+pub fn processes_of_uid(uid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                let real = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok());
+                real == Some(uid) && !s.contains("State:\tZ")
+            })
+        })
+        .collect()
+}
+
 /// Whether we run as root (needed for per-slot users).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

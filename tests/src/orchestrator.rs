@@ -111,6 +111,12 @@ impl Slotpack {
         });
     }
 
+    /// Set (or replace) an environment variable for the next [`Slotpack::spawn`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// What the orchestrator printed.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

@@ -146,3 +146,42 @@ fn a_program_that_binds_late_is_healthy_without_waiting_a_whole_interval() {
     let s = a.wait_status("late-bind", "healthy", LONG, |s| s["healthy"] == true);
     assert_eq!(s["restarts"], 0);
 }
+
+#[test]
+fn agent_kills_back_off_and_cool_down_instead_of_restarting_forever() {
+    let a = Agent::start(3, &[]);
+    let pacing = json!({"startSecs": 0, "maxAttempts": 3, "backoffMs": 50, "cooldownMs": 600000});
+    // Hangs at once: every run is killed for failed pings.
+    a.put(
+        "hangs",
+        tenant_spec(
+            0,
+            &["--hang-after-ms", "0"],
+            json!({"restart": pacing,
+                   "ping": {"kind": "http", "intervalMs": 50, "timeoutMs": 50, "failureThreshold": 1}}),
+        ),
+    );
+    // Grows past its memory limit: every run is killed for memory.
+    a.put(
+        "leaks",
+        tenant_spec(
+            1,
+            &["--leak-mb-per-sec", "200"],
+            json!({"restart": pacing, "maxMemoryMb": 20}),
+        ),
+    );
+    // Exits at once with startSecs 0 (the /bin/true loop).
+    a.put(
+        "instant",
+        json!({"command": "/bin/true", "slot": 2, "restart": pacing}),
+    );
+    for id in ["hangs", "leaks", "instant"] {
+        let s = a.wait_status(id, "cooldown", Duration::from_secs(30), |s| {
+            s["state"] == "cooldown"
+        });
+        // The first run and two paced restarts, then the cooldown holds.
+        assert_eq!(s["restarts"], 2, "{id}: {s}");
+    }
+    assert!(a.logs("hangs", 50).contains("failed pings in a row"));
+    assert!(a.logs("leaks", 50).contains("memory limit exceeded"));
+}

@@ -1,0 +1,279 @@
+//! A tenant is a hostile stranger sharing the pool: each test plays one with
+//! a real program (`/bin/sh` scripts and the test tenant) against a real
+//! `slotpack serve` on the local backend, as root (CI runs them; elsewhere
+//! they skip without root).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use slotpack_tests::orchestrator::{Slotpack, ADMIN};
+use slotpack_tests::{bin, in_ci, is_root, processes_of_uid, uid_of_port, wait_for};
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test} needs root, and CI must run it");
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// A tenant that runs `script` under `/bin/sh -c`, with no ping.
+fn shell(script: &str) -> Value {
+    json!({"command": "/bin/sh", "args": ["-c", script], "ping": null,
+           "restart": {"startSecs": 0}})
+}
+
+/// The tenant's log once it holds `marker`.
+fn log_with(sp: &Slotpack, id: &str, marker: &str) -> String {
+    wait_for(LONG, &format!("{id} logs {marker}"), || {
+        let r = sp.call("GET", &format!("/api/tenants/{id}/logs?tail=500"), "");
+        let t = r.text();
+        t.contains(marker).then_some(t)
+    })
+}
+
+fn port_of(sp: &Slotpack, id: &str) -> u16 {
+    let t = sp.call("GET", &format!("/api/tenants/{id}"), "").json();
+    t["tenant"]["placement"]["port"].as_u64().unwrap() as u16
+}
+
+#[test]
+fn a_tenant_reaches_no_token_no_database_and_no_other_tenants_env() {
+    if !require_root("secrets") {
+        return;
+    }
+    let sp = Slotpack::start(&[]);
+    sp.create_ok(
+        "victim",
+        json!({"env": {"EXCHANGE_SECRET": "sekrit-4417"}, "args": ["--print-env"]}),
+    );
+    sp.wait_pong("victim");
+    let data = sp.data.display().to_string();
+    let agent_pid = sp.agent_pids()[0].1;
+    let agent_token = std::fs::read_to_string(sp.data.join("pools/pool-1.token")).unwrap();
+    let targets = [
+        format!("{data}/slotpack.db"),
+        format!("{data}/slotpack.db-wal"),
+        format!("{data}/slotpack.db-shm"),
+        format!("{data}/pools/pool-1.token"),
+        format!("{data}/pools/pool-1.log"),
+        format!("{data}/pools/pool-1/programs/victim.json"),
+        format!("{data}/pools/pool-1/logs/victim.log"),
+        format!("/proc/{}/environ", sp.pid()),
+        format!("/proc/{agent_pid}/environ"),
+    ];
+    let mut script = String::new();
+    for t in &targets {
+        script.push_str(&format!(
+            "if cat '{t}' 2>/dev/null; then echo 'READ {t}'; else echo 'denied {t}'; fi\n"
+        ));
+    }
+    script.push_str(&format!(
+        "ls '{data}' >/dev/null 2>&1 && echo 'LISTED data' || echo 'denied listing'\n"
+    ));
+    script.push_str(&format!(
+        "ls '{data}/homes/pool-1' >/dev/null 2>&1 && echo 'LISTED homes' || echo 'denied homes'\n"
+    ));
+    script.push_str("echo done-snooping; exec sleep 1000\n");
+    sp.create_ok("snoop", shell(&script));
+    let log = log_with(&sp, "snoop", "done-snooping");
+    for t in &targets {
+        assert!(log.contains(&format!("denied {t}")), "{t} was read:\n{log}");
+    }
+    assert!(
+        log.contains("denied listing") && log.contains("denied homes"),
+        "{log}"
+    );
+    for secret in ["sekrit-4417", ADMIN, agent_token.trim()] {
+        assert!(!log.contains(secret), "a secret reached the tenant:\n{log}");
+    }
+    // The files themselves: private to the orchestrator.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o711);
+    for f in ["slotpack.db", "slotpack.db-wal", "pools/pool-1.token"] {
+        assert_eq!(mode(&format!("{data}/{f}")) & 0o077, 0, "{f}");
+    }
+    // No API answer carries a tenant's env.
+    for path in [
+        "/api/tenants/victim",
+        "/api/tenants",
+        "/api/events?limit=1000",
+        "/api/pool/status",
+    ] {
+        let r = sp.call("GET", path, "");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(!r.text().contains("sekrit-4417"), "{path} shows the env");
+    }
+}
+
+#[test]
+fn a_setsid_escape_dies_with_its_slot_and_leaves_no_files_for_the_next_tenant() {
+    if !require_root("setsid escape") {
+        return;
+    }
+    let sp = Slotpack::start(&[]);
+    let leak = format!("/tmp/slotpack-leak-{}", std::process::id());
+    let tenant = bin("test-tenant").display().to_string();
+    let script = format!(
+        "setsid sh -c 'exec sleep 1001' </dev/null >/dev/null 2>&1 &\n\
+         echo private-notes > {leak}; chmod 644 {leak}\n\
+         exec {tenant}"
+    );
+    sp.create_ok("runaway", shell(&script));
+    let port = sp.wait_pong("runaway");
+    let uid = uid_of_port(port);
+    wait_for(LONG, "the escaped sleep runs", || {
+        (processes_of_uid(uid).len() >= 2).then_some(())
+    });
+    assert!(std::path::Path::new(&leak).exists());
+    // A stop leaves nothing of the slot's user running.
+    let r = sp.call("POST", "/api/tenants/runaway/stop", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(LONG, "no process of the slot user", || {
+        processes_of_uid(uid).is_empty().then_some(())
+    });
+    // Start again, then delete: processes and files outside the home go.
+    assert_eq!(
+        sp.call("POST", "/api/tenants/runaway/start", "").status,
+        200
+    );
+    wait_for(LONG, "escape again", || {
+        (processes_of_uid(uid).len() >= 2).then_some(())
+    });
+    assert_eq!(sp.call("DELETE", "/api/tenants/runaway", "").status, 200);
+    assert!(
+        processes_of_uid(uid).is_empty(),
+        "{:?}",
+        processes_of_uid(uid)
+    );
+    assert!(
+        !std::path::Path::new(&leak).exists(),
+        "{leak} outlived its tenant"
+    );
+    // The next tenant of the slot (same uid) finds nothing.
+    let body = shell(&format!(
+        "cat {leak} 2>/dev/null || echo nothing-left; exec sleep 1000"
+    ));
+    sp.create_ok("next", body);
+    assert_eq!(port_of(&sp, "next"), port, "same slot, same uid");
+    let log = log_with(&sp, "next", "nothing-left");
+    assert!(!log.contains("private-notes"), "{log}");
+}
+
+#[test]
+fn a_fork_bomb_stays_in_its_slot_and_programs_cannot_gain_privileges() {
+    if !require_root("fork bomb") {
+        return;
+    }
+    let sp = Slotpack::start(&[("SLOT_MAX_PROCS", "40")]);
+    sp.create_ok("neighbour", json!({}));
+    let neighbour = sp.wait_pong("neighbour");
+    // Forks without end, and every child lives on.
+    sp.create_ok("bomb", shell("while :; do sleep 1000 & done"));
+    let uid = uid_of_port(port_of(&sp, "bomb"));
+    wait_for(LONG, "the bomb hits its limit", || {
+        (processes_of_uid(uid).len() >= 30).then_some(())
+    });
+    for _ in 0..20 {
+        let n = processes_of_uid(uid).len();
+        assert!(n <= 40, "{n} processes in one slot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The neighbour and the pool still answer.
+    let r = sp.call("GET", "/api/tenants/neighbour/proxy/api/v1/ping", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let state = sp.call("GET", "/api/tenants/neighbour", "").json()["tenant"]["state"].clone();
+    assert_eq!(state, "running");
+    let status = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        processes_of_uid(uid_of_port(neighbour))[0]
+    ))
+    .unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert_eq!(sp.call("DELETE", "/api/tenants/bomb", "").status, 200);
+    assert!(processes_of_uid(uid).is_empty());
+}
+
+#[test]
+fn a_stubborn_tenant_cannot_hold_the_health_tick() {
+    let sp = Slotpack::start(&[]);
+    let stubborn = json!({"args": ["--ignore-term"], "stop": {"timeoutMs": 300000}});
+    let r = sp.create("stubborn", stubborn);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("stop.timeoutMs"), "{}", r.text());
+    // At the maximum, with a lifetime of one second: it expires while ignoring
+    // SIGTERM, and the ticks that delete it answer long before its stop
+    // timeout would (the client gives up after 30 s; the stop takes 120 s).
+    sp.create_ok(
+        "stubborn",
+        json!({"args": ["--ignore-term"], "stop": {"timeoutMs": 120000},
+               "maxLifetimeSeconds": 1}),
+    );
+    sp.wait_pong("stubborn");
+    std::thread::sleep(Duration::from_millis(1100));
+    let h = sp.health_check();
+    assert!(h["recoveryActions"].to_string().contains("stubborn"), "{h}");
+    // Meanwhile another tenant is still created and recovered as usual.
+    sp.create_ok("other", json!({}));
+    sp.wait_pong("other");
+    let again = sp.health_check();
+    assert!(again["success"] == true, "{again}");
+    let list = sp.call("GET", "/api/tenants", "").json();
+    assert!(!list.to_string().contains("\"stubborn\""), "{list}");
+}
+
+#[test]
+fn changing_slots_per_pool_between_runs_never_overlaps_ports_or_users() {
+    let mut sp = Slotpack::start_sized(5, 8, &[("MAX_BOTS_PER_CONTAINER", "3")]);
+    for i in 0..4 {
+        sp.create_ok(&format!("narrow-{i}"), json!({}));
+    }
+    sp.stop();
+    sp.set_env("MAX_BOTS_PER_CONTAINER", "5");
+    sp.spawn();
+    for i in 0..6 {
+        sp.create_ok(&format!("wide-{i}"), json!({}));
+    }
+    let status = sp.call("GET", "/api/pool/status", "").json();
+    let list = sp.call("GET", "/api/tenants", "").json();
+    let mut ports: Vec<u64> = list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["placement"]["port"].as_u64().unwrap())
+        .collect();
+    ports.sort();
+    let n = ports.len();
+    ports.dedup();
+    assert_eq!((n, ports.len()), (10, 10), "{list}");
+    // Port ranges of pools never overlap (uids follow the ports one to one).
+    let mut ranges: Vec<(u64, u64)> = status["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let b = p["basePort"].as_u64().unwrap();
+            (b, b + p["capacity"].as_u64().unwrap())
+        })
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping pools {ranges:?}");
+    }
+    for id in ["narrow-0", "wide-5"] {
+        sp.wait_pong(id);
+    }
+    if is_root() {
+        // Each running slot's processes run as their own user.
+        let uids: Vec<u32> = ports.iter().map(|p| uid_of_port(*p as u16)).collect();
+        for (p, u) in ports.iter().zip(&uids) {
+            wait_for(LONG, &format!("a process of uid {u} on {p}"), || {
+                (!processes_of_uid(*u).is_empty()).then_some(())
+            });
+        }
+    }
+}
