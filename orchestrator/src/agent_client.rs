@@ -53,6 +53,10 @@ pub struct Endpoint {
 pub struct AgentClient {
     http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// As root: the uid an agent's port must be listened on by (ours; a
+    /// Docker port is published by the root daemon). A port some other user
+    /// listens on (a tenant squatting it) never gets the token.
+    owner: Option<u32>,
 }
 
 impl AgentClient {
@@ -67,6 +71,9 @@ impl AgentClient {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(conn),
             timeout,
+            owner: nix::unistd::geteuid()
+                .is_root()
+                .then_some(nix::unistd::geteuid().as_raw()),
         }
     }
 
@@ -103,6 +110,15 @@ impl AgentClient {
         body: Option<Vec<u8>>,
         extra: Duration,
     ) -> Result<(StatusCode, Bytes), AgentError> {
+        if let Some(uid) = self
+            .owner
+            .and_then(|o| slot_agent::procfs::foreign_listener(ep.addr.port(), o))
+        {
+            return Err(AgentError::Unreachable(
+                ep.addr,
+                format!("the port is held by uid {uid}, not by an agent: its token is not sent"),
+            ));
+        }
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", ep.addr))

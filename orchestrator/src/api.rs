@@ -29,12 +29,20 @@ pub struct AppInner {
     pub svc: Arc<Orchestrator>,
     /// Proxy client.
     pub proxy: proxy::ProxyClient,
+    /// The port check of upgraded (tunnelled) connections.
+    pub proxy_guard: proxy::PortGuard,
 }
 
 impl App {
-    /// State for one API worker.
-    pub fn new(svc: Arc<Orchestrator>, proxy: proxy::ProxyClient) -> Self {
-        App(Arc::new(AppInner { svc, proxy }))
+    /// State for one API worker, with its own proxy client.
+    pub fn new(svc: Arc<Orchestrator>) -> Self {
+        let proxy_guard = svc.port_guard();
+        let proxy = proxy::client(proxy_guard.clone());
+        App(Arc::new(AppInner {
+            svc,
+            proxy,
+            proxy_guard,
+        }))
     }
 }
 

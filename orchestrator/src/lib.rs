@@ -17,6 +17,7 @@ pub mod model;
 pub mod placement;
 pub mod proxy;
 pub mod reconcile;
+pub mod routes;
 pub mod service;
 pub mod status;
 
@@ -185,11 +186,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    rt.block_on(serve_http1(
-                        listener,
-                        api::router(api::App::new(svc, proxy::client())),
-                        stop,
-                    ))
+                    rt.block_on(serve_http1(listener, api::router(api::App::new(svc)), stop))
                 })?,
         );
     }

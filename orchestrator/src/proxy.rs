@@ -3,6 +3,7 @@
 //! tunnelled. Our own auth headers never reach the tenant.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,20 +18,75 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use slot_agent::http_error::ApiError;
 
 use crate::api::App;
+use crate::routes::Routes;
 use crate::service::Caller;
 
 /// Pooled keep-alive client to the tenants.
-pub type ProxyClient = Client<HttpConnector, Body>;
+pub type ProxyClient = Client<CheckedConnector, Body>;
 
-/// A client for proxying.
-pub fn client() -> ProxyClient {
+/// The routes whose ports are checked at connect time (local backend as
+/// root), see [`check_port`].
+pub type PortGuard = Option<Arc<RwLock<Routes>>>;
+
+/// A client for proxying; with a guard, every new connection first checks
+/// that the tenant's slot user is the one listening on the port.
+pub fn client(guard: PortGuard) -> ProxyClient {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
     c.set_connect_timeout(Some(Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(c)
+        .build(CheckedConnector { inner: c, guard })
+}
+
+/// `Err` if another user than the tenant's slot user listens on `port`:
+/// a tenant squatting a neighbour's port never receives its traffic.
+/// Checked per new upstream connection (kept-alive ones are reused).
+pub fn check_port(guard: &PortGuard, port: u16) -> Result<(), String> {
+    let Some(routes) = guard else { return Ok(()) };
+    let want = routes
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .uid_of_port(port);
+    match want.and_then(|uid| slot_agent::procfs::foreign_listener(port, uid)) {
+        Some(other) => Err(format!(
+            "port {port} is held by uid {other}, not by the tenant's slot user"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The HTTP connector with the [`check_port`] check before each connect.
+#[derive(Clone)]
+pub struct CheckedConnector {
+    inner: HttpConnector,
+    guard: PortGuard,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<hyper::Uri> for CheckedConnector {
+    type Response = <HttpConnector as tower_service::Service<hyper::Uri>>::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        if let Err(e) = check_port(&self.guard, uri.port_u16().unwrap_or(80)) {
+            return Box::pin(async move { Err(e.into()) });
+        }
+        let connecting = self.inner.call(uri);
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -103,7 +159,7 @@ async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request)
     let path_q = format!("/{path}{query}");
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let r = if upgrade {
-        tunnel(target, &path_q, req).await
+        tunnel(&app.proxy_guard, target, &path_q, req).await
     } else {
         plain(app, target, &path_q, req).await
     };
@@ -140,15 +196,33 @@ async fn plain(
         .proxy
         .request(hyper::Request::from_parts(parts, body))
         .await
-        .map_err(|e| format!("unreachable: {e}"))?;
+        .map_err(|e| format!("unreachable: {}", error_chain(&e)))?;
     let (mut parts, body) = resp.into_parts();
     strip(&mut parts.headers, false);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// An error and its sources, `: `-joined (hyper's own text hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 /// Upgrades: a dedicated HTTP/1 connection; after `101` both sides are
 /// joined byte for byte.
-async fn tunnel(target: SocketAddr, path_q: &str, mut req: Request) -> Result<Response, String> {
+async fn tunnel(
+    guard: &PortGuard,
+    target: SocketAddr,
+    path_q: &str,
+    mut req: Request,
+) -> Result<Response, String> {
+    check_port(guard, target.port())?;
     let client_side = hyper::upgrade::on(&mut req);
     let stream = tokio::net::TcpStream::connect(target)
         .await

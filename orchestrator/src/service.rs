@@ -22,6 +22,7 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::model::*;
 use crate::placement::{place, Decision, PoolCapacity, PoolIndex, Request};
 use crate::reconcile::{plan, Action, Want};
+use crate::routes::{Route, Routes};
 
 mod consolidation;
 
@@ -99,9 +100,9 @@ pub struct Orchestrator {
     /// Counters.
     pub metrics: Metrics,
     placer: Mutex<PoolIndex>,
-    /// Tenant id → (owner, port) for the proxy's hot path; derived from the
-    /// database, changed with the index (and on the way to deletion).
-    routes: std::sync::RwLock<HashMap<String, (String, u16)>>,
+    /// Tenant id → owner, port, uid for the proxy's hot path; derived from
+    /// the database, changed with the index (and on the way to deletion).
+    routes: Arc<std::sync::RwLock<Routes>>,
     last_health: std::sync::Mutex<Option<HealthReport>>,
     /// One health tick at a time (loop, API and backend events).
     tick_lock: Mutex<()>,
@@ -148,7 +149,7 @@ impl Orchestrator {
             agents,
             metrics: Metrics::default(),
             placer: Mutex::new(PoolIndex::new()),
-            routes: std::sync::RwLock::new(HashMap::new()),
+            routes: Arc::default(),
             last_health: std::sync::Mutex::new(None),
             tick_lock: Mutex::new(()),
             restart_failures: std::sync::Mutex::new(HashMap::new()),
@@ -203,15 +204,28 @@ impl Orchestrator {
         }
         let mut idx_guard = self.placer.lock().await;
         *idx_guard = idx;
+        let by_number: HashMap<u64, &PoolRow> = pools.iter().map(|p| (p.number, p)).collect();
         *self.routes_mut() = tenants
             .iter()
             .filter(|t| t.desired != "deleting")
-            .map(|t| (t.id.clone(), (t.owner.clone(), t.port)))
+            .filter_map(|t| {
+                Some((
+                    t.id.clone(),
+                    route(&t.owner, by_number.get(&t.pool)?, t.slot),
+                ))
+            })
             .collect();
         Ok(())
     }
 
-    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (String, u16)>> {
+    /// The proxy routes, for a port check at connect time (local backend
+    /// as root: there, every tenant's listener must be its slot user's).
+    pub fn port_guard(&self) -> Option<Arc<std::sync::RwLock<Routes>>> {
+        (self.backend.name() == "local" && nix::unistd::geteuid().is_root())
+            .then(|| self.routes.clone())
+    }
+
+    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
         self.routes.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -316,7 +330,7 @@ impl Orchestrator {
             self.db.insert_tenant(&row)?;
             idx.take(pool, slot, &want);
             self.routes_mut()
-                .insert(row.id.clone(), (row.owner.clone(), row.port));
+                .insert(row.id.clone(), route(&row.owner, &prow, slot));
             row
         };
         // Committed: from here on the reconciler would finish the job after a crash.
@@ -580,8 +594,8 @@ impl Orchestrator {
     pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<std::net::SocketAddr> {
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
         match routes.get(id) {
-            Some((owner, port)) if caller.may_see(owner) => {
-                Ok(std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
+            Some(r) if caller.may_see(&r.owner) => {
+                Ok(std::net::SocketAddr::from(([127, 0, 0, 1], r.port)))
             }
             _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
         }
@@ -792,7 +806,7 @@ impl Orchestrator {
                 self.db.move_tenant(&t.id, pool, slot, port, &why)?;
                 idx.take(pool, slot, &want);
                 self.routes_mut()
-                    .insert(t.id.clone(), (t.owner.clone(), port));
+                    .insert(t.id.clone(), route(&t.owner, &prow, slot));
                 moved.push((t.id, req, prow, slot, port, t.desired));
             }
         }
@@ -1169,6 +1183,15 @@ pub fn program_spec(req: &CreateTenant, slot: u32, port: u16) -> ProgramSpec {
         restart: req.restart.clone(),
         stop: req.stop.clone(),
         max_memory_mb: Some(req.resources.memory_mb),
+    }
+}
+
+/// The proxy route of `owner`'s tenant in `slot` of `pool`.
+fn route(owner: &str, pool: &PoolRow, slot: u32) -> Route {
+    Route {
+        owner: owner.to_string(),
+        port: pool.base_port + slot as u16,
+        uid: pool.uid_base + slot,
     }
 }
 

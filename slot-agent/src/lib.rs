@@ -13,6 +13,7 @@ pub mod logs;
 pub mod metrics;
 pub mod ping;
 pub mod policy;
+pub mod ports;
 pub mod procfs;
 pub mod protocol;
 pub mod store;
@@ -211,7 +212,10 @@ async fn sample_loop(sup: Shared, every: Duration) {
         tick.tick().await;
         let procs = procfs::all();
         let rss = procfs::rss_by_group(&procs);
-        lock(&sup).sample_memory(&rss);
+        let listeners = procfs::listeners();
+        let mut s = lock(&sup);
+        s.sample_memory(&rss);
+        s.police_ports(&listeners);
     }
 }
 

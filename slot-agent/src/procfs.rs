@@ -1,4 +1,5 @@
-//! Reading `/proc`: resident memory per process group, process start times.
+//! Reading `/proc`: resident memory per process group, process start times,
+//! and who listens on a TCP port (`/proc/net/tcp{,6}`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -62,6 +63,39 @@ pub fn rss_by_group(procs: &[ProcStat]) -> HashMap<i32, u64> {
     m
 }
 
+/// (port, uid) of every listening TCP socket in a `/proc/net/tcp` or
+/// `/proc/net/tcp6` text (any local address). Pure.
+pub fn parse_listeners(text: &str) -> Vec<(u16, u32)> {
+    const LISTEN: &str = "0A";
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+            let uid = f.get(7)?.parse().ok()?;
+            (*f.get(3)? == LISTEN).then_some((port, uid))
+        })
+        .collect()
+}
+
+/// (port, uid) of every listening TCP socket in this network namespace.
+pub fn listeners() -> Vec<(u16, u32)> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .flat_map(|t| parse_listeners(&t))
+        .collect()
+}
+
+/// A uid other than `owner` that listens on `port`, if any: the port of a
+/// slot (or of an agent) is held by someone else. No listener is no answer.
+pub fn foreign_listener(port: u16, owner: u32) -> Option<u32> {
+    listeners()
+        .into_iter()
+        .find(|(p, u)| *p == port && *u != owner)
+        .map(|(_, u)| u)
+}
+
 fn page_size() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
@@ -79,6 +113,21 @@ mod tests {
         let s = parse_stat(t).unwrap();
         assert_eq!((s.pid, s.state, s.ppid, s.pgrp), (42, 'S', 1, 42));
         assert_eq!((s.start_ticks, s.rss_pages), (777, 33));
+    }
+
+    #[test]
+    fn finds_listeners_and_their_uids() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10003        0 1683 1
+   1: 0100007F:2328 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  10001        0 1684 1
+   2: 0100007F:2329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1685 1";
+        assert_eq!(parse_listeners(t), vec![(9000, 10003), (9001, 0)]);
+        let me = nix::unistd::geteuid().as_raw();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listeners().contains(&(port, me)));
+        assert_eq!(foreign_listener(port, me), None);
+        assert_eq!(foreign_listener(port, me + 1), Some(me));
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub struct Supervisor {
     programs: BTreeMap<String, Program>,
     by_pid: HashMap<i32, String>,
     events: broadcast::Sender<StateEvent>,
+    /// Ports of slots whose program is not running, held by the agent.
+    ports: crate::ports::PortHolds,
     started: Instant,
     shutting_down: bool,
     handle: Weak<Mutex<Supervisor>>,
@@ -164,6 +166,14 @@ impl Supervisor {
             log_backups: cfg.log_backups,
         };
         let (events, _) = broadcast::channel(1024);
+        let mut ports = crate::ports::PortHolds::default();
+        for slot in 0..settings.slots {
+            if let Some(port) = slot_port(settings.base_port, slot) {
+                if !ports.hold(port) {
+                    eprintln!("slot-agent: port {port} of slot {slot} is taken by someone else");
+                }
+            }
+        }
         Arc::new_cyclic(|handle| {
             Mutex::new(Supervisor {
                 settings,
@@ -171,6 +181,7 @@ impl Supervisor {
                 programs: BTreeMap::new(),
                 by_pid: HashMap::new(),
                 events,
+                ports,
                 started: Instant::now(),
                 shutting_down: false,
                 handle: handle.clone(),
@@ -411,6 +422,9 @@ impl Supervisor {
             crate::leftovers::remove_files(uid);
         }
         let _ = fs::remove_dir_all(self.settings.slots_dir.join(p.slot.to_string()));
+        if !self.slot_busy(p.slot) {
+            self.ports.hold(p.port);
+        }
         for n in 0..=self.settings.log_backups {
             let suffix = if n == 0 {
                 String::new()
@@ -602,6 +616,60 @@ impl Supervisor {
         }
     }
 
+    /// Whether a program of `slot` has a process.
+    fn slot_busy(&self, slot: u32) -> bool {
+        self.programs
+            .values()
+            .any(|p| p.slot == slot && p.pid.is_some())
+    }
+
+    /// End what listens on a slot's port without being that slot's running
+    /// program: a slot user of this pool is ended (its program restarts by
+    /// its own policy); any other holder is reported. `listeners` is every
+    /// (port, uid) listening now. Only with slot users.
+    pub fn police_ports(&mut self, listeners: &[(u16, u32)]) {
+        let Some(base) = self.settings.uid_base else {
+            return;
+        };
+        let ours = base..base + self.settings.slots;
+        for slot in 0..self.settings.slots {
+            let Some(port) = slot_port(self.settings.base_port, slot) else {
+                continue;
+            };
+            let rightful = self.slot_busy(slot).then_some(base + slot);
+            for &(_, uid) in listeners
+                .iter()
+                .filter(|(p, u)| *p == port && Some(*u) != rightful)
+            {
+                let victim = self.program_in(slot);
+                if ours.contains(&uid) {
+                    let thief = uid - base;
+                    let msg = format!(
+                        "slot {thief}'s user listened on port {port} of slot {slot}: ended"
+                    );
+                    eprintln!("slot-agent: {msg}");
+                    if let Some(t) = self.program_in(thief) {
+                        self.note(&t, &msg);
+                    }
+                    crate::leftovers::end_processes(uid);
+                } else if let Some(v) = victim {
+                    self.note(
+                        &v,
+                        &format!("port {port} is held by uid {uid}, not this slot's user"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The program (if any) that owns `slot`.
+    fn program_in(&self, slot: u32) -> Option<String> {
+        self.programs
+            .iter()
+            .find(|(_, p)| p.slot == slot)
+            .map(|(id, _)| id.clone())
+    }
+
     /// The uid of `slot`'s programs, when slots run under their own uids.
     fn slot_uid(&self, slot: u32) -> Option<u32> {
         self.settings.uid_base.map(|b| b + slot)
@@ -639,9 +707,18 @@ impl Supervisor {
             cmd.uid(uid).gid(uid);
         }
         confine(&mut cmd, uid.map(|_| s.max_procs));
+        let port = p.port;
+        self.ports.release(port);
         let child = cmd.spawn();
         drop(cmd); // closes our copies of the pipe's write end
-        let pid = child?.id() as i32;
+        let pid = match child {
+            Ok(c) => c.id() as i32,
+            Err(e) => {
+                self.ports.hold(port);
+                return Err(e);
+            }
+        };
+        let p = &self.programs[id];
         // The Child is dropped without waiting: the reaper collects every exit.
         pump_log(read_end, p.log.clone());
         Ok(pid)
@@ -656,6 +733,9 @@ impl Supervisor {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         if let Some(uid) = self.programs.get(&id).and_then(|p| self.slot_uid(p.slot)) {
             crate::leftovers::end_processes(uid);
+        }
+        if let Some(port) = self.programs.get(&id).map(|p| p.port) {
+            self.ports.hold(port);
         }
         if let Err(e) = self.store.clear_pid(&id) {
             eprintln!("slot-agent: {id}: clearing pid: {e}");
@@ -881,11 +961,21 @@ impl Supervisor {
             .map_or(s.ping_interval, Duration::from_millis);
         let timeout = cfg.timeout_ms.map_or(s.ping_timeout, Duration::from_millis);
         let addr = SocketAddr::from(([127, 0, 0, 1], p.port));
+        let uid = self.slot_uid(p.slot);
         let (gen, handle, id) = (p.gen, self.handle.clone(), id.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(cfg.initial_delay_ms)).await;
             loop {
-                let r = ping::ping(cfg.kind, addr, &cfg.path, timeout).await;
+                // An answer from another user's listener on the slot's port
+                // is no answer of this program.
+                let taken = uid.and_then(|u| procfs::foreign_listener(addr.port(), u));
+                let r = match taken {
+                    Some(_) => ping::PingResult {
+                        ok: false,
+                        latency: Duration::ZERO,
+                    },
+                    None => ping::ping(cfg.kind, addr, &cfg.path, timeout).await,
+                };
                 let Some(sh) = handle.upgrade() else { return };
                 let next = lock(&sh).on_ping(&id, gen, r, interval);
                 drop(sh);
@@ -916,6 +1006,11 @@ fn confine(cmd: &mut Command, max_procs: Option<u64>) {
     unsafe {
         cmd.pre_exec(limit);
     }
+}
+
+/// The port of `slot` given the agent's base port.
+fn slot_port(base: u16, slot: u32) -> Option<u16> {
+    u16::try_from(u32::from(base) + slot).ok()
 }
 
 fn status(id: &str, p: &Program) -> ProgramStatus {

@@ -277,3 +277,96 @@ fn changing_slots_per_pool_between_runs_never_overlaps_ports_or_users() {
         }
     }
 }
+
+/// A hostile Python tenant: binds every port given (as servers do, with
+/// SO_REUSEADDR), says which it got, then answers every request with a pong
+/// and logs the request line and headers it received.
+const THIEF: &str = r#"
+import select, socket, sys
+socks = []
+for p in map(int, sys.argv[1:]):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", p)); s.listen(16); socks.append(s); print("bound", p, flush=True)
+    except OSError as e:
+        print("refused", p, e, flush=True)
+print("thief ready", flush=True)
+while socks:
+    for s in select.select(socks, [], [])[0]:
+        c, _ = s.accept()
+        c.settimeout(2)
+        try:
+            print("GOT", c.recv(65536).decode(errors="replace").replace("\r\n", " | "), flush=True)
+            c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{"status":"pong"}')
+        except OSError:
+            pass
+        c.close()
+"#;
+
+fn thief(ports: &[u16]) -> Value {
+    let mut args = vec!["-c".to_string(), THIEF.to_string()];
+    args.extend(ports.iter().map(|p| p.to_string()));
+    json!({"command": "/usr/bin/python3", "args": args, "ping": null,
+           "restart": {"startSecs": 0}})
+}
+
+#[test]
+fn a_tenant_cannot_take_a_free_slots_port_nor_block_a_new_pool() {
+    let sp = Slotpack::start(&[]);
+    let b = sp.base_port;
+    // Pool 1 holds slots b..b+3 (agent on b-1); the next block would be
+    // b+3..b+6 with its agent on b-2.
+    let grab = [b + 1, b + 2, b - 2, b + 3, b + 4, b + 5];
+    sp.create_ok("thief", thief(&grab));
+    let log = log_with(&sp, "thief", "thief ready");
+    for p in [b + 1, b + 2] {
+        assert!(
+            log.contains(&format!("refused {p}")),
+            "took free slot port {p}:\n{log}"
+        );
+    }
+    for p in [b - 2, b + 3] {
+        assert!(log.contains(&format!("bound {p}")), "{log}");
+    }
+    // The next tenants of pool 1 get their own traffic.
+    for id in ["victim", "second"] {
+        sp.create_ok(id, json!({}));
+        let port = sp.wait_pong(id);
+        let info = sp.call("GET", &format!("/api/tenants/{id}/proxy/info"), "");
+        assert_eq!(info.status, 200, "{}", info.text());
+        if is_root() {
+            assert_eq!(info.json()["uid"], uid_of_port(port), "{id}");
+        }
+    }
+    // The squatted block is skipped: a new pool starts elsewhere.
+    let r = sp.create("third", json!({}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let port = sp.wait_pong("third");
+    assert!(!grab.contains(&port), "placed on a squatted port {port}");
+    let agent = sp.call("GET", "/api/pool/status", "").json();
+    assert_eq!(agent["totalPools"], 2, "{agent}");
+    let log = sp
+        .call("GET", "/api/tenants/thief/logs?tail=500", "")
+        .text();
+    assert!(!log.contains("GOT"), "the thief received a request:\n{log}");
+}
+
+#[test]
+fn a_tenant_on_a_neighbours_port_gets_none_of_its_traffic_and_is_ended() {
+    if !require_root("port theft") {
+        return;
+    }
+    let sp = Slotpack::start(&[]);
+    // The victim does not bind its port at once (as a slow starter would).
+    sp.create_ok("victim", json!({"args": ["--no-listen"], "ping": null}));
+    let victim_port = port_of(&sp, "victim");
+    sp.create_ok("thief", thief(&[victim_port]));
+    log_with(&sp, "thief", &format!("bound {victim_port}"));
+    let r = sp.call("GET", "/api/tenants/victim/proxy/api/v1/ping", "");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("held by uid"), "{}", r.text());
+    // The agent ends the thief (its program restarts by its own policy).
+    let log = log_with(&sp, "thief", "listened on port");
+    assert!(!log.contains("GOT"), "the thief received a request:\n{log}");
+}

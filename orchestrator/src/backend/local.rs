@@ -121,7 +121,21 @@ impl LocalBackend {
         // Ready means our agent answers its health route while its process
         // lives: a bare connect could reach some other listener.
         let deadline = Instant::now() + Duration::from_secs(10);
+        let me = nix::unistd::geteuid();
         loop {
+            // As root, a listener of another user on the agent port is a
+            // squatter (a tenant): its health answer means nothing.
+            if let Some(uid) = me
+                .is_root()
+                .then(|| procfs::foreign_listener(addr.port(), me.as_raw()))
+                .flatten()
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(err(format!(
+                    "agent port {} is held by uid {uid}",
+                    addr.port()
+                )));
+            }
             let alive = self.running_pid(&id).is_some();
             if alive {
                 let r = slot_agent::ping::ping(

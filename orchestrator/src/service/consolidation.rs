@@ -148,8 +148,10 @@ impl Orchestrator {
             self.db
                 .move_tenant(&tenant.id, to.number, m.to_slot, port, &why)?;
             idx.take(to.number, m.to_slot, &request_of(&tenant, &to));
-            self.routes_mut()
-                .insert(tenant.id.clone(), (tenant.owner.clone(), port));
+            self.routes_mut().insert(
+                tenant.id.clone(),
+                super::route(&tenant.owner, &to, m.to_slot),
+            );
             moving.push(Moving {
                 tenant,
                 to,

@@ -1,0 +1,86 @@
+//! Proxy routes, derived from the database: tenant id → owner, port, and
+//! the uid of the slot user that must be the one listening on that port.
+
+use std::collections::HashMap;
+
+/// Where one tenant is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Owner (who may use the route).
+    pub owner: String,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// Uid of the tenant's slot user.
+    pub uid: u32,
+}
+
+/// Every route, by tenant id and by port.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_id: HashMap<String, Route>,
+    uid_by_port: HashMap<u16, u32>,
+}
+
+impl Routes {
+    /// Add or replace the route of `id`.
+    pub fn insert(&mut self, id: String, route: Route) {
+        self.uid_by_port.insert(route.port, route.uid);
+        if let Some(old) = self.by_id.insert(id, route) {
+            if !self.by_id.values().any(|r| r.port == old.port) {
+                self.uid_by_port.remove(&old.port);
+            }
+        }
+    }
+
+    /// Drop the route of `id`.
+    pub fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.uid_by_port.remove(&old.port);
+        }
+    }
+
+    /// The route of `id`.
+    pub fn get(&self, id: &str) -> Option<&Route> {
+        self.by_id.get(id)
+    }
+
+    /// The uid that must listen on `port`, if a tenant is routed there.
+    pub fn uid_of_port(&self, port: u16) -> Option<u32> {
+        self.uid_by_port.get(&port).copied()
+    }
+}
+
+impl FromIterator<(String, Route)> for Routes {
+    fn from_iter<I: IntoIterator<Item = (String, Route)>>(it: I) -> Self {
+        let mut r = Routes::default();
+        for (id, route) in it {
+            r.insert(id, route);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(port: u16, uid: u32) -> Route {
+        Route {
+            owner: "o".into(),
+            port,
+            uid,
+        }
+    }
+
+    #[test]
+    fn ports_follow_their_tenants() {
+        let mut r: Routes = [("a".to_string(), route(9000, 1))].into_iter().collect();
+        assert_eq!(r.uid_of_port(9000), Some(1));
+        // A move to another port.
+        r.insert("a".into(), route(9005, 7));
+        assert_eq!((r.uid_of_port(9000), r.uid_of_port(9005)), (None, Some(7)));
+        r.remove("a");
+        assert_eq!(r.uid_of_port(9005), None);
+        assert!(r.get("a").is_none());
+    }
+}
