@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use utoipa::OpenApi;
@@ -130,14 +130,15 @@ pub fn router(app: App) -> Router {
         .route("/api/tenants/{id}", get(get_tenant).delete(delete_tenant))
         .route("/api/tenants/{id}/{action}", post(tenant_action))
         .route("/api/tenants/{id}/logs", get(tenant_logs))
-        .route("/api/tenants/{id}/proxy", any(proxy::handle_root))
-        .route("/api/tenants/{id}/proxy/", any(proxy::handle_root))
+        .route("/api/tenants/{id}/proxy", any(proxy::handle))
+        .route("/api/tenants/{id}/proxy/", any(proxy::handle))
         .route("/api/tenants/{id}/proxy/{*path}", any(proxy::handle))
         .route("/api/pool/status", get(pool_status))
         .route("/api/pool/health-check", post(health_check))
         .route("/api/pool/cleanup", post(cleanup))
         .route("/api/pool/bot/{instance_id}", get(bot_info))
-        .route("/api/tokens", post(create_token))
+        .route("/api/tokens", post(create_token).get(list_tokens))
+        .route("/api/tokens/{id}", delete(revoke_token))
         .route("/api/events", get(events))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     let router = Router::new()
@@ -290,7 +291,19 @@ async fn tenant_action(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TailQuery {
-    tail: Option<usize>,
+    tail: Option<u64>,
+}
+
+/// `?tail=` of the logs: lines.
+const TAIL_LINES: std::ops::RangeInclusive<u64> = 0..=100_000;
+/// `?limit=` of the events.
+const EVENTS_LIMIT: std::ops::RangeInclusive<u64> = 1..=10_000;
+
+/// `v` if it lies in `r`, else a 400 naming the parameter and the range.
+fn ranged(name: &str, v: u64, r: &std::ops::RangeInclusive<u64>) -> ApiResult<u64> {
+    slot_agent::protocol::in_range(name, v, r)
+        .map(|_| v)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))
 }
 
 /// The tenant's last log lines (stdout and stderr).
@@ -302,11 +315,8 @@ async fn tenant_logs(
     Path(id): Path<String>,
     q: Result<Query<TailQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let q = query(q)?;
-    let text = app
-        .svc
-        .logs(&caller, &id, q.tail.unwrap_or(100).min(100_000))
-        .await?;
+    let tail = ranged("tail", query(q)?.tail.unwrap_or(100), &TAIL_LINES)?;
+    let text = app.svc.logs(&caller, &id, tail as usize).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from(text),
@@ -378,11 +388,40 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(app.svc.create_token(&req.owner)?)).into_response())
 }
 
+/// Every owner token: id (hash prefix), owner, creation time (admin).
+#[utoipa::path(get, path = "/api/tokens", responses((status = 200, body = TokenList), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)), security(("bearer" = [])))]
+async fn list_tokens(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<TokenList>> {
+    admin_only(&caller)?;
+    Ok(Json(TokenList {
+        success: true,
+        tokens: app.svc.tokens()?,
+    }))
+}
+
+/// Revoke an owner token by its id (admin); its next request answers 401.
+#[utoipa::path(delete, path = "/api/tokens/{id}", params(("id" = String, Path, description = "the id GET /api/tokens lists")),
+    responses((status = 200, description = "revoked"), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc)), security(("bearer" = [])))]
+async fn revoke_token(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin_only(&caller)?;
+    let owner = app.svc.revoke_token(&id)?;
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "message": format!("token {id} of {owner} revoked")
+    })))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     tenant: Option<String>,
-    limit: Option<u32>,
+    limit: Option<u64>,
 }
 
 /// The lifecycle log (admin): latest events, oldest first.
@@ -395,10 +434,11 @@ async fn events(
 ) -> ApiResult<Json<serde_json::Value>> {
     admin_only(&caller)?;
     let q = query(q)?;
+    let limit = ranged("limit", q.limit.unwrap_or(100), &EVENTS_LIMIT)?;
     let ev = app
         .svc
         .db
-        .events(q.tenant.as_deref(), q.limit.unwrap_or(100).min(10_000))
+        .events(q.tenant.as_deref(), limit as u32)
         .map_err(ServiceError::from)?;
     Ok(Json(serde_json::json!({"success": true, "events": ev})))
 }

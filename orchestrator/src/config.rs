@@ -92,6 +92,14 @@ pub struct ServeConfig {
     #[arg(long, env = "SLOT_MAX_PROCS", default_value_t = 512,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub slot_max_procs: u64,
+    /// Lifecycle events kept in the database (older ones are dropped).
+    #[arg(long, env = "SLOTPACK_EVENTS_KEEP", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(10..=100_000_000))]
+    pub events_keep: u64,
+    /// Time a client has to send a request's headers, in ms (slowloris).
+    #[arg(long, env = "SLOTPACK_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_timeout_ms: u64,
     /// Uid of slot 0 of pool block 0 when agents run as root.
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
     pub slot_uid_base: u32,
@@ -112,6 +120,11 @@ impl ServeConfig {
     /// Health tick interval.
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_check_interval.max(100))
+    }
+
+    /// Time a client has to send a request's headers.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
     }
 
     /// Timeout of one agent call or ping.

@@ -127,6 +127,18 @@ pub struct TenantRow {
     pub expires_at: Option<i64>,
 }
 
+/// An owner token as listed (its secret is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRow {
+    /// First 16 hex digits of the token's SHA-256: what revocation names.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
 /// One lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -482,8 +494,9 @@ impl Db {
     pub fn set_desired(&self, id: &str, desired: &str) -> Result<bool, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // No change, no row written: repeated actions cannot grow the log.
         let n = tx.execute(
-            "UPDATE tenants SET desired = ?2 WHERE id = ?1",
+            "UPDATE tenants SET desired = ?2 WHERE id = ?1 AND desired != ?2",
             params![id, desired],
         )?;
         if n > 0 {
@@ -553,6 +566,58 @@ impl Db {
             "INSERT INTO tokens (hash, owner, created_at) VALUES (?1, ?2, ?3)",
             params![hash, owner, now()],
         )?;
+        Ok(())
+    }
+
+    /// Every owner token (never the token itself: its id is the first 16
+    /// hex digits of its hash), oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT substr(hash, 1, 16), owner, created_at FROM tokens ORDER BY created_at, hash",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(TokenRow {
+                    id: r.get(0)?,
+                    owner: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Revoke the token with this id; returns its owner if there was one.
+    pub fn delete_token(&self, id: &str) -> Result<Option<String>, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT owner FROM tokens WHERE substr(hash, 1, 16) = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(o) = &owner {
+            tx.execute("DELETE FROM tokens WHERE substr(hash, 1, 16) = ?1", [id])?;
+            tx.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?1, 'token.revoked', ?2)",
+                params![now(), format!("token {id} of {o}")],
+            )?;
+        }
+        tx.commit()?;
+        Ok(owner)
+    }
+
+    /// Keep only the latest `keep` events: older rows go as new ones come.
+    pub fn set_event_retention(&self, keep: u64) -> Result<(), DbError> {
+        self.conn().execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS events_retention;
+             CREATE TRIGGER events_retention AFTER INSERT ON events BEGIN
+                 DELETE FROM events WHERE seq <= NEW.seq - {keep};
+             END;"
+        ))?;
         Ok(())
     }
 

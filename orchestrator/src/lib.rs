@@ -75,6 +75,7 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     set_mode(&cfg.data_dir, 0o711)?;
     let db = db::Db::open(&cfg.data_dir.join("slotpack.db")).context("opening the database")?;
     db.fill_uid_bases(cfg.slot_uid_base)?;
+    db.set_event_retention(cfg.events_keep)?;
     let env = vec![
         (
             "HEALTH_CHECK_INTERVAL".to_string(),
@@ -186,7 +187,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    rt.block_on(serve_http1(listener, api::router(api::App::new(svc)), stop))
+                    let header_timeout = svc.cfg.header_timeout();
+                    let app = api::router(api::App::new(svc));
+                    rt.block_on(serve_http1(listener, app, header_timeout, stop))
                 })?,
         );
     }
@@ -226,12 +229,17 @@ async fn tick_and_log(svc: &Orchestrator) {
 async fn serve_http1(
     listener: std::net::TcpListener,
     app: axum::Router,
+    header_timeout: std::time::Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let http = hyper::server::conn::http1::Builder::new();
+    // A connection that has not sent a whole request head in time is
+    // closed, so held-open half requests (slowloris) cost nothing for long.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     // Each connection task holds a clone; the count tells when all are done.
     let open = std::sync::Arc::new(());
     loop {

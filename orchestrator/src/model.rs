@@ -323,3 +323,13 @@ pub struct BotInfo {
     /// Where to reach it.
     pub connection: Connection,
 }
+
+/// `GET /api/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenList {
+    /// Always true.
+    pub success: bool,
+    /// Every owner token.
+    pub tokens: Vec<crate::db::TokenRow>,
+}

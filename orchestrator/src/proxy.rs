@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -126,24 +126,29 @@ fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// `ANY /api/tenants/{id}/proxy/{*path}`.
+/// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy` (the tenant's `/`).
+/// Both come from the raw path: nothing is decoded (a tenant id has no
+/// character that needs encoding, so an encoded one matches no tenant).
 pub async fn handle(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path((id, path)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    forward(&app, &caller, &id, &path, req).await
+    let raw = req.uri().path().to_string();
+    let id = raw.split('/').nth(3).unwrap_or("");
+    let path = upstream_path(&raw);
+    forward(&app, &caller, id, &path, req).await
 }
 
-/// `ANY /api/tenants/{id}/proxy` (the tenant's `/`).
-pub async fn handle_root(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    forward(&app, &caller, &id, "", req).await
+/// The tenant's part of a proxied path, exactly as the client sent it
+/// (still percent-encoded: `%2F`, `%20`, `%3F` reach the tenant unchanged):
+/// what follows `/api/tenants/{id}/proxy`, or `/`.
+pub fn upstream_path(raw: &str) -> String {
+    // "", "api", "tenants", id, "proxy", rest
+    match raw.splitn(6, '/').nth(5) {
+        Some(rest) => format!("/{rest}"),
+        None => "/".to_string(),
+    }
 }
 
 async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request) -> Response {
@@ -156,7 +161,7 @@ async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request)
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let path_q = format!("/{path}{query}");
+    let path_q = format!("{path}{query}");
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let r = if upgrade {
         tunnel(&app.proxy_guard, target, &path_q, req).await
@@ -265,6 +270,17 @@ async fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_path_is_the_raw_rest() {
+        assert_eq!(upstream_path("/api/tenants/a/proxy"), "/");
+        assert_eq!(upstream_path("/api/tenants/a/proxy/"), "/");
+        assert_eq!(upstream_path("/api/tenants/a/proxy/x/y"), "/x/y");
+        assert_eq!(
+            upstream_path("/api/tenants/a/proxy/a%2Fb/c%20d%3Fe"),
+            "/a%2Fb/c%20d%3Fe"
+        );
+    }
 
     #[test]
     fn credentials_and_hop_by_hop_headers_are_dropped() {

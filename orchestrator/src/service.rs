@@ -247,7 +247,7 @@ impl Orchestrator {
         }
         let owner = match (caller, req.owner.take()) {
             (Caller::Admin, Some(o)) => o,
-            (Caller::Admin, None) => "admin".to_string(),
+            (Caller::Admin, None) => ADMIN_OWNER.to_string(),
             (Caller::Owner(me), Some(o)) if &o != me => {
                 return Err(ServiceError::Forbidden(format!(
                     "an owner token creates tenants for its own owner only, not {o:?}"
@@ -255,10 +255,8 @@ impl Orchestrator {
             }
             (Caller::Owner(me), _) => me.clone(),
         };
-        if !is_valid_id(&owner) {
-            return bad(format!(
-                "invalid owner {owner:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
-            ));
+        if !(owner == ADMIN_OWNER && *caller == Caller::Admin) {
+            check_owner(&owner)?;
         }
         req.owner = Some(owner);
         if let Some(c) = &req.pool_class {
@@ -304,6 +302,13 @@ impl Orchestrator {
                 if old.spec == stored && old.desired != "deleting" {
                     drop(idx);
                     return Ok((self.view(&old).await?, false));
+                }
+                if !caller.may_see(&old.owner) {
+                    // Another owner's: answered as GET answers it.
+                    return Err(ServiceError::NotFound(format!(
+                        "tenant {} not found",
+                        req.id
+                    )));
                 }
                 return Err(ServiceError::Conflict(format!("tenant {} exists", req.id)));
             }
@@ -622,11 +627,7 @@ impl Orchestrator {
 
     /// Create an owner token.
     pub fn create_token(&self, owner: &str) -> Result<TokenCreated> {
-        if !is_valid_id(owner) {
-            return Err(ServiceError::BadRequest(format!(
-                "invalid owner {owner:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
-            )));
-        }
+        check_owner(owner)?;
         let token = format!("sp_{}", random_token());
         self.db.insert_token(&token_hash(&token), owner)?;
         self.db.event("token.created", None, None, owner)?;
@@ -641,6 +642,18 @@ impl Orchestrator {
     /// start waiting for an old copy of the tenant to stop).
     pub fn wants_followup(&self) -> bool {
         self.followup.load(Relaxed)
+    }
+
+    /// Every owner token (ids and owners, never the secrets).
+    pub fn tokens(&self) -> Result<Vec<crate::db::TokenRow>> {
+        Ok(self.db.tokens()?)
+    }
+
+    /// Revoke an owner token by its id: its next request answers 401.
+    pub fn revoke_token(&self, id: &str) -> Result<String> {
+        self.db
+            .delete_token(id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("token {id} not found")))
     }
 
     /// The latest health report, if a tick ran.
@@ -1214,6 +1227,25 @@ fn tenants_of<'a>(
 
 fn stop_timeout_ms(t: &TenantRow) -> u64 {
     serde_json::from_str::<CreateTenant>(&t.spec).map_or(10_000, |r| r.stop.timeout_ms)
+}
+
+/// The owner of tenants the admin creates without naming one; no owner
+/// token can be made for it.
+pub const ADMIN_OWNER: &str = "admin";
+
+/// An owner name a token or tenant may carry: the id pattern, not `admin`.
+fn check_owner(owner: &str) -> Result<()> {
+    if !is_valid_id(owner) {
+        return Err(ServiceError::BadRequest(format!(
+            "invalid owner {owner:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
+        )));
+    }
+    if owner == ADMIN_OWNER {
+        return Err(ServiceError::BadRequest(format!(
+            "owner {ADMIN_OWNER:?} is reserved"
+        )));
+    }
+    Ok(())
 }
 
 /// SHA-256 of a token, hex; what the database stores.

@@ -238,7 +238,7 @@ async fn wait_until(sup: &Shared, limit: Duration, done: impl Fn() -> bool) {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TailQuery {
-    tail: Option<usize>,
+    tail: Option<u64>,
 }
 
 async fn logs(
@@ -248,7 +248,10 @@ async fn logs(
 ) -> ApiResult<Response> {
     checked_id(&id)?;
     let q = query(q)?;
-    let n = q.tail.unwrap_or(100).min(100_000);
+    let n = q.tail.unwrap_or(100);
+    crate::protocol::in_range("tail", n, &(0..=100_000))
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+    let n = n as usize;
     let path = {
         let s = lock(&api.sup);
         s.get(&id)?;

@@ -11,6 +11,7 @@
 //! parent gone, `--print-env`, `--log-lines N`, `--write-home NAME=TEXT`,
 //! `--try-read PATH`, `--try-kill PID`.
 //!
+//! `/target/...` answers with the request target exactly as received.
 //! `GET /ws` with `Upgrade: websocket` completes a real websocket handshake
 //! and echoes every text or binary frame back.
 
@@ -282,6 +283,9 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
             }
             (_, "/echo") => ("200 OK", "application/octet-stream", body),
             (_, "/headers") => ("200 OK", "text/plain", seen_headers.into_bytes()),
+            (_, p) if p.starts_with("/target/") => {
+                ("200 OK", "text/plain", target.as_bytes().to_vec())
+            }
             _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
         };
         // One write per answer: no Nagle/delayed-ACK stall between head and body.

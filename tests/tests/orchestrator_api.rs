@@ -288,6 +288,32 @@ fn bad_input_gets_4xx_json_and_changes_nothing() {
         (with("stop", json!({"signal": "NOPE"})), 400, "bad_request"),
         (with("env", json!({"PORT": "1"})), 400, "bad_request"),
         (with("maxLifetimeSeconds", json!(0)), 400, "bad_request"),
+        (
+            with("maxLifetimeSeconds", json!(18_446_744_073_709_551_615u64)),
+            400,
+            "bad_request",
+        ),
+        (
+            with("stop", json!({"timeoutMs": 300_000})),
+            400,
+            "bad_request",
+        ),
+        (
+            with(
+                "restart",
+                json!({"cooldownMs": 18_446_744_073_709_551_615u64}),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            with(
+                "ping",
+                json!({"kind": "tcp", "failureThreshold": 4_294_967_295u32}),
+            ),
+            400,
+            "bad_request",
+        ),
         (with("poolClass", json!("Not Valid")), 400, "bad_request"),
         (with("owner", json!("UPPER")), 400, "bad_request"),
         ("{not json".to_string(), 400, "bad_request"),
@@ -424,4 +450,137 @@ fn metrics_and_openapi() {
         s.call_as(None, "GET", "/healthz", "").json(),
         json!({"status": "ok"})
     );
+}
+
+#[test]
+fn owner_tokens_are_listed_and_revoked_and_admin_is_reserved() {
+    let s = Slotpack::start(&[]);
+    let r = s.call("POST", "/api/tokens", r#"{"owner":"admin"}"#);
+    assert_error(&r, 400, "bad_request");
+    let tok = s.call("POST", "/api/tokens", r#"{"owner":"alice"}"#).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = s.call("POST", "/api/tokens", r#"{"owner":"bob"}"#).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An owner token cannot create for "admin" either.
+    let mut t = tenant("mine", json!({}));
+    t["owner"] = json!("admin");
+    assert_error(
+        &s.call_as(Some(&tok), "POST", "/api/tenants", &t.to_string()),
+        403,
+        "forbidden",
+    );
+    let list = s.call("GET", "/api/tokens", "").json();
+    let tokens = list["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{list}");
+    assert!(
+        !list.to_string().contains(&tok),
+        "a token's secret is listed"
+    );
+    let id = tokens.iter().find(|t| t["owner"] == "alice").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_error(
+        &s.call_as(Some(&tok), "GET", "/api/tokens", ""),
+        403,
+        "forbidden",
+    );
+    assert_eq!(s.call_as(Some(&tok), "GET", "/api/tenants", "").status, 200);
+    let r = s.call("DELETE", &format!("/api/tokens/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_error(
+        &s.call_as(Some(&tok), "GET", "/api/tenants", ""),
+        401,
+        "unauthorized",
+    );
+    assert_eq!(
+        s.call_as(Some(&other), "GET", "/api/tenants", "").status,
+        200
+    );
+    assert_error(
+        &s.call("DELETE", &format!("/api/tokens/{id}"), ""),
+        404,
+        "not_found",
+    );
+}
+
+#[test]
+fn create_reveals_no_other_owners_tenant() {
+    let s = Slotpack::start(&[]);
+    let alice = s.call("POST", "/api/tokens", r#"{"owner":"alice"}"#).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = s.call("POST", "/api/tokens", r#"{"owner":"bob"}"#).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = tenant("taken", json!({})).to_string();
+    assert_eq!(
+        s.call_as(Some(&alice), "POST", "/api/tenants", &body)
+            .status,
+        201
+    );
+    let get = s.call_as(Some(&bob), "GET", "/api/tenants/taken", "");
+    let create = s.call_as(Some(&bob), "POST", "/api/tenants", &body);
+    assert_eq!((create.status, create.json()), (get.status, get.json()));
+    assert_error(&create, 404, "not_found");
+}
+
+#[test]
+fn repeated_actions_do_not_grow_the_event_log_and_old_events_go() {
+    let s = Slotpack::start(&[("SLOTPACK_EVENTS_KEEP", "40")]);
+    s.create_ok("calm", json!({}));
+    s.wait_pong("calm");
+    let count = || {
+        s.call("GET", "/api/events?limit=10000", "").json()["events"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count();
+    for _ in 0..50 {
+        assert_eq!(s.call("POST", "/api/tenants/calm/start", "").status, 200);
+    }
+    assert_eq!(count(), before, "no-op starts were logged");
+    for i in 0..60 {
+        s.call("POST", "/api/tokens", &format!(r#"{{"owner":"o{i}"}}"#));
+    }
+    let events = s.call("GET", "/api/events?limit=10000", "").json();
+    let list = events["events"].as_array().unwrap();
+    assert_eq!(list.len(), 40, "{events}");
+    assert_eq!(list.last().unwrap()["detail"], "o59");
+    // Ranges of the query numbers.
+    assert_error(
+        &s.call("GET", "/api/events?limit=10001", ""),
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.call("GET", "/api/tenants/calm/logs?tail=100001", ""),
+        400,
+        "bad_request",
+    );
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    let s = Slotpack::start(&[("SLOTPACK_HEADER_TIMEOUT_MS", "300")]);
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server closes it (with or without a 408): the read ends, no hang.
+    let n = c.read_to_end(&mut buf);
+    assert!(n.is_ok(), "{n:?}");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    // A whole request still works.
+    assert_eq!(s.call("GET", "/healthz", "").status, 200);
 }

@@ -109,3 +109,21 @@ fn the_proxy_never_forwards_our_tokens() {
         "{seen}"
     );
 }
+
+#[test]
+fn the_proxy_forwards_the_path_exactly_as_received() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("raw", json!({}));
+    s.wait_pong("raw");
+    for path in [
+        "/target/a%2Fb",
+        "/target/with%20space",
+        "/target/q%3Fnot-a-query?real=1&x=%2F",
+        "/target/%FF%00bytes",
+        "/target/UPPER/..%2F..%2Fetc",
+    ] {
+        let r = s.call("GET", &format!("/api/tenants/raw/proxy{path}"), "");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.text(), path);
+    }
+}

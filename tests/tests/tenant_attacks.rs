@@ -172,8 +172,13 @@ fn a_fork_bomb_stays_in_its_slot_and_programs_cannot_gain_privileges() {
     let sp = Slotpack::start(&[("SLOT_MAX_PROCS", "40")]);
     sp.create_ok("neighbour", json!({}));
     let neighbour = sp.wait_pong("neighbour");
-    // Forks without end, and every child lives on.
-    sp.create_ok("bomb", shell("while :; do sleep 1000 & done"));
+    // Forks without end (retrying when refused), and every child lives on.
+    let flood = "import os, time\nwhile True:\n    try:\n        if os.fork() == 0:\n            os.execv('/bin/sleep', ['sleep', '1000'])\n    except OSError:\n        time.sleep(0.01)\n";
+    sp.create_ok(
+        "bomb",
+        json!({"command": "/usr/bin/python3", "args": ["-c", flood], "ping": null,
+               "restart": {"startSecs": 0}}),
+    );
     let uid = uid_of_port(port_of(&sp, "bomb"));
     wait_for(LONG, "the bomb hits its limit", || {
         (processes_of_uid(uid).len() >= 30).then_some(())
