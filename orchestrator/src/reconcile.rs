@@ -66,13 +66,20 @@ impl Action {
 ///
 /// Programs that ended by their own restart policy (`exited`, `fatal`) are
 /// left alone: the policy decided, and fighting it would hide the failure.
+/// A running tenant whose program holds another spec than the stored one
+/// (`drifted`: changed behind our back) gets the stored spec again; a
+/// stopped one gets it when it is started.
 pub fn plan(
     desired: &BTreeMap<String, Want>,
     observed: &BTreeMap<String, ProgramState>,
+    drifted: &BTreeSet<String>,
 ) -> Vec<Action> {
     let mut out = BTreeSet::new();
     for (id, want) in desired {
         match (want, observed.get(id)) {
+            (Want::Running, Some(_)) if drifted.contains(id) => {
+                out.insert(Action::Put(id.clone()));
+            }
             (Want::Running, None) => {
                 out.insert(Action::Put(id.clone()));
             }
@@ -114,9 +121,9 @@ mod tests {
     fn converged_pools_need_nothing() {
         let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
         let o = map(&[("a", S::Running), ("b", S::Stopped)]);
-        assert!(plan(&d, &o).is_empty());
+        assert!(plan(&d, &o, &BTreeSet::new()).is_empty());
         let o = map(&[("a", S::Backoff), ("b", S::Stopping)]);
-        assert!(plan(&d, &o).is_empty());
+        assert!(plan(&d, &o, &BTreeSet::new()).is_empty());
     }
 
     #[test]
@@ -124,7 +131,7 @@ mod tests {
         let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
         let o = map(&[("x", S::Running)]);
         assert_eq!(
-            plan(&d, &o),
+            plan(&d, &o, &BTreeSet::new()),
             vec![Action::Put("a".into()), Action::Delete("x".into())]
         );
     }
@@ -134,7 +141,7 @@ mod tests {
         let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
         let o = map(&[("a", S::Stopped), ("b", S::Running)]);
         assert_eq!(
-            plan(&d, &o),
+            plan(&d, &o, &BTreeSet::new()),
             vec![Action::Start("a".into()), Action::Stop("b".into())]
         );
     }
@@ -144,16 +151,24 @@ mod tests {
         let d = map(&[("a", Want::Deleting), ("b", Want::Deleting)]);
         let o = map(&[("a", S::Running)]);
         assert_eq!(
-            plan(&d, &o),
+            plan(&d, &o, &BTreeSet::new()),
             vec![Action::Delete("a".into()), Action::Forget("b".into())]
         );
+    }
+
+    #[test]
+    fn a_drifted_spec_is_put_back_while_running() {
+        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let o = map(&[("a", S::Exited), ("b", S::Stopped)]);
+        let drifted: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+        assert_eq!(plan(&d, &o, &drifted), vec![Action::Put("a".into())]);
     }
 
     #[test]
     fn policy_endings_are_left_alone() {
         let d = map(&[("a", Want::Running), ("b", Want::Running)]);
         let o = map(&[("a", S::Exited), ("b", S::Fatal)]);
-        assert!(plan(&d, &o).is_empty());
+        assert!(plan(&d, &o, &BTreeSet::new()).is_empty());
     }
 
     #[test]

@@ -574,12 +574,14 @@ impl Orchestrator {
         };
         self.db.set_desired(id, desired)?;
         let stop = Duration::from_millis(stop_timeout_ms(&t)) + Duration::from_secs(2);
+        if desired == "running" {
+            // The stored spec first (no change if the agent holds it): a
+            // program the agent lost, or whose spec was changed behind our
+            // back, runs as stored.
+            self.put_program(&ep, &t, t.slot, t.port).await?;
+        }
         match self.agents.action(&ep, id, action, stop).await {
-            Err(e) if e.is_not_found() && desired == "running" => {
-                // The agent lost it (e.g. its state was wiped): create it again.
-                self.put_program(&ep, &t, t.slot, t.port).await?;
-            }
-            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_not_found() && desired == "stopped" => {}
             r => {
                 r?;
             }
@@ -928,6 +930,17 @@ impl Orchestrator {
             .map(|t| (t.id.clone(), Want::parse(&t.desired)))
             .collect();
         let seen: BTreeMap<String, _> = observed.iter().map(|s| (s.id.clone(), s.state)).collect();
+        let drifted: std::collections::BTreeSet<String> = observed
+            .iter()
+            .filter(|s| {
+                let stored = tenants.iter().find(|t| t.id == s.id);
+                match (stored.and_then(|t| stored_spec(t).ok()), &s.spec_digest) {
+                    (Some(spec), Some(d)) => slot_agent::protocol::spec_digest(&spec) != *d,
+                    _ => false,
+                }
+            })
+            .map(|s| s.id.clone())
+            .collect();
         for s in &observed {
             if desired.get(&s.id) == Some(&Want::Running) {
                 if !s.healthy {
@@ -946,7 +959,13 @@ impl Orchestrator {
                 });
             }
         }
-        let pending = plan(&desired, &seen);
+        for id in &drifted {
+            issues.push(format!(
+                "{id}: its spec in {} was changed behind our back",
+                pool.id()
+            ));
+        }
+        let pending = plan(&desired, &seen, &drifted);
         done(ph, bots, issues, actions, tenants, pending)
     }
 
@@ -1206,6 +1225,13 @@ fn route(owner: &str, pool: &PoolRow, slot: u32) -> Route {
         port: pool.base_port + slot as u16,
         uid: pool.uid_base + slot,
     }
+}
+
+/// The agent spec a tenant row stands for (in its own slot and port).
+fn stored_spec(t: &TenantRow) -> Result<ProgramSpec> {
+    let req: CreateTenant =
+        serde_json::from_str(&t.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(program_spec(&req, t.slot, t.port))
 }
 
 /// Tenant rows grouped by pool number, in their original order.

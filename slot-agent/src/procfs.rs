@@ -63,23 +63,37 @@ pub fn rss_by_group(procs: &[ProcStat]) -> HashMap<i32, u64> {
     m
 }
 
-/// (port, uid) of every listening TCP socket in a `/proc/net/tcp` or
-/// `/proc/net/tcp6` text (any local address). Pure.
-pub fn parse_listeners(text: &str) -> Vec<(u16, u32)> {
+/// One listening TCP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// Local port (any local address).
+    pub port: u16,
+    /// Owner uid.
+    pub uid: u32,
+    /// Socket inode (what `/proc/<pid>/fd/*` links name as `socket:[inode]`).
+    pub inode: u64,
+}
+
+/// Every listening socket in a `/proc/net/tcp` or `/proc/net/tcp6` text. Pure.
+pub fn parse_listeners(text: &str) -> Vec<Listener> {
     const LISTEN: &str = "0A";
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_ascii_whitespace().collect();
             let port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-            let uid = f.get(7)?.parse().ok()?;
-            (*f.get(3)? == LISTEN).then_some((port, uid))
+            (*f.get(3)? == LISTEN).then_some(())?;
+            Some(Listener {
+                port,
+                uid: f.get(7)?.parse().ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
         })
         .collect()
 }
 
-/// (port, uid) of every listening TCP socket in this network namespace.
-pub fn listeners() -> Vec<(u16, u32)> {
+/// Every listening TCP socket in this network namespace.
+pub fn listeners() -> Vec<Listener> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|f| fs::read_to_string(f).ok())
@@ -92,8 +106,32 @@ pub fn listeners() -> Vec<(u16, u32)> {
 pub fn foreign_listener(port: u16, owner: u32) -> Option<u32> {
     listeners()
         .into_iter()
-        .find(|(p, u)| *p == port && *u != owner)
-        .map(|(_, u)| u)
+        .find(|l| l.port == port && l.uid != owner)
+        .map(|l| l.uid)
+}
+
+/// The process that holds the listening socket on `port` (a scan of
+/// every process's open files; slow, for rare use).
+pub fn listener_pid(port: u16) -> Option<i32> {
+    let inodes: Vec<String> = listeners()
+        .into_iter()
+        .filter(|l| l.port == port)
+        .map(|l| format!("socket:[{}]", l.inode))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    fs::read_link(fd.path())
+                        .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+                })
+            })
+        })
 }
 
 fn page_size() -> u64 {
@@ -121,11 +159,16 @@ mod tests {
    0: 00000000:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10003        0 1683 1
    1: 0100007F:2328 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  10001        0 1684 1
    2: 0100007F:2329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1685 1";
-        assert_eq!(parse_listeners(t), vec![(9000, 10003), (9001, 0)]);
+        let got: Vec<(u16, u32, u64)> = parse_listeners(t)
+            .iter()
+            .map(|l| (l.port, l.uid, l.inode))
+            .collect();
+        assert_eq!(got, vec![(9000, 10003, 1683), (9001, 0, 1685)]);
         let me = nix::unistd::geteuid().as_raw();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(listeners().contains(&(port, me)));
+        assert!(listeners().iter().any(|l| l.port == port && l.uid == me));
+        assert_eq!(listener_pid(port), Some(std::process::id() as i32));
         assert_eq!(foreign_listener(port, me), None);
         assert_eq!(foreign_listener(port, me + 1), Some(me));
     }

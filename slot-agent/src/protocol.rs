@@ -240,6 +240,22 @@ pub struct ProgramStatus {
     pub rss_bytes: u64,
     /// RFC 3339 start time of the current run.
     pub started_at: Option<String>,
+    /// [`spec_digest`] of the spec the agent holds, so that a spec changed
+    /// behind the orchestrator's back is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
+}
+
+/// A short digest of a spec (FNV-1a 64 of its JSON, hex): equal specs, equal
+/// digests. Not a security measure: it spots drift, it proves nothing.
+pub fn spec_digest(spec: &ProgramSpec) -> String {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// `GET /v1/health`.

@@ -626,8 +626,8 @@ impl Supervisor {
     /// End what listens on a slot's port without being that slot's running
     /// program: a slot user of this pool is ended (its program restarts by
     /// its own policy); any other holder is reported. `listeners` is every
-    /// (port, uid) listening now. Only with slot users.
-    pub fn police_ports(&mut self, listeners: &[(u16, u32)]) {
+    /// socket listening now. Only with slot users.
+    pub fn police_ports(&mut self, listeners: &[procfs::Listener]) {
         let Some(base) = self.settings.uid_base else {
             return;
         };
@@ -637,10 +637,12 @@ impl Supervisor {
                 continue;
             };
             let rightful = self.slot_busy(slot).then_some(base + slot);
-            for &(_, uid) in listeners
+            let holders: Vec<u32> = listeners
                 .iter()
-                .filter(|(p, u)| *p == port && Some(*u) != rightful)
-            {
+                .filter(|l| l.port == port && Some(l.uid) != rightful)
+                .map(|l| l.uid)
+                .collect();
+            for uid in holders {
                 let victim = self.program_in(slot);
                 if ours.contains(&uid) {
                     let thief = uid - base;
@@ -1029,6 +1031,7 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
             .started
             .filter(|_| p.pid.is_some())
             .map(|(_, t)| rfc3339(t)),
+        spec_digest: Some(crate::protocol::spec_digest(&p.spec)),
     }
 }
 

@@ -270,3 +270,56 @@ fn tenants_of_a_pool_that_cannot_come_back_move_to_another_pool() {
         200
     );
 }
+
+#[test]
+fn a_spec_changed_behind_our_back_is_put_back() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("kept", json!({}));
+    let port = s.wait_pong("kept");
+    // Someone with the agent's token swaps the program for another one.
+    let token = std::fs::read_to_string(s.data.join("pools/pool-1.token")).unwrap();
+    let agent = format!("127.0.0.1:{}", s.base_port - 1);
+    let auth = format!("Bearer {token}");
+    let h = [("Authorization", auth.as_str())];
+    let hijack = json!({"command": "/bin/sleep", "args": ["1000"], "slot": 0,
+                        "restart": {"startSecs": 0}});
+    let r = request(
+        &agent,
+        "PUT",
+        "/v1/programs/kept",
+        &h,
+        hijack.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h1 = s.health_check();
+    assert!(
+        h1["issues"].to_string().contains("changed behind our back"),
+        "{h1}"
+    );
+    assert!(h1["recoveryActions"].to_string().contains("Put"), "{h1}");
+    assert_eq!(s.wait_pong("kept"), port);
+    let info = s.call("GET", "/api/tenants/kept/proxy/info", "").json();
+    assert_eq!(info["tenant"], "kept");
+    // Converged: the next tick changes nothing.
+    let h2 = s.health_check();
+    assert_eq!(h2["recoveryActions"], json!([]), "{h2}");
+}
+
+#[test]
+fn an_agent_nobody_noted_is_adopted_when_it_answers_with_the_pools_token() {
+    let mut s = Slotpack::start(&[]);
+    s.create_ok("kept", json!({}));
+    let port = s.wait_pong("kept");
+    let agents = s.agent_pids();
+    // The orchestrator dies before it noted the agent it had just started.
+    s.kill9();
+    std::fs::remove_file(s.data.join("pools/pool-1.pid")).unwrap();
+    s.spawn();
+    let status = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(status["pools"][0]["status"], "running", "{status}");
+    assert_eq!(s.agent_pids(), agents, "a second agent was started");
+    assert_eq!(s.wait_pong("kept"), port);
+    let h = s.health_check();
+    assert_eq!(h["issues"], json!([]), "{h}");
+}

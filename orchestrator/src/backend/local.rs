@@ -19,10 +19,13 @@ use nix::unistd::Pid;
 use slot_agent::procfs;
 
 use super::{Backend, BackendError, FoundPool};
+use crate::agent_client::{AgentClient, Endpoint};
 use crate::db::{pool_number, PoolRow};
 
 /// Pools as local slot-agent processes.
 pub struct LocalBackend {
+    /// Asks an unnoted agent for the pool's token-protected answer.
+    probe: AgentClient,
     dir: PathBuf,
     homes: PathBuf,
     agent_bin: PathBuf,
@@ -44,6 +47,7 @@ impl LocalBackend {
             slot_agent::store::set_mode(d, mode)?;
         }
         Ok(Self {
+            probe: AgentClient::new(Duration::from_secs(2)),
             dir,
             homes,
             agent_bin,
@@ -66,9 +70,28 @@ impl LocalBackend {
             .map(|_| pid)
     }
 
+    /// Adopt an agent that runs for `pool` without a pid note (started just
+    /// before a crash of the orchestrator, or by hand): one that answers
+    /// the pool's own token on the pool's agent port (and, as root, whose
+    /// listener is ours). Notes its pid; returns it.
+    async fn adopt(&self, pool: &PoolRow) -> Option<i32> {
+        let ep = Endpoint {
+            addr: self.agent_addr(pool),
+            token: pool.token.clone(),
+        };
+        self.probe.list(&ep).await.ok()?;
+        let pid = procfs::listener_pid(ep.addr.port())?;
+        let ticks = procfs::stat(pid)?.start_ticks;
+        std::fs::write(self.file(&pool.id(), "pid"), format!("{pid} {ticks}\n")).ok()?;
+        Some(pid)
+    }
+
     async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
         let id = pool.id();
         if let Some(pid) = self.running_pid(&id) {
+            return Ok(pid.to_string());
+        }
+        if let Some(pid) = self.adopt(pool).await {
             return Ok(pid.to_string());
         }
         let err = |reason: String| BackendError::Start {
