@@ -9,6 +9,10 @@ use clap::{ArgAction, Args};
 
 use crate::placement::Strategy;
 
+/// The deployment name when none is set (and of containers made before
+/// deployments were named).
+pub const DEFAULT_DEPLOYMENT: &str = "slotpack";
+
 /// Settings of the orchestrator.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -48,6 +52,10 @@ pub struct ServeConfig {
     /// Start without an admin token (development only; every request is admin).
     #[arg(long)]
     pub insecure_dev: bool,
+    /// Name of this deployment: in pool container and volume names and a
+    /// label, so several deployments share one Docker engine.
+    #[arg(long, env = "SLOTPACK_DEPLOYMENT", default_value = DEFAULT_DEPLOYMENT)]
+    pub deployment: String,
     /// Image of pool containers (docker backend).
     #[arg(
         long,

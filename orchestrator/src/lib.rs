@@ -58,6 +58,12 @@ fn agent_bin(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
 /// Build the orchestrator for `cfg` (database, backend) without serving.
 pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     cfg.resolve_limits().map_err(anyhow::Error::msg)?;
+    if !slot_agent::protocol::is_valid_id(&cfg.deployment) {
+        bail!(
+            "SLOTPACK_DEPLOYMENT {:?} is not a valid name: want ^[a-z0-9][a-z0-9_-]{{0,62}}$",
+            cfg.deployment
+        );
+    }
     if cfg
         .admin_token
         .as_deref()
@@ -97,10 +103,12 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     ];
     let backend: Arc<dyn Backend> = match cfg.backend.as_str() {
         "local" => Arc::new(
-            LocalBackend::new(&cfg.data_dir, agent_bin(&cfg)?, env).context("local backend")?,
+            LocalBackend::new(&cfg.deployment, &cfg.data_dir, agent_bin(&cfg)?, env)
+                .context("local backend")?,
         ),
         "docker" => Arc::new(
             DockerBackend::connect(
+                &cfg.deployment,
                 &cfg.pool_image,
                 cfg.pool_memory_mb,
                 cfg.pool_cpu_millis,

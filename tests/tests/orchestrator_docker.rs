@@ -9,11 +9,13 @@ use slotpack_tests::wait_for;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Removes, by id, every pool container and volume this test caused.
-struct PoolContainers;
+/// Removes, by id, every pool container and volume of one deployment (the
+/// test's own) when dropped.
+struct PoolContainers(String);
 
 impl PoolContainers {
-    fn ids(what: &str) -> Vec<String> {
+    fn ids(&self, what: &str) -> Vec<String> {
+        let label = format!("label=slotpack.deployment={}", self.0);
         let out = match what {
             "containers" => docker(&[
                 "ps",
@@ -21,7 +23,7 @@ impl PoolContainers {
                 "--filter",
                 "label=managed-by=slotpack",
                 "--filter",
-                "label=slotpack.pool",
+                &label,
             ]),
             _ => docker(&[
                 "volume",
@@ -29,6 +31,8 @@ impl PoolContainers {
                 "-q",
                 "--filter",
                 "label=managed-by=slotpack",
+                "--filter",
+                &label,
             ]),
         };
         out.lines().map(str::to_string).collect()
@@ -37,12 +41,12 @@ impl PoolContainers {
 
 impl Drop for PoolContainers {
     fn drop(&mut self) {
-        for id in PoolContainers::ids("containers") {
+        for id in self.ids("containers") {
             let _ = std::process::Command::new("docker")
                 .args(["rm", "-f", "-v", &id])
                 .output();
         }
-        for v in PoolContainers::ids("volumes") {
+        for v in self.ids("volumes") {
             let _ = std::process::Command::new("docker")
                 .args(["volume", "rm", "-f", &v])
                 .output();
@@ -73,11 +77,11 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     if !require_docker("docker backend") {
         return;
     }
+    let guard = PoolContainers("slotpack".into());
     assert!(
-        PoolContainers::ids("containers").is_empty(),
+        guard.ids("containers").is_empty(),
         "pool containers left from an earlier run"
     );
-    let _guard = PoolContainers;
     let s = Slotpack::start(&[
         ("SLOTPACK_BACKEND", "docker"),
         ("SLOTPACK_POOL_IMAGE", &pool_image()),
@@ -160,6 +164,8 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
         "managed-by=slotpack",
         "--label",
         "slotpack.pool=pool-999",
+        "--label",
+        "slotpack.deployment=slotpack",
         "--name",
         "slotpack-pool-999",
         &pool_image(),
@@ -187,7 +193,7 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     );
     let r = s.call("POST", "/api/pool/cleanup", "").json();
     assert_eq!(r["removedPools"], 1, "{r}");
-    assert!(PoolContainers::ids("containers").is_empty());
+    assert!(guard.ids("containers").is_empty());
     assert!(!docker(&["volume", "ls", "-q"])
         .lines()
         .any(|v| v == "slotpack-pool-1-state"));
@@ -205,13 +211,13 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     s.create_ok("l-2", in_container(json!({})));
     s.wait_pong("l-1");
     s.wait_pong("l-2");
-    assert_eq!(PoolContainers::ids("containers").len(), 2);
+    assert_eq!(guard.ids("containers").len(), 2);
     assert_eq!(
         s.call("GET", "/api/pool/bot/l-2", "").json()["isPooled"],
         false
     );
     assert_eq!(s.call("DELETE", "/api/tenants/l-1", "").status, 200);
-    assert_eq!(PoolContainers::ids("containers").len(), 1);
+    assert_eq!(guard.ids("containers").len(), 1);
     assert_eq!(s.call("DELETE", "/api/tenants/l-2", "").status, 200);
     drop(s);
 
@@ -228,7 +234,7 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
         s.create_ok(id, in_container(small.clone()));
     }
     let old_port = s.wait_pong("c-4");
-    assert_eq!(PoolContainers::ids("containers").len(), 2);
+    assert_eq!(guard.ids("containers").len(), 2);
     assert_eq!(s.call("DELETE", "/api/tenants/c-2", "").status, 200);
     let h = s.health_check();
     assert!(
@@ -240,8 +246,60 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     assert_ne!(s.wait_pong("c-4"), old_port);
     s.wait_pong("c-1");
     s.wait_pong("c-3");
-    assert_eq!(PoolContainers::ids("containers").len(), 1);
+    assert_eq!(guard.ids("containers").len(), 1);
     assert!(!docker(&["volume", "ls", "-q"])
         .lines()
         .any(|v| v == "slotpack-pool-2-state"));
+}
+
+#[test]
+fn two_deployments_share_one_engine_and_never_touch_each_other() {
+    if !require_docker("deployments") {
+        return;
+    }
+    let names = [
+        format!("dep-a-{}", std::process::id()),
+        format!("dep-b-{}", std::process::id()),
+    ];
+    let _guards: Vec<PoolContainers> = names.iter().map(|n| PoolContainers(n.clone())).collect();
+    let start = |name: &str| {
+        Slotpack::start(&[
+            ("SLOTPACK_BACKEND", "docker"),
+            ("SLOTPACK_POOL_IMAGE", &pool_image()),
+            ("SLOTPACK_POOL_MEMORY", "256m"),
+            ("SLOTPACK_DEPLOYMENT", name),
+        ])
+    };
+    let (a, b) = (start(&names[0]), start(&names[1]));
+    a.create_ok("mine", in_container(json!({})));
+    b.create_ok("mine", in_container(json!({})));
+    a.wait_pong("mine");
+    b.wait_pong("mine");
+    for (s, name) in [(&a, &names[0]), (&b, &names[1])] {
+        let container = format!("{name}-pool-1");
+        let st = s.call("GET", "/api/pool/status", "").json();
+        assert_eq!(st["pools"][0]["containerName"], container.as_str());
+        assert_eq!(
+            inspect(
+                &container,
+                "{{index .Config.Labels \"slotpack.deployment\"}}"
+            ),
+            name.as_str()
+        );
+        assert!(docker(&["volume", "ls", "-q"])
+            .lines()
+            .any(|v| v == format!("{container}-state")));
+    }
+    // Each one's cleanup and health tick leave the other's pool alone.
+    for (s, other, other_name) in [(&a, &b, &names[1]), (&b, &a, &names[0])] {
+        let r = s.call("POST", "/api/pool/cleanup", "").json();
+        assert_eq!(r["removedPools"], 0, "{r}");
+        let h = s.health_check();
+        assert!(!h["issues"].to_string().contains("orphaned"), "{h}");
+        assert_eq!(
+            inspect(&format!("{other_name}-pool-1"), "{{.State.Running}}"),
+            "true"
+        );
+        other.wait_pong("mine");
+    }
 }

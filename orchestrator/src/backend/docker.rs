@@ -1,9 +1,12 @@
 //! The `docker` backend: each pool is a container of `SLOTPACK_POOL_IMAGE`
-//! on the local engine, driven through bollard. Containers are labelled
-//! `managed-by=slotpack` and `slotpack.pool=<id>`, publish the agent port and
-//! the slot ports on 127.0.0.1, have memory/CPU/PID limits, the restart
-//! policy `unless-stopped`, and keep the agent's state in the named volume
-//! `slotpack-pool-N-state`.
+//! on the local engine, driven through bollard. Containers are named
+//! `<deployment>-pool-N` and labelled `managed-by=slotpack`,
+//! `slotpack.deployment=<deployment>` and `slotpack.pool=<id>`; they publish
+//! the agent port and the slot ports on 127.0.0.1, have memory/CPU/PID
+//! limits, the restart policy `unless-stopped`, and keep the agent's state
+//! in the named volume `<deployment>-pool-N-state`. Everything it lists,
+//! watches or cleans up is of its own deployment only, so several
+//! deployments share one engine.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,12 +30,15 @@ use crate::db::{pool_id, pool_number, PoolRow};
 pub const MANAGED_BY: (&str, &str) = ("managed-by", "slotpack");
 /// The label naming the pool of a container.
 pub const POOL_LABEL: &str = "slotpack.pool";
+/// The label naming the deployment (`SLOTPACK_DEPLOYMENT`) of a container.
+pub const DEPLOYMENT_LABEL: &str = "slotpack.deployment";
 /// The agent's port inside a pool container.
 pub const AGENT_PORT: u16 = 8999;
 
 /// Pools as containers.
 pub struct DockerBackend {
     docker: Docker,
+    deployment: String,
     image: String,
     memory_bytes: i64,
     nano_cpus: i64,
@@ -55,8 +61,10 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 }
 
 impl DockerBackend {
-    /// Connect to the local engine and check that `image` exists.
+    /// Connect to the local engine and check that `image` exists; pools
+    /// belong to `deployment`.
     pub async fn connect(
+        deployment: &str,
         image: &str,
         memory_mb: u64,
         cpu_millis: u64,
@@ -85,6 +93,7 @@ impl DockerBackend {
         let cpu_millis = cpu_millis.min(engine_cpus * 1000);
         Ok(Self {
             docker,
+            deployment: deployment.to_string(),
             image: image.to_string(),
             memory_bytes: (memory_mb << 20) as i64,
             nano_cpus: (cpu_millis * 1_000_000) as i64,
@@ -93,23 +102,37 @@ impl DockerBackend {
         })
     }
 
-    fn volume(id: &str) -> String {
-        format!("{}-state", super::container_name(id))
+    fn name(&self, id: &str) -> String {
+        super::container_name(&self.deployment, id)
     }
 
-    fn labels(id: &str) -> HashMap<String, String> {
+    fn volume(&self, id: &str) -> String {
+        format!("{}-state", self.name(id))
+    }
+
+    fn labels(&self, id: &str) -> HashMap<String, String> {
         HashMap::from([
             (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+            (DEPLOYMENT_LABEL.to_string(), self.deployment.clone()),
             (POOL_LABEL.to_string(), id.to_string()),
         ])
+    }
+
+    /// Whether labels are of this deployment. Containers made before
+    /// deployments were named carry none and belong to the default one.
+    fn ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
+        match labels.and_then(|l| l.get(DEPLOYMENT_LABEL)) {
+            Some(d) => *d == self.deployment,
+            None => self.deployment == crate::config::DEFAULT_DEPLOYMENT,
+        }
     }
 
     async fn create(&self, pool: &PoolRow) -> Result<(), BackendError> {
         let id = pool.id();
         self.docker
             .create_volume(CreateVolumeOptions {
-                name: Self::volume(&id),
-                labels: Self::labels(&id),
+                name: self.volume(&id),
+                labels: self.labels(&id),
                 ..Default::default()
             })
             .await
@@ -147,11 +170,11 @@ impl DockerBackend {
             image: Some(self.image.clone()),
             cmd: Some(cmd),
             env: Some(env),
-            labels: Some(Self::labels(&id)),
+            labels: Some(self.labels(&id)),
             exposed_ports: Some(exposed),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
-                binds: Some(vec![format!("{}:/pool", Self::volume(&id))]),
+                binds: Some(vec![format!("{}:/pool", self.volume(&id))]),
                 memory: Some(self.memory_bytes),
                 nano_cpus: Some(self.nano_cpus),
                 pids_limit: Some(self.pids_limit),
@@ -166,7 +189,7 @@ impl DockerBackend {
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: super::container_name(&pool.id()),
+                    name: self.name(&pool.id()),
                     platform: None,
                 }),
                 config,
@@ -177,7 +200,7 @@ impl DockerBackend {
     }
 
     async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
-        let name = super::container_name(&pool.id());
+        let name = self.name(&pool.id());
         let err = |reason: String| BackendError::Start {
             pool: pool.id(),
             reason,
@@ -226,7 +249,7 @@ impl DockerBackend {
     /// Remove the pool's container and volume; idempotent, also while a
     /// concurrent removal (409 "already in progress") is under way.
     async fn remove_by_pool_id(&self, id: &str) -> Result<(), BackendError> {
-        let name = super::container_name(id);
+        let name = self.name(id);
         let opts = RemoveContainerOptions {
             force: true,
             v: true,
@@ -252,7 +275,7 @@ impl DockerBackend {
         loop {
             match self
                 .docker
-                .remove_volume(&Self::volume(id), Some(RemoveVolumeOptions { force: true }))
+                .remove_volume(&self.volume(id), Some(RemoveVolumeOptions { force: true }))
                 .await
             {
                 Err(bollard::errors::Error::DockerResponseServerError {
@@ -283,11 +306,19 @@ impl DockerBackend {
             filters,
             ..Default::default()
         };
+        let deployment = self.deployment.clone();
         self.docker
             .events(Some(opts))
-            .filter_map(|ev| async move {
-                let attrs = ev.ok()?.actor?.attributes?;
-                attrs.get(POOL_LABEL).cloned()
+            .filter_map(move |ev| {
+                let deployment = deployment.clone();
+                async move {
+                    let attrs = ev.ok()?.actor?.attributes?;
+                    let mine = match attrs.get(DEPLOYMENT_LABEL) {
+                        Some(d) => *d == deployment,
+                        None => deployment == crate::config::DEFAULT_DEPLOYMENT,
+                    };
+                    mine.then(|| attrs.get(POOL_LABEL).cloned()).flatten()
+                }
             })
             .boxed()
     }
@@ -296,6 +327,10 @@ impl DockerBackend {
 impl Backend for DockerBackend {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    fn container_name(&self, pool: &PoolRow) -> String {
+        self.name(&pool.id())
     }
 
     fn deaths(&self) -> Option<BoxStream<'static, String>> {
@@ -313,7 +348,7 @@ impl Backend for DockerBackend {
     fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
         async move {
             self.docker
-                .inspect_container(&super::container_name(&pool.id()), None)
+                .inspect_container(&self.name(&pool.id()), None)
                 .await
                 .ok()
                 .and_then(|c| c.state?.running)
@@ -328,7 +363,7 @@ impl Backend for DockerBackend {
             let _ = self
                 .docker
                 .stop_container(
-                    &super::container_name(&pool.id()),
+                    &self.name(&pool.id()),
                     Some(bollard::container::StopContainerOptions { t: 30 }),
                 )
                 .await;
@@ -357,6 +392,7 @@ impl Backend for DockerBackend {
                 .map_err(other)?;
             Ok(list
                 .into_iter()
+                .filter(|c| self.ours(c.labels.as_ref()))
                 .map(|c| FoundPool {
                     number: c
                         .labels

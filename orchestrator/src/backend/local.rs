@@ -24,6 +24,7 @@ use crate::db::{pool_number, PoolRow};
 
 /// Pools as local slot-agent processes.
 pub struct LocalBackend {
+    deployment: String,
     /// Asks an unnoted agent for the pool's token-protected answer.
     probe: AgentClient,
     dir: PathBuf,
@@ -36,6 +37,7 @@ impl LocalBackend {
     /// Pools under `data_dir/pools`, run with `agent_bin`; `env` holds the
     /// health and restart settings passed to every agent.
     pub fn new(
+        deployment: &str,
         data_dir: &Path,
         agent_bin: PathBuf,
         env: Vec<(String, String)>,
@@ -47,6 +49,7 @@ impl LocalBackend {
             slot_agent::store::set_mode(d, mode)?;
         }
         Ok(Self {
+            deployment: deployment.to_string(),
             probe: AgentClient::new(Duration::from_secs(2)),
             dir,
             homes,
@@ -212,6 +215,10 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn container_name(&self, pool: &PoolRow) -> String {
+        super::container_name(&self.deployment, &pool.id())
     }
 
     fn agent_addr(&self, pool: &PoolRow) -> SocketAddr {

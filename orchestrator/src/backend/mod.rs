@@ -36,9 +36,9 @@ pub struct FoundPool {
     pub backend_ref: String,
 }
 
-/// `slotpack-<pool id>`: the name of a pool's container (or local agent).
-pub fn container_name(pool_id: &str) -> String {
-    format!("slotpack-{pool_id}")
+/// `<deployment>-<pool id>`: the name of a pool's container (or local agent).
+pub fn container_name(deployment: &str, pool_id: &str) -> String {
+    format!("{deployment}-{pool_id}")
 }
 
 /// A place where pools (slot-agents) run.
@@ -46,9 +46,7 @@ pub trait Backend: Send + Sync {
     /// `local` or `docker`.
     fn name(&self) -> &'static str;
     /// Name shown as `containerName` (and the docker container's name).
-    fn container_name(&self, pool: &PoolRow) -> String {
-        container_name(&pool.id())
-    }
+    fn container_name(&self, pool: &PoolRow) -> String;
     /// Address of the pool's agent API.
     fn agent_addr(&self, pool: &PoolRow) -> SocketAddr;
     /// Start the pool unless it runs already; returns its backend reference.
