@@ -64,6 +64,10 @@ fn legacy(name: &str, extra_labels: &[&str]) -> String {
         "127.0.0.1::8080",
         "--memory",
         "64m",
+        // No anonymous volume for the image's /pool (migration removes the
+        // container and would leave it behind).
+        "--mount",
+        "type=tmpfs,destination=/pool",
         "--entrypoint",
         "/usr/local/bin/test-tenant",
     ];

@@ -168,6 +168,8 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
         "slotpack.deployment=slotpack",
         "--name",
         "slotpack-pool-999",
+        "--mount",
+        "type=tmpfs,destination=/pool",
         &pool_image(),
     ]);
     let r = s.call("POST", "/api/pool/cleanup", "").json();
