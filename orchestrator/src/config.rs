@@ -56,6 +56,12 @@ pub struct ServeConfig {
     /// label, so several deployments share one Docker engine.
     #[arg(long, env = "SLOTPACK_DEPLOYMENT", default_value = DEFAULT_DEPLOYMENT)]
     pub deployment: String,
+    /// Run tenants of several owners although slots cannot get their own
+    /// uids (local backend, not root): they can then read each other's files
+    /// and this process's environment. Without it, such a `serve` takes the
+    /// tenants of one owner only.
+    #[arg(long, env = "SLOTPACK_ALLOW_SHARED_UID", default_value_t = false, action = ArgAction::Set)]
+    pub allow_shared_uid: bool,
     /// Image of pool containers (docker backend).
     #[arg(
         long,

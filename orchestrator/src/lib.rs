@@ -155,6 +155,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     for i in &report.issues {
         eprintln!("slotpack: start-up issue: {i}");
     }
+    if !svc.isolated() {
+        eprintln!(
+            "slotpack: warning: not root, so slots share this process's uid: tenants can read \
+             each other's files and this process's environment; {}",
+            if svc.cfg.allow_shared_uid {
+                "tenants of several owners are allowed (SLOTPACK_ALLOW_SHARED_UID)"
+            } else {
+                "only one owner's tenants are taken (SLOTPACK_ALLOW_SHARED_UID=true allows more)"
+            }
+        );
+    }
     let ticker = {
         let svc = svc.clone();
         tokio::spawn(async move {

@@ -286,6 +286,31 @@ impl Orchestrator {
         Ok(req)
     }
 
+    /// Whether slots get their own uids: always in containers (the agent is
+    /// root there), on the local backend only when this process is root.
+    pub fn isolated(&self) -> bool {
+        self.backend.name() != "local" || nix::unistd::geteuid().is_root()
+    }
+
+    /// Without isolation, tenants of a second owner are refused (unless
+    /// `SLOTPACK_ALLOW_SHARED_UID`): they would share one uid with the first.
+    fn check_isolation(&self, owner: &str) -> Result<()> {
+        if self.isolated() || self.cfg.allow_shared_uid {
+            return Ok(());
+        }
+        let others = self.db.tenants()?.into_iter().any(|t| t.owner != owner);
+        if others {
+            return Err(ServiceError::Forbidden(format!(
+                "slot isolation is off (slotpack serve is not root), so tenants of \
+                 different owners would share one uid and could read each other's \
+                 files and this server's environment (its admin token); run it as \
+                 root, or set SLOTPACK_ALLOW_SHARED_UID=true to accept that \
+                 (owner {owner:?} refused)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Create and place a tenant. Returns the tenant and whether it was
     /// created (false: the same request had already been accepted).
     pub async fn create_tenant(
@@ -294,6 +319,7 @@ impl Orchestrator {
         req: CreateTenant,
     ) -> Result<(Tenant, bool)> {
         let req = self.check_create(caller, req)?;
+        self.check_isolation(req.owner.as_deref().unwrap_or_default())?;
         let stored =
             serde_json::to_string(&req).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let row = {

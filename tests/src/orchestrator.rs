@@ -29,6 +29,7 @@ pub struct Slotpack {
     env: Vec<(String, String)>,
     args: Vec<String>,
     stderr: PathBuf,
+    uid: Option<u32>,
 }
 
 impl Slotpack {
@@ -43,8 +44,24 @@ impl Slotpack {
         Slotpack::start_full(slots, pools, env, &[])
     }
 
+    /// Like [`Slotpack::start`], running `slotpack serve` as `uid` (when
+    /// given; the tests must be root for that).
+    pub fn start_as(uid: Option<u32>, env: &[(&str, &str)]) -> Slotpack {
+        Slotpack::start_inner(3, 15, env, &[], uid)
+    }
+
     /// Like [`Slotpack::start_sized`], with extra `serve` flags.
     pub fn start_full(slots: u16, pools: u16, env: &[(&str, &str)], args: &[&str]) -> Slotpack {
+        Slotpack::start_inner(slots, pools, env, args, None)
+    }
+
+    fn start_inner(
+        slots: u16,
+        pools: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+        uid: Option<u32>,
+    ) -> Slotpack {
         let width = 1 + pools + pools * slots;
         let first = free_ports(width);
         let base_port = first + 1 + pools;
@@ -80,6 +97,7 @@ impl Slotpack {
             data,
             env: all,
             args: args.iter().map(|a| a.to_string()).collect(),
+            uid,
         };
         s.spawn();
         s
@@ -92,7 +110,12 @@ impl Slotpack {
             .append(true)
             .open(&self.stderr)
             .unwrap();
-        let child = Command::new(bin("slotpack"))
+        let mut cmd = Command::new(bin("slotpack"));
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd
             .arg("serve")
             .args(&self.args)
             .env_clear()

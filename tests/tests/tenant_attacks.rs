@@ -375,3 +375,21 @@ fn a_tenant_on_a_neighbours_port_gets_none_of_its_traffic_and_is_ended() {
     let log = log_with(&sp, "thief", "listened on port");
     assert!(!log.contains("GOT"), "the thief received a request:\n{log}");
 }
+
+#[test]
+fn without_isolation_serve_takes_one_owners_tenants_unless_told_otherwise() {
+    // As root, serve runs as nobody; otherwise it is not root anyway.
+    let uid = is_root().then_some(65_534);
+    let mut sp = Slotpack::start_as(uid, &[]);
+    sp.create_ok("first", json!({"owner": "alice"}));
+    let r = sp.create("second", json!({"owner": "bob"}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("isolation is off"), "{}", r.text());
+    sp.create_ok("third", json!({"owner": "alice"}));
+    assert!(sp.stderr().contains("not root"), "{}", sp.stderr());
+    sp.stop();
+    sp.set_env("SLOTPACK_ALLOW_SHARED_UID", "true");
+    sp.spawn();
+    sp.create_ok("second", json!({"owner": "bob"}));
+    sp.wait_pong("second");
+}
