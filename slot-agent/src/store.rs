@@ -79,10 +79,10 @@ impl Store {
         write_atomic(&self.programs, &format!("{id}.json"), &bytes)
     }
 
-    /// Forget `id`.
+    /// Forget the spec of `id`. Its pid note stays until its run has ended,
+    /// so that an agent restarted meanwhile still ends that run.
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        remove_if_exists(&self.programs.join(format!("{id}.json")))?;
-        self.clear_pid(id)
+        remove_if_exists(&self.programs.join(format!("{id}.json")))
     }
 
     /// Note the process group of a running program (pid and start ticks), so
@@ -199,8 +199,10 @@ mod tests {
         s.save_pid("a-1", 77, 123).unwrap();
         assert_eq!(s.take_pids().unwrap(), vec![(77, 123)]);
         assert!(s.take_pids().unwrap().is_empty());
+        s.save_pid("a-1", 78, 124).unwrap();
         s.remove("a-1").unwrap();
         assert_eq!(s.load().unwrap().len(), 0);
+        assert_eq!(s.take_pids().unwrap(), vec![(78, 124)]);
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -414,6 +414,9 @@ impl Supervisor {
             // It did not stop in time: end it hard and forget it.
             self.by_pid.remove(&pid);
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            if let Err(e) = self.store.clear_pid(id) {
+                eprintln!("slot-agent: {id}: clearing pid: {e}");
+            }
         }
         if let Some(uid) = self.slot_uid(p.slot) {
             // The next tenant of this slot gets the same uid: nothing of

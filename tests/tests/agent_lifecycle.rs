@@ -262,3 +262,28 @@ fn delete_stops_and_forgets() {
     // The slot is free for another program.
     a.put("next", tenant_spec(1, &[], json!({})));
 }
+
+#[test]
+fn a_deletion_under_way_is_finished_by_an_agent_restarted_after_a_crash() {
+    let mut a = Agent::start(2, &[]);
+    a.put(
+        "stubborn",
+        tenant_spec(
+            0,
+            &["--ignore-term"],
+            json!({"restart": {"startSecs": 0}, "stop": {"timeoutMs": 120000}}),
+        ),
+    );
+    let pid = a.wait_running("stubborn");
+    // Begun, not waited for: the program ignores SIGTERM for two minutes.
+    let r = a.call("DELETE", "/v1/programs/stubborn?wait=false", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(alive(pid));
+    // The agent dies meanwhile; the next one ends what the first left.
+    let exit = a.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    assert!(!exit.success());
+    assert!(alive(pid), "the program went with the agent");
+    a.spawn();
+    wait_for(LONG, "the program ended", || (!alive(pid)).then_some(()));
+    assert_eq!(a.call("GET", "/v1/programs/stubborn", "").status, 404);
+}
