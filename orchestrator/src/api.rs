@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use slot_agent::http_error::{json_body, query, with_json_errors, ApiError};
 
 use crate::model::*;
+use crate::openapi::ErrorAnswers;
 use crate::proxy;
 use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
 
@@ -85,7 +86,7 @@ type ApiResult<T> = Result<T, ApiError>;
                        Placement, CreateToken, TokenCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
                        ErrorDoc, ErrorDetailDoc)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorAnswers),
 )]
 pub struct ApiDoc;
 

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
+pub mod openapi;
 pub mod placement;
 pub mod proxy;
 pub mod reconcile;

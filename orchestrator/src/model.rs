@@ -10,10 +10,12 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
-    /// Memory in MiB; also the program's memory limit.
+    /// Memory in MiB, 1 to a pool's memory (`SLOTPACK_POOL_MEMORY_MB`);
+    /// also the program's memory limit.
     #[serde(default = "default_memory")]
+    #[schema(minimum = 1)]
     pub memory_mb: u64,
-    /// CPU in millicores.
+    /// CPU in millicores, 0 to a pool's CPU (`SLOTPACK_POOL_CPU_MILLIS`).
     #[serde(default = "default_cpu")]
     pub cpu_millis: u64,
 }
@@ -39,9 +41,11 @@ fn default_cpu() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTenant {
     /// Tenant id, `^[a-z0-9][a-z0-9_-]{0,62}$`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub id: String,
     /// Owner (admin only; an owner token always creates for its owner).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub owner: Option<String>,
     /// Program to run.
     pub command: String,
@@ -68,9 +72,11 @@ pub struct CreateTenant {
     pub stop: StopSpec,
     /// Pool class to place it in.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub pool_class: Option<String>,
-    /// Seconds after creation at which the tenant is removed.
+    /// Seconds after creation at which the tenant is removed (1 to 10 years).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub max_lifetime_seconds: Option<u64>,
 }
 
