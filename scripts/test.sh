@@ -25,5 +25,8 @@ else
   echo "warning: no Docker engine: the Docker tests will be skipped" >&2
 fi
 
+echo "== API fuzzing (schemathesis against /openapi.json)"
+bash scripts/fuzz-api.sh
+
 echo "== test"
 cargo test --workspace --locked

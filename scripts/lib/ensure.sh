@@ -10,6 +10,17 @@ ensure_cmd() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
 }
 
+# Usage: ensure_pkg DEBIAN_PACKAGE (installed unless it is)
+ensure_pkg() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed" && return 0
+  echo "installing $1" >&2
+  if [ -z "${ENSURE_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    ENSURE_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
+}
+
 # Rust 1.85 or newer, with rustfmt and clippy.
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
