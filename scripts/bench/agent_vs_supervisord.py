@@ -148,7 +148,11 @@ def cycle(sup):
     run = sup.running()
     wait(lambda: (lambda s: len(s) == sup.n and all(st == run for st, _ in s.values()))(sup.states()))
     start = time.monotonic() - t0
-    time.sleep(0.5)  # settle before sampling memory
+    # Settle before sampling memory, and let every program run past 1 s: a
+    # kill -9 is then of a program that was running, not of a failed start
+    # (slot-agent backs off after runs under 1 s, as supervisord's default
+    # startsecs=1 would).
+    time.sleep(1.2)
     rss = rss_kib(sup.proc.pid)
     restarts = []
     for k in range(KILLS):

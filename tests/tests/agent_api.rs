@@ -293,6 +293,10 @@ fn a_restarted_agent_brings_its_programs_back() {
     );
     let old1 = a.wait_running("p1");
     let old2 = a.wait_running("p2");
+    // Both up and past their start-up output (a write into the log pipe
+    // after the agent died would end them).
+    a.wait_slot(0, "/info");
+    a.wait_slot(2, "/info");
     // Crash the agent: its programs are left behind.
     a.signal_and_wait(Signal::SIGKILL);
     assert!(alive(old1) && alive(old2));
