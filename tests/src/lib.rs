@@ -65,6 +65,17 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// True if we are root; otherwise says that `test` is skipped, or panics
+/// on CI, where every root-only test must run.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test} needs root, and CI must run it");
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
 /// Whether this is a CI run, where nothing may be skipped.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -5,18 +5,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use slotpack_tests::agent::{tenant_spec, Agent, TOKEN};
-use slotpack_tests::{alive, children_of, in_ci, is_root, wait_for};
+use slotpack_tests::{alive, children_of, require_root, wait_for};
 
 const LONG: Duration = Duration::from_secs(15);
-
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(!in_ci(), "{test} needs root, and CI must run it");
-    eprintln!("skipping {test}: needs root");
-    false
-}
 
 #[test]
 fn slots_cannot_read_or_signal_each_other_and_never_see_the_token() {

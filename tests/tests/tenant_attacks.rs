@@ -7,18 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
-use slotpack_tests::{bin, in_ci, is_root, processes_of_uid, uid_of_port, wait_for};
+use slotpack_tests::{bin, is_root, processes_of_uid, require_root, uid_of_port, wait_for};
 
 const LONG: Duration = Duration::from_secs(20);
-
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(!in_ci(), "{test} needs root, and CI must run it");
-    eprintln!("skipping {test}: needs root");
-    false
-}
 
 /// A tenant that runs `script` under `/bin/sh -c`, with no ping.
 fn shell(script: &str) -> Value {
