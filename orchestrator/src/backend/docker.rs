@@ -46,6 +46,16 @@ pub struct DockerBackend {
     env: Vec<(String, String)>,
 }
 
+/// Whether a container with `labels` belongs to `deployment`. Containers
+/// made before deployments were named carry no such label and belong to
+/// the default one.
+fn of_deployment(labels: Option<&HashMap<String, String>>, deployment: &str) -> bool {
+    match labels.and_then(|l| l.get(DEPLOYMENT_LABEL)) {
+        Some(d) => d == deployment,
+        None => deployment == crate::config::DEFAULT_DEPLOYMENT,
+    }
+}
+
 fn other(e: impl std::fmt::Display) -> BackendError {
     BackendError::Other(e.to_string())
 }
@@ -118,13 +128,9 @@ impl DockerBackend {
         ])
     }
 
-    /// Whether labels are of this deployment. Containers made before
-    /// deployments were named carry none and belong to the default one.
+    /// Whether labels are of this deployment.
     fn ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
-        match labels.and_then(|l| l.get(DEPLOYMENT_LABEL)) {
-            Some(d) => *d == self.deployment,
-            None => self.deployment == crate::config::DEFAULT_DEPLOYMENT,
-        }
+        of_deployment(labels, &self.deployment)
     }
 
     async fn create(&self, pool: &PoolRow) -> Result<(), BackendError> {
@@ -313,11 +319,9 @@ impl DockerBackend {
                 let deployment = deployment.clone();
                 async move {
                     let attrs = ev.ok()?.actor?.attributes?;
-                    let mine = match attrs.get(DEPLOYMENT_LABEL) {
-                        Some(d) => *d == deployment,
-                        None => deployment == crate::config::DEFAULT_DEPLOYMENT,
-                    };
-                    mine.then(|| attrs.get(POOL_LABEL).cloned()).flatten()
+                    of_deployment(Some(&attrs), &deployment)
+                        .then(|| attrs.get(POOL_LABEL).cloned())
+                        .flatten()
                 }
             })
             .boxed()
