@@ -115,7 +115,8 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub header_timeout_ms: u64,
     /// Uid of slot 0 of pool block 0 when agents run as root.
-    #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
+    #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000_000))]
     pub slot_uid_base: u32,
 }
 

@@ -56,7 +56,9 @@ pub struct AgentConfig {
     #[arg(long, env = "SLOT_BACKOFF_MS", default_value_t = 1_000)]
     pub backoff_ms: u64,
     /// Uid/gid of slot 0 when running as root (slot N gets base + N).
-    #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000)]
+    /// Never 0: a slot user is never root (its processes are swept by uid).
+    #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000_000))]
     pub slot_uid_base: u32,
     /// Most processes (and threads) one slot user may have at once
     /// (RLIMIT_NPROC of the slot's programs when running as root).

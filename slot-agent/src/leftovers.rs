@@ -32,26 +32,38 @@ pub fn runs_as(status: &str, uid: u32) -> bool {
         })
 }
 
-/// Every live process of `uid`.
-pub fn processes_of(uid: u32) -> Vec<i32> {
+/// Every live process whose uid is in `uids`. One pass over `/proc`: the
+/// owner of `/proc/<pid>` (one `stat`) is the process's uid, except for a
+/// process that made itself non-dumpable, which shows as root; for those
+/// (and root's own) the `Uid:` line of its status decides.
+pub fn processes_of(uids: &std::ops::Range<u32>) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/status"))
-                .is_ok_and(|s| runs_as(&s, uid) && !s.contains("State:\tZ"))
-        })
-        .collect()
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+        let owner = e.metadata().ok()?.uid();
+        let mine = if owner == 0 {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            uids.clone().any(|u| runs_as(&status, u))
+        } else {
+            uids.contains(&owner)
+        };
+        let zombie = || crate::procfs::stat(pid).is_some_and(|s| s.state == 'Z');
+        (mine && !zombie()).then_some(pid)
+    })
+    .collect()
 }
 
-/// End every process of `uid`: stop them all first (so a fork bomb cannot
-/// replace what is killed), then kill them, until none is left or about a
-/// second has passed. Returns how many were signalled. Blocking.
-pub fn end_processes(uid: u32) -> usize {
+/// End every process of the uids in `uids`: stop them all first (so a fork
+/// bomb cannot replace what is killed), then kill them, until none is left
+/// or about a second has passed. Returns how many were signalled. Blocking.
+pub fn end_processes(uids: std::ops::Range<u32>) -> usize {
     let mut total = 0;
     for round in 0..100 {
-        let pids = processes_of(uid);
+        let pids = processes_of(&uids);
         if pids.is_empty() {
             break;
         }
@@ -59,7 +71,7 @@ pub fn end_processes(uid: u32) -> usize {
         for p in &pids {
             let _ = kill(Pid::from_raw(*p), Signal::SIGSTOP);
         }
-        for p in processes_of(uid).iter().chain(&pids) {
+        for p in processes_of(&uids).iter().chain(&pids) {
             let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         }
         if round > 0 {

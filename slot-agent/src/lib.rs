@@ -170,6 +170,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         _ = sigint.recv() => {}
     }
     shutdown(&sup).await;
+    // What the slot users left (setsid escapes), in one sweep.
+    if let Some(uids) = lock(&sup).slot_uids() {
+        leftovers::end_processes(uids);
+    }
     let _ = stop_tx.send(());
     sampler.abort();
     reaper.abort();
@@ -243,9 +247,8 @@ fn prepare_state_dir(cfg: &AgentConfig) -> Result<store::Store, AgentError> {
 fn end_leftovers(store: &store::Store, isolated: Option<&AgentConfig>) {
     let mut n = store.end_noted_groups();
     if let Some(cfg) = isolated {
-        for slot in 0..cfg.slots {
-            n += leftovers::end_processes(cfg.slot_uid_base + slot);
-        }
+        let base = cfg.slot_uid_base;
+        n += leftovers::end_processes(base..base.saturating_add(cfg.slots));
     }
     if n > 0 {
         eprintln!("slot-agent: ended {n} process(es) left by a previous agent");

@@ -421,7 +421,7 @@ impl Supervisor {
         if let Some(uid) = self.slot_uid(p.slot) {
             // The next tenant of this slot gets the same uid: nothing of
             // this one may be left for it to find.
-            crate::leftovers::end_processes(uid);
+            crate::leftovers::end_processes(uid..uid + 1);
             crate::leftovers::remove_files(uid);
         }
         let _ = fs::remove_dir_all(self.settings.slots_dir.join(p.slot.to_string()));
@@ -458,6 +458,12 @@ impl Supervisor {
             .max()
             .unwrap_or(0);
         Duration::from_millis(t)
+    }
+
+    /// The uids of every slot user, when slots run under their own uids.
+    pub fn slot_uids(&self) -> Option<std::ops::Range<u32>> {
+        let b = self.settings.uid_base?;
+        Some(b..b.saturating_add(self.settings.slots))
     }
 
     /// Begin the agent's exit: stop every program, start nothing any more.
@@ -656,7 +662,7 @@ impl Supervisor {
                     if let Some(t) = self.program_in(thief) {
                         self.note(&t, &msg);
                     }
-                    crate::leftovers::end_processes(uid);
+                    crate::leftovers::end_processes(uid..uid + 1);
                 } else if let Some(v) = victim {
                     self.note(
                         &v,
@@ -736,8 +742,12 @@ impl Supervisor {
         // Whatever the program left in its process group goes with it, and
         // with isolation every process of its slot user (setsid escapes too).
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        // (While the agent shuts down, one sweep of all slot users at the
+        // end does it.)
         if let Some(uid) = self.programs.get(&id).and_then(|p| self.slot_uid(p.slot)) {
-            crate::leftovers::end_processes(uid);
+            if !self.shutting_down {
+                crate::leftovers::end_processes(uid..uid + 1);
+            }
         }
         if let Some(port) = self.programs.get(&id).map(|p| p.port) {
             self.ports.hold(port);
