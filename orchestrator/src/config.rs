@@ -110,9 +110,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLOTPACK_EVENTS_KEEP", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(10..=100_000_000))]
     pub events_keep: u64,
-    /// Time a client has to send a request's headers, in ms (slowloris).
+    /// Time a client has to send a request's headers, in ms (slowloris; also
+    /// closes kept-alive connections idle that long); 0: no limit (behind a
+    /// proxy that has its own).
     #[arg(long, env = "SLOTPACK_HEADER_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub header_timeout_ms: u64,
     /// Uid of slot 0 of pool block 0 when agents run as root.
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000,
@@ -137,9 +139,9 @@ impl ServeConfig {
         Duration::from_millis(self.health_check_interval.max(100))
     }
 
-    /// Time a client has to send a request's headers.
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_timeout_ms)
+    /// Time a client has to send a request's headers, if limited.
+    pub fn header_timeout(&self) -> Option<Duration> {
+        (self.header_timeout_ms > 0).then(|| Duration::from_millis(self.header_timeout_ms))
     }
 
     /// Timeout of one agent call or ping.

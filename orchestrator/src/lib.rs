@@ -73,13 +73,17 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     {
         bail!("refusing to start without an admin token: set SLOTPACK_ADMIN_TOKEN (or pass --insecure-dev for development)");
     }
-    // Nothing we create is readable by others: the database holds every
-    // agent token and every tenant's env.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // Its parents as the umask makes them; the data dir itself 0711: slot
+    // users traverse it (to their homes) but cannot list it.
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
-    // Slot users traverse it (to their homes) but cannot list it.
     set_mode(&cfg.data_dir, 0o711)?;
+    if cfg.backend == "local" && nix::unistd::geteuid().is_root() {
+        check_traversable(&cfg.data_dir)?;
+    }
+    // Nothing we create from here on is readable by others: the database
+    // holds every agent token and every tenant's env.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let db = db::Db::open(&cfg.data_dir.join("slotpack.db")).context("opening the database")?;
     db.fill_uid_bases(cfg.slot_uid_base)?;
     db.set_event_retention(cfg.events_keep)?;
@@ -121,6 +125,26 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
         other => bail!("unknown backend {other:?}: want local or docker"),
     };
     Ok(Arc::new(Orchestrator::new(cfg, db, backend)))
+}
+
+/// Slot users reach their homes below `data_dir`: every folder above it
+/// must let others traverse it (`o+x`), or no tenant could start.
+fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let abs = std::fs::canonicalize(data_dir)?;
+    for dir in abs.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "slot users cannot reach their homes below {}: {} is mode {:o}; \
+                 let others traverse it (chmod o+x) or choose another SLOTPACK_DATA_DIR",
+                abs.display(),
+                dir.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Set the permission bits of `p`.
@@ -249,7 +273,7 @@ async fn tick_and_log(svc: &Orchestrator) {
 async fn serve_http1(
     listener: std::net::TcpListener,
     app: axum::Router,
-    header_timeout: std::time::Duration,
+    header_timeout: Option<std::time::Duration>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -258,8 +282,9 @@ async fn serve_http1(
     // A connection that has not sent a whole request head in time is
     // closed, so held-open half requests (slowloris) cost nothing for long.
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    if let Some(t) = header_timeout {
+        http.timer(TokioTimer::new()).header_read_timeout(t);
+    }
     // Each connection task holds a clone; the count tells when all are done.
     let open = std::sync::Arc::new(());
     loop {

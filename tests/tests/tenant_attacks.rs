@@ -384,3 +384,35 @@ fn without_isolation_serve_takes_one_owners_tenants_unless_told_otherwise() {
     sp.create_ok("second", json!({"owner": "bob"}));
     sp.wait_pong("second");
 }
+
+#[test]
+fn a_nested_data_dir_lets_slot_users_reach_their_homes_or_serve_says_why_not() {
+    if !require_root("data dir reach") {
+        return;
+    }
+    // A data dir two levels down: the parents must stay traversable.
+    let top = std::env::temp_dir().join(format!("slotpack-nested-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    let nested = top.join("deploy/data");
+    let sp = Slotpack::start(&[("SLOTPACK_DATA_DIR", nested.to_str().unwrap())]);
+    sp.create_ok("reach", json!({}));
+    sp.wait_pong("reach");
+    drop(sp);
+    // An ancestor nobody else may traverse: serve refuses, and says why.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new(bin("slotpack"))
+        .arg("serve")
+        .env("SLOTPACK_ADMIN_TOKEN", "x")
+        .env("SLOTPACK_DATA_DIR", &nested)
+        .env("SLOTPACK_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("chmod o+x") && err.contains(top.to_str().unwrap()),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&top).unwrap();
+}
