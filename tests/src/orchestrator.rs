@@ -89,6 +89,11 @@ impl Slotpack {
             all.retain(|(x, _)| x != k);
             all.push((k.to_string(), v.to_string()));
         }
+        // A test may choose the data dir; the agents are found there.
+        let data = env
+            .iter()
+            .find(|(k, _)| *k == "SLOTPACK_DATA_DIR")
+            .map_or(data, |(_, v)| PathBuf::from(v));
         let mut s = Slotpack {
             child: None,
             addr: format!("127.0.0.1:{first}"),
@@ -105,6 +110,9 @@ impl Slotpack {
 
     /// (Re)start `slotpack serve` on the same data dir and ports.
     pub fn spawn(&mut self) {
+        if let Some(dir) = self.stderr.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

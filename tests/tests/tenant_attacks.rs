@@ -224,15 +224,17 @@ fn a_stubborn_tenant_cannot_hold_the_health_tick() {
 
 #[test]
 fn changing_slots_per_pool_between_runs_never_overlaps_ports_or_users() {
-    let mut sp = Slotpack::start_sized(5, 8, &[("MAX_BOTS_PER_CONTAINER", "3")]);
-    for i in 0..4 {
-        sp.create_ok(&format!("narrow-{i}"), json!({}));
+    // Two full pools of 5 slots, then 3 slots per pool: block 2 of width 3
+    // (ports +6..+9) would overlap the second pool (+5..+10).
+    let mut sp = Slotpack::start_sized(5, 8, &[]);
+    for i in 0..10 {
+        sp.create_ok(&format!("wide-{i}"), json!({}));
     }
     sp.stop();
-    sp.set_env("MAX_BOTS_PER_CONTAINER", "5");
+    sp.set_env("MAX_BOTS_PER_CONTAINER", "3");
     sp.spawn();
-    for i in 0..6 {
-        sp.create_ok(&format!("wide-{i}"), json!({}));
+    for i in 0..3 {
+        sp.create_ok(&format!("narrow-{i}"), json!({}));
     }
     let status = sp.call("GET", "/api/pool/status", "").json();
     let list = sp.call("GET", "/api/tenants", "").json();
@@ -245,7 +247,7 @@ fn changing_slots_per_pool_between_runs_never_overlaps_ports_or_users() {
     ports.sort();
     let n = ports.len();
     ports.dedup();
-    assert_eq!((n, ports.len()), (10, 10), "{list}");
+    assert_eq!((n, ports.len()), (13, 13), "{list}");
     // Port ranges of pools never overlap (uids follow the ports one to one).
     let mut ranges: Vec<(u64, u64)> = status["pools"]
         .as_array()
@@ -260,7 +262,7 @@ fn changing_slots_per_pool_between_runs_never_overlaps_ports_or_users() {
     for w in ranges.windows(2) {
         assert!(w[0].1 <= w[1].0, "overlapping pools {ranges:?}");
     }
-    for id in ["narrow-0", "wide-5"] {
+    for id in ["wide-9", "narrow-2"] {
         sp.wait_pong(id);
     }
     if is_root() {
@@ -401,15 +403,27 @@ fn a_nested_data_dir_lets_slot_users_reach_their_homes_or_serve_says_why_not() {
     // An ancestor nobody else may traverse: serve refuses, and says why.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let out = std::process::Command::new(bin("slotpack"))
+    let log = top.with_extension("stderr");
+    let mut serve = std::process::Command::new(bin("slotpack"))
         .arg("serve")
         .env("SLOTPACK_ADMIN_TOKEN", "x")
         .env("SLOTPACK_DATA_DIR", &nested)
         .env("SLOTPACK_LISTEN", "127.0.0.1:0")
-        .output()
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let exited = wait_for(LONG, "serve to refuse", || {
+        let st = serve.try_wait().ok().flatten();
+        if st.is_none() && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("serving")) {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("serve started on a data dir slot users cannot reach");
+        }
+        st
+    });
+    let err = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(!exited.success());
     assert!(
         err.contains("chmod o+x") && err.contains(top.to_str().unwrap()),
         "{err}"
