@@ -22,6 +22,7 @@ fi
 cargo build --workspace --bins --locked --quiet
 
 data=$(mktemp -d)
+chmod 755 "$data" # slot users must reach their homes below it
 port=$((18000 + RANDOM % 1000))
 admin="fuzz-admin-$RANDOM$RANDOM"
 SLOTPACK_ADMIN_TOKEN=$admin SLOTPACK_DATA_DIR="$data/data" \
@@ -40,7 +41,13 @@ cleanup() {
 }
 trap cleanup EXIT
 api="http://127.0.0.1:$port"
-for _ in $(seq 100); do curl -fs "$api/healthz" >/dev/null && break; sleep 0.1; done
+up=""
+for _ in $(seq 100); do curl -fs "$api/healthz" >/dev/null && up=1 && break; sleep 0.1; done
+if [ -z "$up" ]; then
+  echo "fuzz-api: slotpack serve did not come up:" >&2
+  cat "$data/serve.log" >&2
+  exit 1
+fi
 curl -fs -H "Authorization: Bearer $admin" -X POST "$api/api/tenants" \
   -d "{\"id\":\"fz-1\",\"command\":\"$PWD/target/debug/test-tenant\",\"resources\":{\"memoryMb\":64}}" >/dev/null
 owner=$(curl -fs -H "Authorization: Bearer $admin" -X POST "$api/api/tokens" \
