@@ -25,6 +25,11 @@ pub struct AgentConfig {
     /// the state dir itself is 0700.
     #[arg(long, env = "SLOT_HOMES_DIR")]
     pub homes_dir: Option<PathBuf>,
+    /// Address programs should bind (their `HOST`): `0.0.0.0` in a pool
+    /// container (ports are published from outside it), `127.0.0.1` for
+    /// agents on a host.
+    #[arg(long, env = "SLOT_PROGRAM_HOST", default_value = "0.0.0.0")]
+    pub program_host: String,
     /// Port of slot 0.
     #[arg(long, env = "POOL_BASE_PORT", default_value_t = 9000)]
     pub base_port: u16,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod expand;
 pub mod http_error;
 pub mod leftovers;
 pub mod logs;

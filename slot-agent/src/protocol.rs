@@ -16,7 +16,8 @@ pub struct ProgramSpec {
     /// Arguments after the command.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Extra environment; `PORT`, `SLOT`, `TENANT_ID` and `HOME` are set by the agent.
+    /// Extra environment; `PORT`, `SLOT`, `TENANT_ID`, `HOME` and `HOST` are
+    /// set by the agent. Values (and `args`) may refer to them as `${PORT}`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Slot index inside the pool; required.
@@ -316,7 +317,7 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 /// Environment names the agent sets for every program.
-pub const RESERVED_ENV: [&str; 4] = ["PORT", "SLOT", "TENANT_ID", "HOME"];
+pub const RESERVED_ENV: [&str; 5] = ["PORT", "SLOT", "TENANT_ID", "HOME", "HOST"];
 
 /// Stop signal names a spec may use.
 pub const STOP_SIGNALS: [&str; 7] = ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"];
@@ -376,6 +377,9 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
     if spec.args.iter().any(|a| a.contains('\0')) {
         return Err("args must not contain NUL".into());
     }
+    for a in &spec.args {
+        crate::expand::check(a).map_err(|e| format!("args: {e}"))?;
+    }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
             return Err(format!("invalid env name or value {k:?}"));
@@ -383,6 +387,7 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
         if RESERVED_ENV.contains(&k.as_str()) {
             return Err(format!("env {k} is set by the agent"));
         }
+        crate::expand::check(v).map_err(|e| format!("env {k}: {e}"))?;
     }
     if let Some(ping) = &spec.ping {
         if !ping.path.starts_with('/') || ping.path.bytes().any(|b| b <= b' ' || b == 0x7f) {

@@ -125,6 +125,7 @@ struct Settings {
     backoff: Duration,
     uid_base: Option<u32>,
     max_procs: u64,
+    program_host: String,
     logs_dir: PathBuf,
     slots_dir: PathBuf,
     log_max_bytes: u64,
@@ -160,6 +161,7 @@ impl Supervisor {
             backoff: Duration::from_millis(cfg.backoff_ms),
             uid_base: isolate.then_some(cfg.slot_uid_base),
             max_procs: cfg.slot_max_procs,
+            program_host: cfg.program_host.clone(),
             logs_dir: cfg.state_dir.join("logs"),
             slots_dir: cfg.homes(),
             log_max_bytes: cfg.log_max_bytes,
@@ -700,15 +702,30 @@ impl Supervisor {
         crate::store::set_mode(&home, 0o700)?;
 
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (port, slot) = (p.port.to_string(), p.slot.to_string());
+        let home_s = home.to_string_lossy().into_owned();
+        let value = |name: &str| {
+            Some(match name {
+                "PORT" => port.clone(),
+                "SLOT" => slot.clone(),
+                "HOME" => home_s.clone(),
+                "TENANT_ID" => id.to_string(),
+                "HOST" => s.program_host.clone(),
+                _ => return None,
+            })
+        };
+        // Checked when the spec was accepted: an error here is not possible.
+        let fill = |t: &String| crate::expand::expand(t, value).unwrap_or_else(|_| t.clone());
         let mut cmd = Command::new(&p.spec.command);
-        cmd.args(&p.spec.args)
+        cmd.args(p.spec.args.iter().map(fill))
             .env_clear()
             .env("PATH", DEFAULT_PATH)
-            .envs(&p.spec.env)
+            .envs(p.spec.env.iter().map(|(k, v)| (k, fill(v))))
             .env("HOME", &home)
-            .env("PORT", p.port.to_string())
-            .env("SLOT", p.slot.to_string())
+            .env("PORT", &port)
+            .env("SLOT", &slot)
             .env("TENANT_ID", id)
+            .env("HOST", &s.program_host)
             .current_dir(&home)
             .stdin(Stdio::null())
             .stderr(Stdio::from(write_end.try_clone()?))

@@ -584,3 +584,41 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
     // A whole request still works.
     assert_eq!(s.call("GET", "/healthz", "").status, 200);
 }
+
+#[test]
+fn args_and_env_name_the_slots_port_and_host_without_a_shell() {
+    let s = Slotpack::start(&[]);
+    let t = s.create_ok(
+        "noshell",
+        json!({"args": ["--print-env", "--host", "${HOST}"],
+               "env": {"MY_PORT": "${PORT}", "MY_ID": "${TENANT_ID}-${SLOT}", "LITERAL": "$${PORT} $5"}}),
+    );
+    let port = s.wait_pong("noshell");
+    let log = s
+        .call("GET", "/api/tenants/noshell/logs?tail=100", "")
+        .text();
+    let slot = t["tenant"]["placement"]["slot"].as_u64().unwrap();
+    for want in [
+        format!("env MY_PORT={port}"),
+        format!("env MY_ID=noshell-{slot}"),
+        "env LITERAL=${PORT} $5".to_string(),
+        "env HOST=127.0.0.1".to_string(),
+        format!("listening on 127.0.0.1:{port}"),
+    ] {
+        assert!(log.contains(&want), "missing {want:?} in\n{log}");
+    }
+    // A typo is a 400, not a program started with it.
+    let r = s.create("typo", json!({"env": {"P": "${PROT}"}}));
+    assert_error(&r, 400, "bad_request");
+    assert!(r.text().contains("PROT"), "{}", r.text());
+    assert_error(
+        &s.create("typo2", json!({"args": ["${PORT"]})),
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.create("typo3", json!({"env": {"HOST": "x"}})),
+        400,
+        "bad_request",
+    );
+}

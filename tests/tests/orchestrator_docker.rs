@@ -57,7 +57,8 @@ impl Drop for PoolContainers {
 fn in_container(extra: Value) -> Value {
     let mut t = json!({
         "command": "/usr/local/bin/test-tenant",
-        "args": ["--host", "0.0.0.0"],
+        // HOST is 0.0.0.0 in a pool container (its ports are published).
+        "args": ["--host", "${HOST}"],
         "ping": {"kind": "http", "intervalMs": 200},
     });
     if let (Some(m), Some(e)) = (t.as_object_mut(), extra.as_object()) {

@@ -119,6 +119,8 @@ impl LocalBackend {
             .arg(&state)
             .arg("--homes-dir")
             .arg(self.homes.join(&id))
+            .arg("--program-host")
+            .arg("127.0.0.1")
             .arg("--base-port")
             .arg(pool.base_port.to_string())
             .arg("--slots")
