@@ -152,17 +152,14 @@ pub fn router(app: App) -> Router {
 }
 
 /// Resolve the caller from `Authorization: Bearer` or `X-API-Key`.
-fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, AuthVia), ApiError> {
+    let (token, via) = presented_token(headers);
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    match (bearer.or(key).map(str::trim), &svc.cfg.admin_token) {
+    let caller = match (token.map(str::trim), &svc.cfg.admin_token) {
         (_, None) if svc.cfg.insecure_dev => Ok(Caller::Admin),
         (None, _) => Err(unauthorized(
-            "missing Authorization: Bearer <token> (or X-API-Key)",
+            "missing Authorization: Bearer <token> (or X-API-Key, X-Slotpack-Token, \
+             or the slotpack_token cookie)",
         )),
         (Some(t), Some(admin))
             if slot_agent::api::constant_time_eq(t.as_bytes(), admin.as_bytes()) =>
@@ -174,14 +171,51 @@ fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<Caller, Api
             Ok(None) => Err(unauthorized("unknown token")),
             Err(e) => Err(ServiceError::from(e).into()),
         },
+    }?;
+    Ok((caller, via))
+}
+
+/// The cookie that may carry slotpack's token (for browsers using a
+/// tenant's web UI through the proxy).
+pub const TOKEN_COOKIE: &str = "slotpack_token";
+
+/// Where the caller put its slotpack token. With [`AuthVia::Own`] (the
+/// `X-Slotpack-Token` header or the `slotpack_token` cookie) the request's
+/// `Authorization` and `X-API-Key` are the tenant's own and are proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVia {
+    /// `Authorization: Bearer` or `X-API-Key` (both are slotpack's).
+    Standard,
+    /// `X-Slotpack-Token` or the `slotpack_token` cookie.
+    Own,
+}
+
+/// The slotpack token of a request and where it was: `X-Slotpack-Token`,
+/// the `slotpack_token` cookie, `Authorization: Bearer`, `X-API-Key`.
+fn presented_token(h: &HeaderMap) -> (Option<&str>, AuthVia) {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    if let Some(t) = text("x-slotpack-token") {
+        return (Some(t), AuthVia::Own);
     }
+    let cookie = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='));
+    if let Some(t) = cookie {
+        return (Some(t), AuthVia::Own);
+    }
+    let bearer = text("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    (bearer.or(text("x-api-key")), AuthVia::Standard)
 }
 
 /// The auth middleware: puts the [`Caller`] into the request's extensions.
 async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     match resolve_caller(&app.svc, req.headers()) {
-        Ok(c) => {
+        Ok((c, via)) => {
             req.extensions_mut().insert(c);
+            req.extensions_mut().insert(via);
             next.run(req).await
         }
         Err(e) => e.into_response(),

@@ -288,7 +288,7 @@ async fn serve_http1(
     // Each connection task holds a clone; the count tells when all are done.
     let open = std::sync::Arc::new(());
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -301,7 +301,12 @@ async fn serve_http1(
         };
         let _ = tcp.set_nodelay(true);
         let conn = http
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .serve_connection(
+                TokioIo::new(tcp),
+                TowerToHyperService::new(
+                    app.clone().layer(axum::Extension(proxy::ClientAddr(peer))),
+                ),
+            )
             .with_upgrades();
         let (stop, token) = (stop.clone(), open.clone());
         tokio::spawn(async move {

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use slot_agent::http_error::ApiError;
 
-use crate::api::App;
+use crate::api::{App, AuthVia, TOKEN_COOKIE};
 use crate::routes::Routes;
 use crate::service::Caller;
 
@@ -100,9 +100,67 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Remove from `h` the hop-by-hop headers, those named in `Connection`,
-/// and our credentials; keep `Upgrade` (with `Connection: upgrade`) when
-/// tunnelling.
+/// The client's address, put into each request's extensions per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// What the proxy tells a tenant about the original request.
+struct Forwarded<'a> {
+    client: Option<std::net::IpAddr>,
+    /// `/api/tenants/{id}/proxy`: where the tenant's `/` is, for its links.
+    prefix: &'a str,
+    via: AuthVia,
+}
+
+/// The headers a tenant receives: no hop-by-hop ones (see [`strip`]); none
+/// of slotpack's credentials (the `slotpack_token` cookie and
+/// `X-Slotpack-Token` always; `Authorization` and `X-API-Key` unless the
+/// caller authenticated with one of those two, which makes them the
+/// tenant's own); and `X-Forwarded-For/-Proto/-Host/-Prefix`.
+fn to_tenant(h: &mut HeaderMap, keep_upgrade: bool, fwd: &Forwarded) {
+    strip(h, keep_upgrade);
+    h.remove("x-slotpack-token");
+    if fwd.via == AuthVia::Standard {
+        h.remove(header::AUTHORIZATION);
+        h.remove("x-api-key");
+    }
+    let cookies: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next() != Some(TOKEN_COOKIE))
+        .map(str::to_string)
+        .collect();
+    h.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+        if !cookies.is_empty() {
+            h.insert(header::COOKIE, v);
+        }
+    }
+    if let Some(ip) = fwd.client {
+        let chain = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(before) => format!("{before}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            h.insert("x-forwarded-for", v);
+        }
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.entry("x-forwarded-host").or_insert(host);
+    }
+    if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
+        h.insert("x-forwarded-prefix", v);
+    }
+}
+
+/// Remove from `h` the hop-by-hop headers and those named in `Connection`;
+/// keep `Upgrade` (with `Connection: upgrade`) when tunnelling.
 fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -119,8 +177,6 @@ fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
             h.remove(n);
         }
     }
-    h.remove(header::AUTHORIZATION);
-    h.remove("x-api-key");
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -162,11 +218,21 @@ async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request)
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let path_q = format!("{path}{query}");
+    let prefix = format!("/api/tenants/{id}/proxy");
+    let fwd = Forwarded {
+        client: req.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
+        prefix: &prefix,
+        via: req
+            .extensions()
+            .get::<AuthVia>()
+            .copied()
+            .unwrap_or(AuthVia::Standard),
+    };
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let r = if upgrade {
-        tunnel(&app.proxy_guard, target, &path_q, req).await
+        tunnel(&app.proxy_guard, target, &path_q, &fwd, req).await
     } else {
-        plain(app, target, &path_q, req).await
+        plain(app, target, &path_q, &fwd, req).await
     };
     match r {
         Ok(resp) => {
@@ -189,10 +255,11 @@ async fn plain(
     app: &App,
     target: SocketAddr,
     path_q: &str,
+    fwd: &Forwarded<'_>,
     req: Request,
 ) -> Result<Response, String> {
     let (mut parts, body) = req.into_parts();
-    strip(&mut parts.headers, false);
+    to_tenant(&mut parts.headers, false, fwd);
     parts.uri = format!("http://{target}{path_q}")
         .parse()
         .map_err(|e| format!("bad path: {e}"))?;
@@ -225,6 +292,7 @@ async fn tunnel(
     guard: &PortGuard,
     target: SocketAddr,
     path_q: &str,
+    fwd: &Forwarded<'_>,
     mut req: Request,
 ) -> Result<Response, String> {
     check_port(guard, target.port())?;
@@ -244,7 +312,7 @@ async fn tunnel(
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
     *up.headers_mut() = req.headers().clone();
-    strip(up.headers_mut(), true);
+    to_tenant(up.headers_mut(), true, fwd);
     up.headers_mut().insert(
         header::HOST,
         HeaderValue::from_str(&target.to_string()).map_err(|e| e.to_string())?,
@@ -303,14 +371,50 @@ mod tests {
         );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let fwd = Forwarded {
+            client: None,
+            prefix: "/p",
+            via: AuthVia::Standard,
+        };
         let mut f = h.clone();
-        strip(&mut f, false);
-        assert_eq!(f.len(), 1);
-        assert!(f.contains_key(header::CONTENT_TYPE));
+        to_tenant(&mut f, false, &fwd);
+        let names: Vec<&str> = f.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-type", "x-forwarded-proto", "x-forwarded-prefix"]
+        );
         let mut u = h.clone();
-        strip(&mut u, true);
+        to_tenant(&mut u, true, &fwd);
         assert_eq!(u.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(u.get(header::CONNECTION).unwrap(), "upgrade");
         assert!(!u.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn with_slotpacks_own_header_the_tenants_credentials_pass() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dTpw"),
+        );
+        h.insert("x-slotpack-token", HeaderValue::from_static("admin"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; slotpack_token=admin; b=2"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("front:8088"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        let fwd = Forwarded {
+            client: Some([127, 0, 0, 1].into()),
+            prefix: "/api/tenants/t/proxy",
+            via: AuthVia::Own,
+        };
+        to_tenant(&mut h, false, &fwd);
+        assert_eq!(h.get(header::AUTHORIZATION).unwrap(), "Basic dTpw");
+        assert!(!h.contains_key("x-slotpack-token"));
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "front:8088");
+        assert_eq!(h.get("x-forwarded-prefix").unwrap(), "/api/tenants/t/proxy");
     }
 }

@@ -127,3 +127,55 @@ fn the_proxy_forwards_the_path_exactly_as_received() {
         assert_eq!(r.text(), path);
     }
 }
+
+#[test]
+fn with_slotpacks_own_header_or_cookie_the_tenants_credentials_pass() {
+    let s = Slotpack::start(&[]);
+    s.create_ok("own", json!({}));
+    s.wait_pong("own");
+    let headers = |h: &[(&str, &str)]| {
+        let r =
+            slotpack_tests::http::request(&s.addr, "GET", "/api/tenants/own/proxy/headers", h, b"")
+                .unwrap();
+        (r.status, r.text().to_ascii_lowercase())
+    };
+    // X-Slotpack-Token is slotpack's; Authorization is the tenant's login.
+    let (status, seen) = headers(&[
+        ("X-Slotpack-Token", ADMIN),
+        ("Authorization", "Basic dXNlcjpwdw=="),
+        ("Cookie", "session=abc; slotpack_token=whatever"),
+    ]);
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen.contains("authorization: basic dxnlcjpwdw=="), "{seen}");
+    assert!(
+        seen.contains("cookie: session=abc\r") || seen.contains("cookie: session=abc\n"),
+        "{seen}"
+    );
+    assert!(!seen.contains(&ADMIN.to_ascii_lowercase()), "{seen}");
+    assert!(
+        !seen.contains("slotpack_token") && !seen.contains("x-slotpack-token"),
+        "{seen}"
+    );
+    for want in [
+        "x-forwarded-for: 127.0.0.1",
+        "x-forwarded-proto: http",
+        "x-forwarded-prefix: /api/tenants/own/proxy",
+        &format!("x-forwarded-host: {}", s.addr),
+    ] {
+        assert!(seen.contains(want), "missing {want}:\n{seen}");
+    }
+    // The cookie alone authenticates (a browser on the tenant's web UI).
+    let cookie = format!("slotpack_token={ADMIN}; theme=dark");
+    let (status, seen) = headers(&[("Cookie", &cookie)]);
+    assert_eq!(status, 200, "{seen}");
+    assert!(
+        seen.contains("theme=dark") && !seen.contains("slotpack_token"),
+        "{seen}"
+    );
+    // A wrong one is refused; Bearer stays slotpack's (never forwarded).
+    let (status, _) = headers(&[
+        ("X-Slotpack-Token", "nope"),
+        ("Authorization", &format!("Bearer {ADMIN}")),
+    ]);
+    assert_eq!(status, 401);
+}
