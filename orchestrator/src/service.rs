@@ -77,8 +77,17 @@ impl From<DbError> for ServiceError {
 }
 
 impl From<AgentError> for ServiceError {
+    /// An agent's 400 is the caller's spec (e.g. a command the slot's user
+    /// cannot run): a 400 with the agent's message. Anything else: 503.
     fn from(e: AgentError) -> Self {
-        ServiceError::Unavailable(e.to_string())
+        match &e {
+            AgentError::Status { status, body, .. } if status.as_u16() == 400 => {
+                let message = serde_json::from_str::<slot_agent::protocol::ErrorBody>(body)
+                    .map_or_else(|_| body.clone(), |b| b.error.message);
+                ServiceError::BadRequest(message)
+            }
+            _ => ServiceError::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! zombie, forwards SIGTERM/SIGINT, and serves a small HTTP API. The binary
 //! is a thin wrapper over [`run`].
 
+pub mod access;
 pub mod api;
 pub mod clock;
 pub mod config;

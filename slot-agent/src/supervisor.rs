@@ -272,6 +272,14 @@ impl Supervisor {
     pub fn put(&mut self, id: &str, mut spec: ProgramSpec) -> Result<bool, SupervisorError> {
         self.refuse_if_shutting_down()?;
         self.validate(id, &mut spec)?;
+        if let Some(uid) = spec.slot.and_then(|s| self.slot_uid(s)) {
+            // A command the slot's user cannot reach or run is refused now,
+            // not found out by a restart loop.
+            let path = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+            if let Some(file) = crate::access::resolve(&spec.command, path) {
+                crate::access::can_run(&file, uid, uid).map_err(SupervisorError::Invalid)?;
+            }
+        }
         if let Some(p) = self.programs.get(id) {
             if p.deleting {
                 return Err(SupervisorError::Conflict(format!(

@@ -430,3 +430,32 @@ fn a_nested_data_dir_lets_slot_users_reach_their_homes_or_serve_says_why_not() {
     );
     std::fs::remove_dir_all(&top).unwrap();
 }
+
+#[test]
+fn a_command_the_slot_user_cannot_run_is_a_clear_400_not_a_restart_loop() {
+    if !require_root("command access") {
+        return;
+    }
+    let sp = Slotpack::start(&[]);
+    // A program below a private folder, as a venv in a 0700 home would be.
+    let private = std::env::temp_dir().join(format!("slotpack-private-{}", std::process::id()));
+    std::fs::create_dir_all(private.join("venv/bin")).unwrap();
+    let cmd = private.join("venv/bin/test-tenant");
+    std::fs::copy(bin("test-tenant"), &cmd).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = sp.create("locked-out", json!({"command": cmd.display().to_string()}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("cannot be run by the slot's user") && msg.contains(private.to_str().unwrap()),
+        "{msg}"
+    );
+    // Nothing was kept: not listed, and the same id works once it can run.
+    assert_eq!(sp.call("GET", "/api/tenants/locked-out", "").status, 404);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sp.create_ok("locked-out", json!({"command": cmd.display().to_string()}));
+    sp.wait_pong("locked-out");
+    drop(sp);
+    std::fs::remove_dir_all(&private).unwrap();
+}
