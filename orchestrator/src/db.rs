@@ -747,6 +747,17 @@ mod tests {
         (Db::open(&p).unwrap(), p)
     }
 
+    /// Close the database and remove its files (the WAL ones too).
+    fn close(db: Db, path: std::path::PathBuf) {
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = path.clone().into_os_string();
+            f.push(suffix);
+            let _ = std::fs::remove_file(f);
+        }
+        assert!(!path.exists());
+    }
+
     fn new_pool() -> NewPool {
         NewPool {
             slots: 10,
@@ -788,7 +799,7 @@ mod tests {
         let c = db.insert_pool(&new_pool(), |_| true).unwrap();
         assert_eq!(c.block, 0);
         assert!(c.number > b.number);
-        std::fs::remove_file(path).unwrap();
+        close(db, path);
     }
 
     #[test]
@@ -818,6 +829,6 @@ mod tests {
             .map(|e| e.kind)
             .collect();
         assert_eq!(kinds, ["pool.created", "tenant.placed"]);
-        std::fs::remove_file(path).unwrap();
+        close(db, path);
     }
 }
