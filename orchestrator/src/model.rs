@@ -124,6 +124,9 @@ pub struct Tenant {
     pub created_at: String,
     /// Unix time at which it is removed, if it has a lifetime.
     pub expires_at: Option<i64>,
+    /// What went wrong lately, as the agent says it (e.g. a memory limit
+    /// too small for the program's first run).
+    pub message: Option<String>,
 }
 
 /// `POST /api/tenants` answer.

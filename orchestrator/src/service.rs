@@ -119,6 +119,8 @@ pub struct Orchestrator {
     restart_failures: std::sync::Mutex<HashMap<u64, u32>>,
     /// The last tick left a start waiting for an old copy to stop.
     followup: std::sync::atomic::AtomicBool,
+    /// The agent message last recorded as an event, per tenant.
+    reported: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// One pool's part of a health tick: what was found, what was done, and the
@@ -163,6 +165,7 @@ impl Orchestrator {
             tick_lock: Mutex::new(()),
             restart_failures: std::sync::Mutex::new(HashMap::new()),
             followup: std::sync::atomic::AtomicBool::new(false),
+            reported: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -536,6 +539,7 @@ impl Orchestrator {
             pool_class: req.and_then(|r| r.pool_class),
             created_at: t.created_at.clone(),
             expires_at: t.expires_at,
+            message: st.and_then(|s| s.message.clone()),
         }
     }
 
@@ -977,6 +981,10 @@ impl Orchestrator {
             .map(|s| s.id.clone())
             .collect();
         for s in &observed {
+            if let Some(m) = &s.message {
+                issues.push(format!("{}: {m}", s.id));
+                self.report_once(&s.id, &id, m);
+            }
             if desired.get(&s.id) == Some(&Want::Running) {
                 if !s.healthy {
                     issues.push(format!(
@@ -1002,6 +1010,27 @@ impl Orchestrator {
         }
         let pending = plan(&desired, &seen, &drifted);
         done(ph, bots, issues, actions, tenants, pending)
+    }
+
+    /// Record an agent's message about a tenant as an event (`tenant.memory`
+    /// when it is about memory, else `tenant.problem`), once per message.
+    fn report_once(&self, tenant: &str, pool: &str, message: &str) {
+        let mut seen = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(tenant).map(String::as_str) == Some(message) {
+            return;
+        }
+        let kind = if message.contains("memory") {
+            "tenant.memory"
+        } else {
+            "tenant.problem"
+        };
+        if self
+            .db
+            .event(kind, Some(tenant), Some(pool), message)
+            .is_ok()
+        {
+            seen.insert(tenant.to_string(), message.to_string());
+        }
     }
 
     /// Apply the pending reconciliation steps of one pool that start

@@ -245,6 +245,10 @@ pub struct ProgramStatus {
     /// behind the orchestrator's back is seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_digest: Option<String>,
+    /// What went wrong lately, for people (e.g. a memory limit too small for
+    /// the program's first run); cleared by a good run or a new spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A short digest of a spec (FNV-1a 64 of its JSON, hex): equal specs, equal

@@ -102,6 +102,8 @@ struct Program {
     ping_ok_seen: bool,
     /// Deleted through the API: forgotten as soon as its run has ended.
     deleting: bool,
+    /// The latest problem worth telling (see `ProgramStatus::message`).
+    message: Option<String>,
     rss: u64,
     log: Arc<Mutex<LogFile>>,
 }
@@ -301,6 +303,7 @@ impl Supervisor {
         let port = spec.port.unwrap_or_default();
         let pacing = self.pacing(&spec);
         if let Some(p) = self.programs.get_mut(id) {
+            p.message = None;
             p.spec = spec;
             p.slot = slot;
             p.port = port;
@@ -350,6 +353,7 @@ impl Supervisor {
                 ping_failures: 0,
                 ping_ok_seen: false,
                 deleting: false,
+                message: None,
                 rss: 0,
                 log: Arc::new(Mutex::new(log)),
             },
@@ -519,7 +523,20 @@ impl Supervisor {
             }
         }
         for id in over {
-            self.note(&id, "memory limit exceeded: restarting");
+            let p = self.programs.get_mut(&id).expect("present");
+            let (rss, limit) = (p.rss >> 20, p.spec.max_memory_mb.unwrap_or_default());
+            let first =
+                p.restarts == 0 || p.message.as_deref().is_some_and(|m| m.contains(FIRST_RUN));
+            let msg = if first {
+                format!(
+                    "resident memory {rss} MiB passed the limit of {limit} MiB {FIRST_RUN}: \
+                     the limit is too small for this program (raise resources.memoryMb)"
+                )
+            } else {
+                format!("resident memory {rss} MiB passed the limit of {limit} MiB: restarting")
+            };
+            p.message = Some(msg.clone());
+            self.note(&id, &msg);
             self.stop(&id, Kill::Memory);
         }
     }
@@ -830,6 +847,9 @@ impl Supervisor {
 
     fn apply_policy(&mut self, id: &str, end: RunEnd) {
         let p = self.programs.get_mut(id).expect("present");
+        if end.started_ok(&p.pacing) {
+            p.message = None; // a good run: whatever went wrong is over
+        }
         let decision = policy::after_exit(&p.pacing, end, p.failed_starts);
         let gen = p.gen;
         match decision {
@@ -1053,6 +1073,10 @@ fn slot_port(base: u16, slot: u32) -> Option<u16> {
     u16::try_from(u32::from(base) + slot).ok()
 }
 
+/// How a memory message says that the limit was passed before any run of
+/// the program ended well.
+const FIRST_RUN: &str = "in its first run";
+
 fn status(id: &str, p: &Program) -> ProgramStatus {
     ProgramStatus {
         id: id.to_string(),
@@ -1070,6 +1094,7 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
             .filter(|_| p.pid.is_some())
             .map(|(_, t)| rfc3339(t)),
         spec_digest: Some(crate::protocol::spec_digest(&p.spec)),
+        message: p.message.clone(),
     }
 }
 

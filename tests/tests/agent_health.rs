@@ -183,5 +183,14 @@ fn agent_kills_back_off_and_cool_down_instead_of_restarting_forever() {
         assert_eq!(s["restarts"], 2, "{id}: {s}");
     }
     assert!(a.logs("hangs", 50).contains("failed pings in a row"));
-    assert!(a.logs("leaks", 50).contains("memory limit exceeded"));
+    // Too small a limit is said so, in the log and the status.
+    let msg = a.status("leaks")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("in its first run") && msg.contains("raise resources.memoryMb"),
+        "{msg}"
+    );
+    assert!(a.logs("leaks", 50).contains("passed the limit of 20 MiB"));
 }

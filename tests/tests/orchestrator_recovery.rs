@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
+use serde_json::{json, Value};
 use slotpack_tests::http::request;
 use slotpack_tests::orchestrator::Slotpack;
 use slotpack_tests::{alive, bin, wait_for};
@@ -322,4 +322,36 @@ fn an_agent_nobody_noted_is_adopted_when_it_answers_with_the_pools_token() {
     assert_eq!(s.wait_pong("kept"), port);
     let h = s.health_check();
     assert_eq!(h["issues"], json!([]), "{h}");
+}
+
+#[test]
+fn a_memory_limit_too_small_for_the_first_run_is_said_so() {
+    let s = Slotpack::start(&[]);
+    s.create_ok(
+        "hungry",
+        json!({"args": ["--leak-mb-per-sec", "100"],
+               "resources": {"memoryMb": 20},
+               "restart": {"startSecs": 0, "backoffMs": 50, "maxAttempts": 2, "cooldownMs": 600000}}),
+    );
+    let msg = wait_for(LONG, "the tenant's message", || {
+        let t = s.call("GET", "/api/tenants/hungry", "").json();
+        t["tenant"]["message"].as_str().map(str::to_string)
+    });
+    assert!(
+        msg.contains("in its first run") && msg.contains("raise resources.memoryMb"),
+        "{msg}"
+    );
+    // Each tick reports it as an issue; the event is written once.
+    for _ in 0..2 {
+        let h = s.health_check();
+        assert!(h["issues"].to_string().contains("in its first run"), "{h}");
+    }
+    let ev = s.call("GET", "/api/events?tenant=hungry", "").json();
+    let memory: Vec<&Value> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "tenant.memory")
+        .collect();
+    assert_eq!(memory.len(), 1, "{ev}");
 }
