@@ -529,11 +529,15 @@ impl Supervisor {
                 p.restarts == 0 || p.message.as_deref().is_some_and(|m| m.contains(FIRST_RUN));
             let msg = if first {
                 format!(
-                    "resident memory {rss} MiB passed the limit of {limit} MiB {FIRST_RUN}: \
-                     the limit is too small for this program (raise resources.memoryMb)"
+                    "memory limit exceeded: resident memory {rss} MiB passed the limit of \
+                     {limit} MiB {FIRST_RUN}: the limit is too small for this program \
+                     (raise resources.memoryMb)"
                 )
             } else {
-                format!("resident memory {rss} MiB passed the limit of {limit} MiB: restarting")
+                format!(
+                    "memory limit exceeded: resident memory {rss} MiB passed the limit of \
+                     {limit} MiB: restarting"
+                )
             };
             p.message = Some(msg.clone());
             self.note(&id, &msg);
