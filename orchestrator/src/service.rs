@@ -233,8 +233,7 @@ impl Orchestrator {
     /// The proxy routes, for a port check at connect time (local backend
     /// as root: there, every tenant's listener must be its slot user's).
     pub fn port_guard(&self) -> Option<Arc<std::sync::RwLock<Routes>>> {
-        (self.backend.name() == "local" && nix::unistd::geteuid().is_root())
-            .then(|| self.routes.clone())
+        (self.backend.name() == "local" && self.isolated()).then(|| self.routes.clone())
     }
 
     fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
@@ -973,7 +972,10 @@ impl Orchestrator {
             .iter()
             .filter(|s| {
                 let stored = tenants.iter().find(|t| t.id == s.id);
-                match (stored.and_then(|t| stored_spec(t).ok()), &s.spec_digest) {
+                match (
+                    stored.and_then(|t| spec_at(t, t.slot, t.port).ok()),
+                    &s.spec_digest,
+                ) {
                     (Some(spec), Some(d)) => slot_agent::protocol::spec_digest(&spec) != *d,
                     _ => false,
                 }
@@ -1066,11 +1068,7 @@ impl Orchestrator {
 
     /// PUT the tenant's stored spec, for `slot` and `port`, to the agent at `ep`.
     async fn put_program(&self, ep: &Endpoint, t: &TenantRow, slot: u32, port: u16) -> Result<()> {
-        let req: CreateTenant =
-            serde_json::from_str(&t.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        self.agents
-            .put(ep, &t.id, &program_spec(&req, slot, port))
-            .await?;
+        self.agents.put(ep, &t.id, &spec_at(t, slot, port)?).await?;
         Ok(())
     }
 
@@ -1291,11 +1289,11 @@ fn route(owner: &str, pool: &PoolRow, slot: u32) -> Route {
     }
 }
 
-/// The agent spec a tenant row stands for (in its own slot and port).
-fn stored_spec(t: &TenantRow) -> Result<ProgramSpec> {
+/// The agent spec a tenant row stands for, in `slot` and `port`.
+fn spec_at(t: &TenantRow, slot: u32, port: u16) -> Result<ProgramSpec> {
     let req: CreateTenant =
         serde_json::from_str(&t.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    Ok(program_spec(&req, t.slot, t.port))
+    Ok(program_spec(&req, slot, port))
 }
 
 /// Tenant rows grouped by pool number, in their original order.
