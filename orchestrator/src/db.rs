@@ -271,8 +271,7 @@ impl Db {
             f.push(suffix);
             let f = std::path::PathBuf::from(f);
             if f.exists() {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+                slot_agent::store::set_mode(&f, 0o600)?;
             }
         }
         Ok(Db {

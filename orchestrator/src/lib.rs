@@ -77,7 +77,8 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     // users traverse it (to their homes) but cannot list it.
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
-    set_mode(&cfg.data_dir, 0o711)?;
+    slot_agent::store::set_mode(&cfg.data_dir, 0o711)
+        .with_context(|| format!("chmod 711 {}", cfg.data_dir.display()))?;
     if cfg.backend == "local" && nix::unistd::geteuid().is_root() {
         check_traversable(&cfg.data_dir)?;
     }
@@ -145,13 +146,6 @@ fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Set the permission bits of `p`.
-fn set_mode(p: &std::path::Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {:o} {}", mode, p.display()))
 }
 
 /// `slotpack serve`: recover, then serve until SIGTERM/SIGINT. Pools keep
