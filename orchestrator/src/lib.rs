@@ -271,7 +271,7 @@ async fn serve_http1(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
+    use tower_service::Service;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // A connection that has not sent a whole request head in time is
     // closed, so held-open half requests (slowloris) cost nothing for long.
@@ -294,13 +294,16 @@ async fn serve_http1(
             _ = stopped(stop.clone()) => break,
         };
         let _ = tcp.set_nodelay(true);
+        // Each request carries the client's address (for X-Forwarded-For);
+        // the router itself is shared, not rebuilt per connection.
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req| {
+            req.extensions_mut().insert(proxy::ClientAddr(peer));
+            // A Router is always ready: no poll_ready needed before call.
+            app.clone().call(req)
+        });
         let conn = http
-            .serve_connection(
-                TokioIo::new(tcp),
-                TowerToHyperService::new(
-                    app.clone().layer(axum::Extension(proxy::ClientAddr(peer))),
-                ),
-            )
+            .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
         let (stop, token) = (stop.clone(), open.clone());
         tokio::spawn(async move {
