@@ -214,11 +214,17 @@ async fn shutdown(sup: &Shared) {
 async fn sample_loop(sup: Shared, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Ports are policed only with slot users (each slot its own uid).
+    let police = lock(&sup).slot_uids().is_some();
     loop {
         tick.tick().await;
         let procs = procfs::all();
         let rss = procfs::rss_by_group(&procs);
-        let listeners = procfs::listeners();
+        let listeners = if police {
+            procfs::listeners()
+        } else {
+            Vec::new()
+        };
         let mut s = lock(&sup);
         s.sample_memory(&rss);
         s.police_ports(&listeners);

@@ -244,10 +244,7 @@ impl Supervisor {
             return bad("slot is required".into());
         };
         let s = &self.settings;
-        let Some(port) = u16::try_from(u32::from(s.base_port) + slot)
-            .ok()
-            .filter(|_| slot < s.slots)
-        else {
+        let Some(port) = slot_port(s.base_port, slot).filter(|_| slot < s.slots) else {
             return bad(format!("slot {slot} outside 0..{}", s.slots));
         };
         match spec.port {
