@@ -329,8 +329,6 @@ struct TailQuery {
     tail: Option<u64>,
 }
 
-/// `?tail=` of the logs: lines.
-const TAIL_LINES: std::ops::RangeInclusive<u64> = 0..=100_000;
 /// `?limit=` of the events.
 const EVENTS_LIMIT: std::ops::RangeInclusive<u64> = 1..=10_000;
 
@@ -350,7 +348,11 @@ async fn tenant_logs(
     Path(id): Path<String>,
     q: Result<Query<TailQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let tail = ranged("tail", query(q)?.tail.unwrap_or(100), &TAIL_LINES)?;
+    let tail = ranged(
+        "tail",
+        query(q)?.tail.unwrap_or(100),
+        &slot_agent::protocol::RANGES.tail_lines,
+    )?;
     let text = app.svc.logs(&caller, &id, tail as usize).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -249,7 +249,7 @@ async fn logs(
     checked_id(&id)?;
     let q = query(q)?;
     let n = q.tail.unwrap_or(100);
-    crate::protocol::in_range("tail", n, &(0..=100_000))
+    crate::protocol::in_range("tail", n, &crate::protocol::RANGES.tail_lines)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
     let n = n as usize;
     let path = {

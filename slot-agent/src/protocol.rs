@@ -345,6 +345,8 @@ pub struct Ranges {
     pub stop_timeout_ms: std::ops::RangeInclusive<u64>,
     /// `maxMemoryMb`.
     pub memory_mb: std::ops::RangeInclusive<u64>,
+    /// `?tail=` of the logs routes (lines), the agent's and the orchestrator's.
+    pub tail_lines: std::ops::RangeInclusive<u64>,
 }
 
 /// The ranges the agent (and the orchestrator) accept; outside → 400.
@@ -357,6 +359,7 @@ pub const RANGES: Ranges = Ranges {
     start_secs: 0..=3_600,
     stop_timeout_ms: 0..=120_000,
     memory_mb: 1..=1_048_576,
+    tail_lines: 0..=100_000,
 };
 
 /// `Ok` if `v` lies in `r`, else a message naming the field and the range.
