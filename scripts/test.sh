@@ -18,6 +18,9 @@ echo "== build"
 cargo build --workspace --bins --locked
 if docker info >/dev/null 2>&1; then
   bash scripts/build-images.sh
+  # A runtime image that is not ours (Debian + Python), for the pool-class
+  # and migration tests.
+  bash scripts/build-python-image.sh
 elif [ "${CI:-}" = "true" ]; then
   echo "error: CI=true but the Docker engine does not answer" >&2
   exit 1

@@ -8,13 +8,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
 use slot_agent::http_error::{json_body, query, with_json_errors, ApiError};
 
+use crate::classes::{ClassInfo, ClassList, ClassSpec};
 use crate::model::*;
 use crate::openapi::ErrorAnswers;
 use crate::proxy;
@@ -81,11 +82,12 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
     paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
-          proxy_doc, pool_status, health_check, cleanup, bot_info, create_token, events, healthz, metrics_doc),
+          proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, put_class, delete_class,
+          create_token, events, healthz, metrics_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
                        Placement, CreateToken, TokenCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
-                       ErrorDoc, ErrorDetailDoc)),
+                       ClassSpec, ClassInfo, ClassList, ErrorDoc, ErrorDetailDoc)),
     modifiers(&BearerAuth, &ErrorAnswers),
 )]
 pub struct ApiDoc;
@@ -138,6 +140,11 @@ pub fn router(app: App) -> Router {
         .route("/api/pool/health-check", post(health_check))
         .route("/api/pool/cleanup", post(cleanup))
         .route("/api/pool/bot/{instance_id}", get(bot_info))
+        .route("/api/pool/classes", get(list_classes))
+        .route(
+            "/api/pool/classes/{name}",
+            put(put_class).delete(delete_class),
+        )
         .route("/api/tokens", post(create_token).get(list_tokens))
         .route("/api/tokens/{id}", delete(revoke_token))
         .route("/api/events", get(events))
@@ -411,6 +418,55 @@ async fn bot_info(
     Path(id): Path<String>,
 ) -> ApiResult<Json<BotInfo>> {
     Ok(Json(app.svc.bot_info(&caller, &id)?))
+}
+
+/// Pool classes: the image and size of each class's pools (any caller, so
+/// that owners can choose a `poolClass`).
+#[utoipa::path(get, path = "/api/pool/classes", responses((status = 200, body = ClassList)), security(("bearer" = []), ("apiKey" = [])))]
+async fn list_classes(State(app): State<App>) -> ApiResult<Json<ClassList>> {
+    Ok(Json(app.svc.classes()?))
+}
+
+/// Define or change a pool class (admin): 201 when new, 200 when replaced.
+/// Running pools keep their image and size; new pools of the class take
+/// the new ones. The image must be on the engine (docker backend).
+#[utoipa::path(put, path = "/api/pool/classes/{name}", params(("name" = String, Path)), request_body = ClassSpec,
+    responses((status = 201, body = ClassList), (status = 200, body = ClassList)), security(("bearer" = []), ("apiKey" = [])))]
+async fn put_class(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let spec: ClassSpec = json_body(body, "JSON body")?;
+    let created = app.svc.put_class(&name, spec, false).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(app.svc.classes()?)).into_response())
+}
+
+/// Remove a pool class (admin); 409 while pools of it exist.
+#[utoipa::path(delete, path = "/api/pool/classes/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = ClassList)), security(("bearer" = []), ("apiKey" = [])))]
+async fn delete_class(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ClassList>> {
+    admin_only(&caller)?;
+    if !slot_agent::protocol::is_valid_id(&name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid class name {name:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"),
+        ));
+    }
+    app.svc.delete_class(&name)?;
+    Ok(Json(app.svc.classes()?))
 }
 
 /// Create an owner token (admin).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
+use crate::classes::ClassSpec;
 use crate::placement::Strategy;
 
 /// The deployment name when none is set (and of containers made before
@@ -120,6 +121,9 @@ pub struct ServeConfig {
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=4_000_000_000))]
     pub slot_uid_base: u32,
+    /// Pool classes of the config file (`[classes.<name>]`), applied at start.
+    #[arg(skip)]
+    pub classes: Vec<(String, ClassSpec)>,
 }
 
 impl ServeConfig {
@@ -153,9 +157,10 @@ impl ServeConfig {
 /// Read `--config FILE` (or `SLOTPACK_CONFIG`) from the raw arguments and
 /// export its keys as environment variables that are not already set, so
 /// that clap's flag > env > default order yields flag > env > file > default.
-/// Keys are the environment names, in any case (`max_bots_per_container = 20`).
+/// Keys are the environment names, in any case (`max_bots_per_container = 20`);
+/// the `[classes.<name>]` tables are pool classes, returned.
 /// Call before any thread starts.
-pub fn load_config_file(args: &[String]) -> Result<Option<PathBuf>, String> {
+pub fn load_config_file(args: &[String]) -> Result<Vec<(String, ClassSpec)>, String> {
     let from_args = args
         .windows(2)
         .find(|w| w[0] == "--config")
@@ -165,13 +170,22 @@ pub fn load_config_file(args: &[String]) -> Result<Option<PathBuf>, String> {
                 .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
         });
     let Some(path) = from_args.or_else(|| std::env::var("SLOTPACK_CONFIG").ok()) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e| format!("config file {path}: {e}"))?;
+    let mut classes = Vec::new();
     for (k, v) in table {
+        if k == "classes" {
+            let t = v.as_table().ok_or_else(|| {
+                format!("config file {path}: classes: want [classes.<name>] tables")
+            })?;
+            classes =
+                crate::classes::from_toml(t).map_err(|e| format!("config file {path}: {e}"))?;
+            continue;
+        }
         let name = k.to_ascii_uppercase();
         let value = match v {
             toml::Value::String(s) => s,
@@ -188,5 +202,5 @@ pub fn load_config_file(args: &[String]) -> Result<Option<PathBuf>, String> {
             std::env::set_var(name, value);
         }
     }
-    Ok(Some(PathBuf::from(path)))
+    Ok(classes)
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::blocks;
+use crate::classes::ClassSpec;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 /// Errors of the store.
@@ -48,6 +49,9 @@ pub struct PoolRow {
     pub cpu_millis: u64,
     /// Pool class.
     pub class: Option<String>,
+    /// Image of its container (docker backend), fixed when it was made;
+    /// `None`: `SLOTPACK_POOL_IMAGE`.
+    pub image: Option<String>,
     /// `pooled`, or `legacy` (one tenant per pool).
     pub mode: String,
     /// `starting`, `running`, `failed`.
@@ -94,6 +98,8 @@ pub struct NewPool {
     pub cpu_millis: u64,
     /// Class.
     pub class: Option<String>,
+    /// Image (`None`: the default one).
+    pub image: Option<String>,
     /// `pooled` or `legacy`.
     pub mode: String,
     /// Agent token.
@@ -202,6 +208,12 @@ CREATE TABLE IF NOT EXISTS events (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_tenant ON events (tenant);
+CREATE TABLE IF NOT EXISTS classes (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    from_config INTEGER NOT NULL DEFAULT 0 CHECK (from_config IN (0, 1)),
+    updated_at  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS migrations (
     tenant      TEXT PRIMARY KEY,
     container   TEXT NOT NULL,
@@ -265,6 +277,7 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         add_column_if_missing(&conn, "pools", "uid_base", "INTEGER")?;
+        add_column_if_missing(&conn, "pools", "image", "TEXT")?;
         // Earlier versions left the files world-readable.
         for suffix in ["", "-wal", "-shm"] {
             let mut f = path.as_os_str().to_owned();
@@ -281,6 +294,73 @@ impl Db {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Create or replace class `name`; `from_config`: set by the config file.
+    pub fn put_class(
+        &self,
+        name: &str,
+        spec: &ClassSpec,
+        from_config: bool,
+    ) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO classes (name, spec, from_config, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET spec = ?2, from_config = ?3, updated_at = ?4",
+            params![name, serde_json::to_string(spec)?, from_config, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Class `name`, if defined.
+    pub fn class(&self, name: &str) -> Result<Option<ClassSpec>, DbError> {
+        let spec: Option<String> = self
+            .conn()
+            .query_row("SELECT spec FROM classes WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(spec.map(|s| serde_json::from_str(&s)).transpose()?)
+    }
+
+    /// Every class: name, spec, whether the config file set it, pools of it.
+    pub fn classes(&self) -> Result<Vec<(String, ClassSpec, bool, u32)>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.name, c.spec, c.from_config, (SELECT COUNT(*) FROM pools p WHERE p.class = c.name)
+             FROM classes c ORDER BY c.name",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(n, s, c, p)| Ok((n, serde_json::from_str(&s)?, c, p)))
+            .collect()
+    }
+
+    /// Remove class `name`; refused while pools of it exist. Returns
+    /// whether it existed.
+    pub fn delete_class(&self, name: &str) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pools: u32 =
+            tx.query_row("SELECT COUNT(*) FROM pools WHERE class = ?1", [name], |r| {
+                r.get(0)
+            })?;
+        if pools > 0 {
+            return Err(DbError::Conflict(format!(
+                "class {name} still has {pools} pools: delete or move their tenants first"
+            )));
+        }
+        let n = tx.execute("DELETE FROM classes WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// Give pools stored before uid bases were kept the uid base they ran
@@ -330,9 +410,9 @@ impl Db {
         let (block, base, last) = (b.block, b.base_port, u32::from(b.base_port) + p.slots - 1);
         let created = now();
         tx.execute(
-            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, mode, status, token, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'starting', ?10, ?11)",
-            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.mode, p.token, created],
+            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, image, mode, status, token, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'starting', ?11, ?12)",
+            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.image, p.mode, p.token, created],
         )?;
         let number = tx.last_insert_rowid() as u64;
         tx.execute(
@@ -698,7 +778,7 @@ fn migration_row(r: &Row<'_>) -> rusqlite::Result<MigrationRow> {
     })
 }
 
-const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at FROM pools";
+const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at, image FROM pools";
 const TENANT_SELECT: &str = "SELECT id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at FROM tenants";
 
 fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
@@ -717,6 +797,7 @@ fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
         token: r.get(11)?,
         backend_ref: r.get(12)?,
         created_at: r.get(13)?,
+        image: r.get(14)?,
     })
 }
 
@@ -766,6 +847,7 @@ mod tests {
             memory_mb: 4096,
             cpu_millis: 4000,
             class: None,
+            image: None,
             mode: "pooled".into(),
             token: "t".into(),
         }

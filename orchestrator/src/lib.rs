@@ -7,6 +7,7 @@ pub mod agent_client;
 pub mod api;
 pub mod backend;
 pub mod blocks;
+pub mod classes;
 pub mod config;
 pub mod consolidate;
 pub mod db;
@@ -113,15 +114,8 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
                 .context("local backend")?,
         ),
         "docker" => Arc::new(
-            DockerBackend::connect(
-                &cfg.deployment,
-                &cfg.pool_image,
-                cfg.pool_memory_mb,
-                cfg.pool_cpu_millis,
-                cfg.pool_pids_limit,
-                env,
-            )
-            .await?,
+            DockerBackend::connect(&cfg.deployment, &cfg.pool_image, cfg.pool_pids_limit, env)
+                .await?,
         ),
         other => bail!("unknown backend {other:?}: want local or docker"),
     };
@@ -157,7 +151,13 @@ fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// health loop runs on the calling runtime.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
+    let classes = cfg.classes.clone();
     let svc = build(cfg).await?;
+    for (name, spec) in classes {
+        svc.put_class(&name, spec, true)
+            .await
+            .with_context(|| format!("config file: class {name}"))?;
+    }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut listeners = Vec::with_capacity(workers);
     for _ in 0..workers {

@@ -34,11 +34,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let Err(e) = load_config_file(&args) {
-        eprintln!("slotpack: error: {e}");
-        return std::process::ExitCode::from(2);
+    let classes = match load_config_file(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("slotpack: error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut cli = Cli::parse();
+    if let Command::Serve(cfg) = &mut cli.command {
+        cfg.classes = classes;
     }
-    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -24,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+use crate::classes::ClassList;
 use crate::db::Db;
 use crate::model::{CreateTenant, Resources};
 
@@ -67,8 +68,20 @@ pub struct MigrateArgs {
 pub struct Candidate {
     /// Container name (without `/`).
     pub container: String,
+    /// Its image, as it was created from (the tenant's pool class runs it).
+    pub image: Option<String>,
     /// The tenant request.
     pub tenant: CreateTenant,
+}
+
+/// A legacy value as a spec value: `$` written `$$` (spec values expand
+/// `${PORT}` and friends), and the legacy port itself, when it is the whole
+/// value, `${PORT}`. Pure.
+pub fn spec_value(legacy: &str, legacy_port: Option<&str>) -> String {
+    if legacy_port == Some(legacy) {
+        return "${PORT}".into();
+    }
+    legacy.replace('$', "$$")
 }
 
 /// `*`-wildcard match of a whole name.
@@ -131,19 +144,37 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
     if argv.is_empty() {
         return Err(format!("{name}: no entrypoint or command"));
     }
-    let mut env = BTreeMap::new();
-    for e in cfg["Env"]
+    let pairs: Vec<(&str, &str)> = cfg["Env"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|v| v.as_str())
-    {
-        if let Some((k, v)) = e.split_once('=') {
-            if !["PATH", "HOME", "HOSTNAME", "PORT", "SLOT", "TENANT_ID"].contains(&k) {
-                env.insert(k.to_string(), v.to_string());
-            }
+        .filter_map(|v| v.as_str()?.split_once('='))
+        .collect();
+    let port = pairs.iter().find(|(k, _)| *k == "PORT").map(|(_, v)| *v);
+    let mut env = BTreeMap::new();
+    for (k, v) in &pairs {
+        // The image's own environment reaches the program in its pool
+        // anyway; these the agent sets.
+        if ![
+            "PATH",
+            "HOME",
+            "HOSTNAME",
+            "PORT",
+            "SLOT",
+            "TENANT_ID",
+            "HOST",
+        ]
+        .contains(k)
+        {
+            env.insert(k.to_string(), spec_value(v, port));
         }
     }
+    // The command is not expanded, its arguments are.
+    let args: Vec<String> = argv[1..].iter().map(|a| spec_value(a, port)).collect();
+    let working_dir = cfg["WorkingDir"]
+        .as_str()
+        .filter(|d| d.starts_with('/') && *d != "/")
+        .map(str::to_string);
     let host = &inspect["HostConfig"];
     let memory_mb = host["Memory"]
         .as_u64()
@@ -158,7 +189,7 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
         id: label("slotpack.tenant").unwrap_or_else(|| tenant_id_from(&name)),
         owner: label("slotpack.owner"),
         command: argv[0].clone(),
-        args: argv[1..].to_vec(),
+        args,
         env,
         resources: Resources {
             memory_mb,
@@ -172,9 +203,14 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
         stop: Default::default(),
         pool_class: label("slotpack.pool-class"),
         max_lifetime_seconds: None,
+        working_dir,
     };
     Ok(Candidate {
         container: name,
+        image: cfg["Image"]
+            .as_str()
+            .filter(|i| !i.is_empty())
+            .map(str::to_string),
         tenant,
     })
 }
@@ -257,6 +293,71 @@ impl Ctx {
         }
         out.sort_by_key(|v| v["Name"].as_str().unwrap_or("").to_string());
         Ok(out)
+    }
+
+    /// The pool class for a legacy container of `image`: none for the
+    /// default pool image, else the class that runs `image`, defined now
+    /// (named after the image) when there is none. `dry_run`: define nothing.
+    async fn class_for(
+        &self,
+        image: &str,
+        classes: &mut ClassList,
+        dry_run: bool,
+    ) -> anyhow::Result<Option<String>> {
+        if image == classes.default_image {
+            return Ok(None);
+        }
+        if let Some(c) = classes.classes.iter().find(|c| c.image == image) {
+            return Ok(Some(c.name.clone()));
+        }
+        let base = crate::classes::name_for_image(image);
+        let name = (1..100)
+            .map(|i| {
+                if i == 1 {
+                    base.clone()
+                } else {
+                    format!("{}-{i}", &base[..base.len().min(59)])
+                }
+            })
+            .find(|n| !classes.classes.iter().any(|c| &c.name == n))
+            .ok_or_else(|| anyhow!("no free class name for image {image}"))?;
+        if !dry_run {
+            let (status, body) = self
+                .call(
+                    "PUT",
+                    &format!("/api/pool/classes/{name}"),
+                    Some(&json!({ "image": image })),
+                )
+                .await?;
+            if !(200..300).contains(&status) {
+                bail!(
+                    "defining pool class {name} for image {image} ({status}): {}",
+                    body["error"]["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+        classes.classes.push(crate::classes::ClassInfo {
+            name: name.clone(),
+            image: image.to_string(),
+            slots: 0,
+            memory_mb: 0,
+            cpu_millis: 0,
+            pools: 0,
+            from_config: false,
+        });
+        Ok(Some(name))
+    }
+
+    /// The classes the orchestrator knows.
+    async fn classes(&self) -> anyhow::Result<ClassList> {
+        let (status, body) = self.call("GET", "/api/pool/classes", None).await?;
+        if status != 200 {
+            bail!(
+                "listing pool classes ({status}): {}",
+                body["error"]["message"].as_str().unwrap_or("")
+            );
+        }
+        Ok(serde_json::from_value(body)?)
     }
 
     /// Migrate one tenant from wherever its log says it got to.
@@ -475,9 +576,20 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     }
     let found = ctx.legacy_containers(a.legacy_pattern.as_deref()).await?;
     let mut cands = Vec::new();
+    let mut classes = None;
     for inspect in &found {
         match candidate_from_inspect(inspect) {
-            Ok(c) => cands.push((inspect, c)),
+            Ok(mut c) => {
+                // A tenant keeps its runtime: a pool class of its image.
+                if let (None, Some(image)) = (&c.tenant.pool_class, &c.image) {
+                    if classes.is_none() {
+                        classes = Some(ctx.classes().await?);
+                    }
+                    let list = classes.as_mut().expect("listed above");
+                    c.tenant.pool_class = ctx.class_for(image, list, a.dry_run).await?;
+                }
+                cands.push((inspect, c))
+            }
             Err(e) => eprintln!("skipping: {e}"),
         }
     }
@@ -489,13 +601,14 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         for (_, c) in &cands {
             let t = &c.tenant;
             println!(
-                "  {:<24} -> tenant {:<24} {} {} ({} MiB, {}m cpu)",
+                "  {:<24} -> tenant {:<24} {} {} ({} MiB, {}m cpu, class {})",
                 c.container,
                 t.id,
                 t.command,
                 t.args.join(" "),
                 t.resources.memory_mb,
-                t.resources.cpu_millis
+                t.resources.cpu_millis,
+                t.pool_class.as_deref().unwrap_or("default")
             );
         }
         return Ok(());
@@ -578,5 +691,36 @@ mod tests {
             (256, 500)
         );
         assert!(candidate_from_inspect(&json!({"Name": "/x", "Config": {}})).is_err());
+        assert_eq!(c.image, None);
+    }
+
+    #[test]
+    fn legacy_values_keep_their_meaning_in_a_spec() {
+        let inspect = json!({
+            "Name": "/ft-1",
+            "Config": {"Image": "freqtradeorg/freqtrade:stable", "WorkingDir": "/freqtrade",
+                       "Cmd": ["python3", "bot.py", "--port", "8080", "--price=$5"],
+                       "Env": ["PORT=8080", "FT_PORT=8080", "PASS=a$b", "HOST=0.0.0.0"]}
+        });
+        let c = candidate_from_inspect(&inspect).unwrap();
+        assert_eq!(c.image.as_deref(), Some("freqtradeorg/freqtrade:stable"));
+        assert_eq!(c.tenant.working_dir.as_deref(), Some("/freqtrade"));
+        assert_eq!(
+            c.tenant.args,
+            ["bot.py", "--port", "${PORT}", "--price=$$5"]
+        );
+        assert_eq!(c.tenant.env["FT_PORT"], "${PORT}");
+        assert_eq!(c.tenant.env["PASS"], "a$$b");
+        assert!(!c.tenant.env.contains_key("HOST"));
+        // As the agent expands them: the slot's port, the literal `$`.
+        let port = |n: &str| (n == "PORT").then(|| "9003".to_string());
+        assert_eq!(
+            slot_agent::expand::expand(&c.tenant.env["PASS"], port).unwrap(),
+            "a$b"
+        );
+        assert_eq!(
+            slot_agent::expand::expand(&c.tenant.args[2], port).unwrap(),
+            "9003"
+        );
     }
 }

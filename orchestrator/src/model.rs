@@ -78,6 +78,11 @@ pub struct CreateTenant {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 315_360_000)]
     pub max_lifetime_seconds: Option<u64>,
+    /// Absolute folder in the pool the program starts in (default: its
+    /// slot's home); the slot's user must be able to enter it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096, pattern = "^/")]
+    pub working_dir: Option<String>,
 }
 
 /// Where a tenant runs.
@@ -206,6 +211,10 @@ pub struct PoolInfo {
     pub memory_used_mb: u64,
     /// Memory capacity in MiB.
     pub memory_mb: u64,
+    /// Pool class (`null`: the default class).
+    pub class: Option<String>,
+    /// Image of the pool's container (`null`: `SLOTPACK_POOL_IMAGE`).
+    pub image: Option<String>,
 }
 
 /// Totals and healthy counts.

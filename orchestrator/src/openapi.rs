@@ -48,7 +48,9 @@ pub fn error_answers(
     out.push((401, "no token, or an unknown or revoked one"));
     let admin_only = path.starts_with("/api/tokens")
         || path == "/api/events"
-        || (path.starts_with("/api/pool/") && !path.starts_with("/api/pool/bot/"));
+        || (path.starts_with("/api/pool/")
+            && !path.starts_with("/api/pool/bot/")
+            && !(path == "/api/pool/classes" && method == "get"));
     if admin_only || (path == "/api/tenants" && method == "post") {
         out.push((
             403,
@@ -64,13 +66,19 @@ pub fn error_answers(
     if body {
         out.push((413, "body over 64 KiB"));
     }
-    if path.contains('{') || (path == "/api/tenants" && method == "post") {
-        out.push((404, "no such tenant or token (or another owner's)"));
+    let class = path.starts_with("/api/pool/classes");
+    if (path.contains('{') && !(class && method == "put"))
+        || (path == "/api/tenants" && method == "post")
+    {
+        out.push((404, "no such tenant, token or class (or another owner's)"));
     }
     if path == "/api/tenants" && method == "post" {
         out.push((409, "the id is taken by another spec of the caller's"));
     }
-    if path.starts_with("/api/tenants") || path.starts_with("/api/pool/") {
+    if class && method == "delete" {
+        out.push((409, "the class still has pools"));
+    }
+    if (path.starts_with("/api/tenants") || path.starts_with("/api/pool/")) && !class {
         out.push((503, "a pool or its agent does not answer"));
     }
     out
@@ -105,7 +113,7 @@ fn complete(path: &str, method: &str, op: &mut Operation) {
 fn pattern(path: &str, p: &mut Parameter) {
     let pat = match p.name.as_str() {
         "id" if path.starts_with("/api/tokens") => TOKEN_ID_PATTERN,
-        "id" | "instanceId" | "tenant" => ID_PATTERN,
+        "id" | "instanceId" | "tenant" | "name" => ID_PATTERN,
         _ => return,
     };
     p.schema = Some(RefOr::T(

@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::agent_client::{AgentClient, AgentError, Endpoint};
 use crate::backend::Backend;
+use crate::classes::{ClassInfo, ClassList, ClassSpec, Size};
 use crate::config::ServeConfig;
 use crate::db::{pool_id, Db, DbError, NewPool, PoolRow, TenantRow};
 use crate::metrics::{Metrics, Snapshot};
@@ -275,17 +276,18 @@ impl Orchestrator {
                 return bad(format!("invalid poolClass {c:?}"));
             }
         }
+        let (size, _) = self.class_of(&req.pool_class)?;
         let r = &req.resources;
-        if r.memory_mb == 0 || r.memory_mb > self.cfg.pool_memory_mb {
+        if r.memory_mb == 0 || r.memory_mb > size.memory_mb {
             return bad(format!(
                 "resources.memoryMb must be 1..={} (a pool's memory)",
-                self.cfg.pool_memory_mb
+                size.memory_mb
             ));
         }
-        if r.cpu_millis > self.cfg.pool_cpu_millis {
+        if r.cpu_millis > size.cpu_millis {
             return bad(format!(
                 "resources.cpuMillis must be at most {} (a pool's cpu)",
-                self.cfg.pool_cpu_millis
+                size.cpu_millis
             ));
         }
         if let Some(v) = req.max_lifetime_seconds {
@@ -416,20 +418,18 @@ impl Orchestrator {
     /// Insert and start a pool, and add it to the index (placement lock held).
     async fn new_pool(&self, idx: &mut PoolIndex, class: Option<String>) -> Result<PoolRow> {
         let legacy = !self.cfg.pool_mode_enabled;
-        let slots = if legacy {
-            1
-        } else {
-            self.cfg.max_bots_per_container
-        };
+        let (size, image) = self.class_of(&class)?;
+        let slots = if legacy { 1 } else { size.slots };
         let row = self.db.insert_pool(
             &NewPool {
                 slots,
                 block_width: self.cfg.max_bots_per_container,
                 pool_base_port: self.cfg.pool_base_port,
                 uid_base: self.cfg.slot_uid_base,
-                memory_mb: self.cfg.pool_memory_mb,
-                cpu_millis: self.cfg.pool_cpu_millis,
+                memory_mb: size.memory_mb,
+                cpu_millis: size.cpu_millis,
                 class,
+                image,
                 mode: if legacy { "legacy" } else { "pooled" }.into(),
                 token: random_token(),
             },
@@ -449,6 +449,100 @@ impl Orchestrator {
         // A legacy pool is not accepting: it belongs to the one tenant it is made for.
         idx.upsert(Self::capacity(&row, &[]));
         Ok(row)
+    }
+
+    /// The size of `class`'s pools and their image (`None`: the default
+    /// class, or a class without an image of its own).
+    fn class_of(&self, class: &Option<String>) -> Result<(Size, Option<String>)> {
+        let default = self.default_size();
+        let Some(name) = class else {
+            return Ok((default, None));
+        };
+        let spec = self.db.class(name)?.ok_or_else(|| {
+            let known: Vec<String> = self
+                .db
+                .classes()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.0)
+                .collect();
+            ServiceError::BadRequest(format!(
+                "unknown poolClass {name:?}; defined: [{}] (PUT /api/pool/classes/{{name}} or [classes.<name>] in the config file)",
+                known.join(", ")
+            ))
+        })?;
+        Ok((spec.size(default), Some(spec.image)))
+    }
+
+    /// Size of the default class's pools.
+    fn default_size(&self) -> Size {
+        Size {
+            slots: self.cfg.max_bots_per_container,
+            memory_mb: self.cfg.pool_memory_mb,
+            cpu_millis: self.cfg.pool_cpu_millis,
+        }
+    }
+
+    /// Define (or change) class `name` (admin). A changed image or size
+    /// applies to the class's new pools; running ones keep theirs.
+    pub async fn put_class(&self, name: &str, spec: ClassSpec, from_config: bool) -> Result<bool> {
+        crate::classes::check(name, &spec, self.cfg.max_bots_per_container)
+            .map_err(ServiceError::BadRequest)?;
+        self.backend
+            .check_image(&spec.image)
+            .await
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let existed = self.db.class(name)?;
+        self.db.put_class(name, &spec, from_config)?;
+        if existed.as_ref() == Some(&spec) {
+            return Ok(false);
+        }
+        self.db.event(
+            "class.defined",
+            None,
+            None,
+            &format!(
+                "{name}: {}",
+                serde_json::to_string(&spec).unwrap_or_default()
+            ),
+        )?;
+        Ok(existed.is_none())
+    }
+
+    /// Every class, with its sizes filled in.
+    pub fn classes(&self) -> Result<ClassList> {
+        let default = self.default_size();
+        let classes = self
+            .db
+            .classes()?
+            .into_iter()
+            .map(|(name, spec, from_config, pools)| {
+                let size = spec.size(default);
+                ClassInfo {
+                    name,
+                    image: spec.image,
+                    slots: size.slots,
+                    memory_mb: size.memory_mb,
+                    cpu_millis: size.cpu_millis,
+                    pools,
+                    from_config,
+                }
+            })
+            .collect();
+        Ok(ClassList {
+            success: true,
+            default_image: self.cfg.pool_image.clone(),
+            classes,
+        })
+    }
+
+    /// Remove class `name` (admin); 409 while it has pools.
+    pub fn delete_class(&self, name: &str) -> Result<()> {
+        if !self.db.delete_class(name)? {
+            return Err(ServiceError::NotFound(format!("no class {name}")));
+        }
+        self.db.event("class.deleted", None, None, name)?;
+        Ok(())
     }
 
     /// Keep `SLOTPACK_WARM_SLOTS` free slots in the default class.
@@ -1202,6 +1296,8 @@ impl Orchestrator {
                     base_port: p.base_port,
                     memory_used_mb: bots.iter().map(|t| t.memory_mb).sum(),
                     memory_mb: p.memory_mb,
+                    class: p.class.clone(),
+                    image: p.image.clone(),
                     id,
                 }
             })
@@ -1277,6 +1373,7 @@ pub fn program_spec(req: &CreateTenant, slot: u32, port: u16) -> ProgramSpec {
         restart: req.restart.clone(),
         stop: req.stop.clone(),
         max_memory_mb: Some(req.resources.memory_mb),
+        working_dir: req.working_dir.clone(),
     }
 }
 

@@ -62,6 +62,30 @@ pub fn can_run(file: &Path, uid: u32, gid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// `Ok` if `uid`/`gid` can enter the existing folder `dir` (every folder
+/// on the way and `dir` itself searchable); else why not.
+pub fn can_enter(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let abs =
+        std::fs::canonicalize(dir).map_err(|e| format!("workingDir {}: {e}", dir.display()))?;
+    if !abs.is_dir() {
+        return Err(format!("workingDir {} is not a folder", dir.display()));
+    }
+    for d in abs.ancestors() {
+        let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        if !allows(m.mode(), m.uid(), m.gid(), uid, gid, 1) {
+            return Err(format!(
+                "workingDir {} cannot be entered by the slot's user (uid {uid}): {} has mode {:o}, owner {}",
+                dir.display(),
+                d.display(),
+                m.mode() & 0o777,
+                m.uid()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

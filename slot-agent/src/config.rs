@@ -30,6 +30,12 @@ pub struct AgentConfig {
     /// agents on a host.
     #[arg(long, env = "SLOT_PROGRAM_HOST", default_value = "0.0.0.0")]
     pub program_host: String,
+    /// Pass the agent's own environment (a runtime image's `PATH`, `LANG`,
+    /// ...) on to programs, without the agent's settings and token. For a
+    /// pool container; an agent on a host starts programs with a default
+    /// `PATH` only.
+    #[arg(long, env = "SLOT_INHERIT_ENV", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub inherit_env: bool,
     /// Port of slot 0.
     #[arg(long, env = "POOL_BASE_PORT", default_value_t = 9000)]
     pub base_port: u16,

@@ -17,6 +17,7 @@ pub mod ping;
 pub mod policy;
 pub mod ports;
 pub mod procfs;
+pub mod program_env;
 pub mod protocol;
 pub mod store;
 pub mod supervisor;

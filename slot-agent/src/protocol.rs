@@ -37,6 +37,10 @@ pub struct ProgramSpec {
     /// Resident memory limit of the program's process group, in MiB.
     #[serde(default)]
     pub max_memory_mb: Option<u64>,
+    /// Absolute folder the program starts in (a runtime image's `WORKDIR`);
+    /// default its slot's home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
 }
 
 /// Kind of health ping.
@@ -395,6 +399,11 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
             return Err(format!("env {k} is set by the agent"));
         }
         crate::expand::check(v).map_err(|e| format!("env {k}: {e}"))?;
+    }
+    if let Some(dir) = &spec.working_dir {
+        if !dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096 {
+            return Err("workingDir must be an absolute path (at most 4096 bytes)".into());
+        }
     }
     if let Some(ping) = &spec.ping {
         if !ping.path.starts_with('/') || ping.path.bytes().any(|b| b <= b' ' || b == 0x7f) {

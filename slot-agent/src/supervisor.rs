@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -128,6 +128,8 @@ struct Settings {
     uid_base: Option<u32>,
     max_procs: u64,
     program_host: String,
+    /// What every program's environment starts from (see `program_env`).
+    base_env: Vec<(String, String)>,
     logs_dir: PathBuf,
     slots_dir: PathBuf,
     log_max_bytes: u64,
@@ -148,7 +150,6 @@ pub struct Supervisor {
     handle: Weak<Mutex<Supervisor>>,
 }
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 impl Supervisor {
     /// Create the supervisor over `state_dir`; `isolate` runs each slot under its own uid.
     pub fn new(cfg: &AgentConfig, store: Store, isolate: bool) -> Shared {
@@ -164,6 +165,11 @@ impl Supervisor {
             uid_base: isolate.then_some(cfg.slot_uid_base),
             max_procs: cfg.slot_max_procs,
             program_host: cfg.program_host.clone(),
+            base_env: crate::program_env::base(if cfg.inherit_env {
+                crate::program_env::of_this_process()
+            } else {
+                Vec::new()
+            }),
             logs_dir: cfg.state_dir.join("logs"),
             slots_dir: cfg.homes(),
             log_max_bytes: cfg.log_max_bytes,
@@ -274,9 +280,16 @@ impl Supervisor {
         if let Some(uid) = spec.slot.and_then(|s| self.slot_uid(s)) {
             // A command the slot's user cannot reach or run is refused now,
             // not found out by a restart loop.
-            let path = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+            let path = spec
+                .env
+                .get("PATH")
+                .map_or_else(|| self.base_path(), String::as_str);
             if let Some(file) = crate::access::resolve(&spec.command, path) {
                 crate::access::can_run(&file, uid, uid).map_err(SupervisorError::Invalid)?;
+            }
+            if let Some(dir) = &spec.working_dir {
+                crate::access::can_enter(std::path::Path::new(dir), uid, uid)
+                    .map_err(SupervisorError::Invalid)?;
             }
         }
         if let Some(p) = self.programs.get(id) {
@@ -542,6 +555,14 @@ impl Supervisor {
         }
     }
 
+    /// `PATH` of programs whose spec sets none.
+    fn base_path(&self) -> &str {
+        let env = &self.settings.base_env;
+        env.iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or(crate::program_env::DEFAULT_PATH, |(_, v)| v.as_str())
+    }
+
     fn refuse_if_shutting_down(&self) -> Result<(), SupervisorError> {
         if self.shutting_down {
             Err(SupervisorError::ShuttingDown)
@@ -745,14 +766,19 @@ impl Supervisor {
         let mut cmd = Command::new(&p.spec.command);
         cmd.args(p.spec.args.iter().map(fill))
             .env_clear()
-            .env("PATH", DEFAULT_PATH)
+            .envs(s.base_env.iter().map(|(k, v)| (k, v)))
             .envs(p.spec.env.iter().map(|(k, v)| (k, fill(v))))
             .env("HOME", &home)
             .env("PORT", &port)
             .env("SLOT", &slot)
             .env("TENANT_ID", id)
             .env("HOST", &s.program_host)
-            .current_dir(&home)
+            .current_dir(
+                p.spec
+                    .working_dir
+                    .as_ref()
+                    .map_or(home.as_path(), Path::new),
+            )
             .stdin(Stdio::null())
             .stderr(Stdio::from(write_end.try_clone()?))
             .stdout(Stdio::from(write_end))

@@ -91,3 +91,70 @@ impl Drop for Container {
             .output();
     }
 }
+
+/// The runtime image of the Python tests (scripts/build-python-image.sh):
+/// Debian with Python and a small web app in /app; not slotpack's.
+pub const PYTHON_IMAGE: &str = "slotpack-test/python:bookworm";
+
+/// Whether the Python runtime image is there (see [`require_docker`]; in CI
+/// a missing image fails the test).
+pub fn require_python_image(test: &str) -> bool {
+    if !require_docker(test) {
+        return false;
+    }
+    let there = Command::new("docker")
+        .args(["image", "inspect", PYTHON_IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !there {
+        let why = format!("image {PYTHON_IMAGE} missing: run scripts/build-python-image.sh");
+        assert!(!crate::in_ci(), "{test}: {why}; CI must run Docker tests");
+        eprintln!("skipping {test}: {why}");
+    }
+    there
+}
+
+/// Removes, by id, the containers and volumes of a deployment on drop.
+pub struct Deployment(pub String);
+
+impl Deployment {
+    /// Ids of the deployment's containers (`what` = `containers`) or volumes.
+    pub fn ids(&self, what: &str) -> Vec<String> {
+        let label = format!("label=slotpack.deployment={}", self.0);
+        let out = match what {
+            "containers" => docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                "label=managed-by=slotpack",
+                "--filter",
+                &label,
+            ]),
+            _ => docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                "label=managed-by=slotpack",
+                "--filter",
+                &label,
+            ]),
+        };
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for id in self.ids("containers") {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &id])
+                .output();
+        }
+        for v in self.ids("volumes") {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &v])
+                .output();
+        }
+    }
+}

@@ -1,5 +1,10 @@
-//! The `docker` backend: each pool is a container of `SLOTPACK_POOL_IMAGE`
-//! on the local engine, driven through bollard. Containers are named
+//! The `docker` backend: each pool is a container of its class's image
+//! (`SLOTPACK_POOL_IMAGE` for the default class) on the local engine, driven
+//! through bollard. Any image can be a pool: the static slot-agent comes
+//! from the volume `<deployment>-agent-<pool image id>`, filled from
+//! `SLOTPACK_POOL_IMAGE`'s `/usr/local/bin` and mounted read-only at
+//! `/opt/slotpack`, and is the container's entrypoint, run as root; the
+//! image's environment reaches the programs (`--inherit-env`). Containers are named
 //! `<deployment>-pool-N` and labelled `managed-by=slotpack`,
 //! `slotpack.deployment=<deployment>` and `slotpack.pool=<id>`; they publish
 //! the agent port and the slot ports on 127.0.0.1, have memory/CPU/PID
@@ -34,14 +39,20 @@ pub const POOL_LABEL: &str = "slotpack.pool";
 pub const DEPLOYMENT_LABEL: &str = "slotpack.deployment";
 /// The agent's port inside a pool container.
 pub const AGENT_PORT: u16 = 8999;
+/// Where pool containers see the agent volume.
+pub const AGENT_DIR: &str = "/opt/slotpack";
+/// Where `SLOTPACK_POOL_IMAGE` holds the static agent.
+const AGENT_DIR_IN_POOL_IMAGE: &str = "/usr/local/bin";
 
 /// Pools as containers.
 pub struct DockerBackend {
     docker: Docker,
     deployment: String,
     image: String,
-    memory_bytes: i64,
-    nano_cpus: i64,
+    /// Volume holding the static agent (see the module doc).
+    agent_volume: String,
+    /// The engine's CPUs in millicores: the most a container may get.
+    engine_millis: u64,
     pids_limit: i64,
     env: Vec<(String, String)>,
 }
@@ -76,8 +87,6 @@ impl DockerBackend {
     pub async fn connect(
         deployment: &str,
         image: &str,
-        memory_mb: u64,
-        cpu_millis: u64,
         pids_limit: i64,
         env: Vec<(String, String)>,
     ) -> Result<Self, BackendError> {
@@ -86,7 +95,7 @@ impl DockerBackend {
             .negotiate_version()
             .await
             .map_err(|e| other(format!("docker engine: {e}")))?;
-        docker.inspect_image(image).await.map_err(|e| {
+        let pool_image = docker.inspect_image(image).await.map_err(|e| {
             other(format!(
                 "pool image {image}: {e} (build it with scripts/build-images.sh)"
             ))
@@ -100,16 +109,105 @@ impl DockerBackend {
             .and_then(|i| i.ncpu)
             .unwrap_or(1)
             .max(1) as u64;
-        let cpu_millis = cpu_millis.min(engine_cpus * 1000);
-        Ok(Self {
+        let image_id = pool_image.id.unwrap_or_default();
+        let short: String = image_id
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        let backend = Self {
             docker,
             deployment: deployment.to_string(),
             image: image.to_string(),
-            memory_bytes: (memory_mb << 20) as i64,
-            nano_cpus: (cpu_millis * 1_000_000) as i64,
+            agent_volume: format!("{deployment}-agent-{short}"),
+            engine_millis: engine_cpus * 1000,
             pids_limit,
             env,
-        })
+        };
+        backend.drop_stale_agent_volumes().await;
+        Ok(backend)
+    }
+
+    /// Fill the agent volume from the pool image unless it is filled: Docker
+    /// copies an image's files into an empty named volume when a container
+    /// that mounts it there is created. Idempotent; also repairs a volume
+    /// left empty by a crash between its creation and the copy.
+    async fn ensure_agent_volume(&self) -> Result<(), BackendError> {
+        let mut labels = self.labels("agent");
+        labels.remove(POOL_LABEL);
+        self.docker
+            .create_volume(CreateVolumeOptions {
+                name: self.agent_volume.clone(),
+                labels: labels.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(other)?;
+        let name = format!("{}-fill", self.agent_volume);
+        let _ = self.force_remove(&name).await;
+        let config = Config {
+            image: Some(self.image.clone()),
+            entrypoint: Some(vec![format!("{AGENT_DIR_IN_POOL_IMAGE}/slot-agent")]),
+            cmd: Some(vec!["--version".to_string()]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!(
+                    "{}:{AGENT_DIR_IN_POOL_IMAGE}",
+                    self.agent_volume
+                )]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: name.clone(),
+                    platform: None,
+                }),
+                config,
+            )
+            .await;
+        let _ = self.force_remove(&name).await;
+        made.map_err(|e| other(format!("filling the agent volume: {e}")))?;
+        Ok(())
+    }
+
+    /// Remove a container by name with its anonymous volumes (the pool
+    /// image's `/pool`), if it is there.
+    async fn force_remove(&self, name: &str) -> Result<(), bollard::errors::Error> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(name, Some(opts)).await {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove this deployment's agent volumes of earlier pool images that
+    /// no container uses any more (Docker refuses those in use).
+    async fn drop_stale_agent_volumes(&self) {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{DEPLOYMENT_LABEL}={}", self.deployment)],
+        )]);
+        let Ok(list) = self
+            .docker
+            .list_volumes(Some(bollard::volume::ListVolumesOptions { filters }))
+            .await
+        else {
+            return;
+        };
+        let prefix = format!("{}-agent-", self.deployment);
+        for v in list.volumes.unwrap_or_default() {
+            if v.name.starts_with(&prefix) && v.name != self.agent_volume {
+                let _ = self.docker.remove_volume(&v.name, None).await;
+            }
+        }
     }
 
     fn name(&self, id: &str) -> String {
@@ -135,6 +233,7 @@ impl DockerBackend {
 
     async fn create(&self, pool: &PoolRow) -> Result<(), BackendError> {
         let id = pool.id();
+        self.ensure_agent_volume().await?;
         self.docker
             .create_volume(CreateVolumeOptions {
                 name: self.volume(&id),
@@ -171,18 +270,28 @@ impl DockerBackend {
             pool.slots.to_string(),
             "--slot-uid-base".into(),
             pool.uid_base.to_string(),
+            "--inherit-env".into(),
         ];
+        let cpu_millis = pool.cpu_millis.min(self.engine_millis);
         let config = Config {
-            image: Some(self.image.clone()),
+            image: Some(pool.image.clone().unwrap_or_else(|| self.image.clone())),
+            entrypoint: Some(vec![format!("{AGENT_DIR}/slot-agent")]),
+            // Root, whatever the image's USER: the agent gives each slot its
+            // own user.
+            user: Some("0:0".into()),
+            working_dir: Some("/".into()),
             cmd: Some(cmd),
             env: Some(env),
             labels: Some(self.labels(&id)),
             exposed_ports: Some(exposed),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
-                binds: Some(vec![format!("{}:/pool", self.volume(&id))]),
-                memory: Some(self.memory_bytes),
-                nano_cpus: Some(self.nano_cpus),
+                binds: Some(vec![
+                    format!("{}:/pool", self.volume(&id)),
+                    format!("{}:{AGENT_DIR}:ro,nocopy", self.agent_volume),
+                ]),
+                memory: Some((pool.memory_mb << 20) as i64),
+                nano_cpus: Some((cpu_millis * 1_000_000) as i64),
                 pids_limit: Some(self.pids_limit),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
@@ -372,6 +481,21 @@ impl Backend for DockerBackend {
                 )
                 .await;
             self.remove_by_pool_id(&pool.id()).await
+        }
+        .boxed()
+    }
+
+    fn check_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            self.docker
+                .inspect_image(image)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    other(format!(
+                    "image {image} is not on the engine ({e}); build, load or pull it there first"
+                ))
+                })
         }
         .boxed()
     }

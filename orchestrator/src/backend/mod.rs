@@ -69,6 +69,12 @@ pub trait Backend: Send + Sync {
         bindable(block.agent_port)
             && (0..slots).all(|s| u16::try_from(u32::from(block.base_port) + s).is_ok_and(bindable))
     }
+    /// `Ok` if pools can run `image` (docker: the engine has it). Backends
+    /// that run no images accept any.
+    fn check_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = image;
+        Box::pin(async { Ok(()) })
+    }
     /// Pool ids as their pools die, if the backend can tell at once
     /// (otherwise the health tick notices).
     fn deaths(&self) -> Option<BoxStream<'static, String>> {
