@@ -111,4 +111,28 @@ mod tests {
         assert!(can_run(Path::new("/bin/sh"), 65_534, 65_534).is_ok());
         assert!(can_run(Path::new("/nonexistent/x"), 65_534, 65_534).is_ok());
     }
+
+    #[test]
+    fn working_folders_must_exist_and_be_enterable() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("slot-access-{}", std::process::id()));
+        let inner = dir.join("app");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let owner = std::fs::metadata(&dir).unwrap().uid();
+        let stranger = owner + 4242;
+        assert!(can_enter(&inner, stranger, stranger).is_ok());
+        // A private folder on the way: refused for others, fine for its owner.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let why = can_enter(&inner, stranger, stranger).unwrap_err();
+        assert!(why.contains("cannot be entered"), "{why}");
+        assert!(can_enter(&inner, owner, owner).is_ok());
+        assert!(can_enter(&dir.join("missing"), owner, owner).is_err());
+        std::fs::write(dir.join("file"), b"").unwrap();
+        assert!(can_enter(&dir.join("file"), owner, owner)
+            .unwrap_err()
+            .contains("not a folder"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
