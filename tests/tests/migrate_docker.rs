@@ -154,12 +154,38 @@ fn a_legacy_fleet_is_migrated_failures_roll_back_and_a_crash_resumes() {
         serde_json::json!([])
     );
 
-    // An interruption mid-migration: the orchestrator is down when mig-a is placed.
+    // With the orchestrator down, nothing is touched: migrate asks it for
+    // the pool classes before it stops any container.
     s.stop();
     let o = migrate(&s, &["--execute"]);
     assert!(!o.status.success());
-    assert!(!running("mig-a"), "mig-a should be stopped mid-migration");
+    assert!(text(&o).contains("does not answer"), "{}", text(&o));
+    assert!(running("mig-a") && running("mig-b") && running("mig-bad"));
     s.spawn();
+
+    // A crash mid-migration: migrate is killed right after it stopped mig-a.
+    let mut child = Command::new(slotpack_tests::bin("slotpack"))
+        .args(["migrate", "--execute", "--verbose", "--verify-timeout", "5"])
+        .env("SLOTPACK_LISTEN", &s.addr)
+        .env("SLOTPACK_ADMIN_TOKEN", ADMIN)
+        .env("SLOTPACK_DATA_DIR", &s.data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("mig-a: legacy-stopped") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains("mig-a: legacy-stopped"), "{seen}");
+    assert!(!running("mig-a"), "mig-a should be stopped mid-migration");
 
     // --execute resumes: mig-a and mig-b move; mig-bad fails verification and is rolled back.
     let o = migrate(&s, &["--execute", "--verbose"]);
