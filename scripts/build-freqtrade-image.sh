@@ -4,7 +4,8 @@
 # (mmdebstrap + `docker import`; no registry). Bytecode is compiled once with
 # unchecked hashes: slot users cannot write the venv, and would otherwise
 # recompile every import at every start. A base config (dry-run, API server
-# on) is /etc/freqtrade/config.json; each bot sets its port, address and
+# on) is /etc/freqtrade/config.json, the user data of a one-bot container
+# /freqtrade/user_data (its WORKDIR); each bot sets its port, address and
 # credentials through FREQTRADE__* variables. pip in the chroot trusts the
 # host's CA bundle (a proxy's CA, if the host has one), which is not
 # kept, in a clean environment (REQUESTS_CA_BUNDLE would override it).
@@ -31,8 +32,9 @@ mmdebstrap --quiet --variant=apt --mode=root \
   --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/host-ca.crt"' \
   --customize-hook="chroot \"\$1\" env -i PATH=/usr/bin:/bin HOME=/root PIP_CERT=/etc/ssl/host-ca.crt /opt/freqtrade/bin/pip install --quiet --no-cache-dir freqtrade==$version" \
   --customize-hook='rm -f "$1/etc/ssl/host-ca.crt"' \
-  --customize-hook='chroot "$1" /opt/freqtrade/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/freqtrade /usr/lib/python3.11 >/dev/null || true' \
+  --customize-hook='chroot "$1" /opt/freqtrade/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/freqtrade /usr/lib/python3.11 >/dev/null || true' \
   --customize-hook="mkdir -p \"\$1/etc/freqtrade\" && cp $work/config.json \"\$1/etc/freqtrade/config.json\" && chmod 644 \"\$1/etc/freqtrade/config.json\"" \
+  --customize-hook='chroot "$1" env -i PATH=/usr/bin:/bin HOME=/root /opt/freqtrade/bin/freqtrade create-userdir --userdir /freqtrade/user_data >/dev/null' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/root/.cache' \
   bookworm "$work/rootfs.tar" http://deb.debian.org/debian
 
@@ -40,7 +42,7 @@ docker import \
   -c 'ENV PATH=/opt/freqtrade/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   -c 'ENV VIRTUAL_ENV=/opt/freqtrade' \
   -c 'ENV LANG=C.UTF-8' \
-  -c 'WORKDIR /opt/freqtrade' \
+  -c 'WORKDIR /freqtrade' \
   -c 'CMD ["freqtrade", "webserver", "--config", "/etc/freqtrade/config.json"]' \
   -c 'LABEL managed-by=slotpack' \
   "$work/rootfs.tar" "$tag" >/dev/null

@@ -29,7 +29,7 @@ mmdebstrap --quiet --variant=apt --mode=root \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --customize-hook="mkdir -p \"\$1/app\" && cp $work/server.py \"\$1/app/server.py\" && chmod 755 \"\$1/app\" && chmod 644 \"\$1/app/server.py\"" \
   --customize-hook='chroot "$1" useradd --uid 1000 --home-dir /app --no-create-home app' \
-  --customize-hook='chroot "$1" python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/python3.11 /app || true' \
+  --customize-hook='chroot "$1" python3 -m compileall -q -f --invalidation-mode unchecked-hash /usr/lib/python3.11 /app || true' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
   bookworm "$work/rootfs.tar" http://deb.debian.org/debian
 

@@ -74,7 +74,7 @@ for i in $(seq 1 "$N"); do
   docker run -d --name "$DEP-legacy-$i" --label managed-by=slotpack --label "slotpack.deployment=$DEP" \
     -e FREQTRADE__API_SERVER__LISTEN_PORT=8080 -e FREQTRADE__API_SERVER__USERNAME=freqtrader \
     -e "FREQTRADE__API_SERVER__PASSWORD=$(PASSWORD_OF "legacy-$i")" \
-    -e "FREQTRADE__API_SERVER__JWT_SECRET_KEY=jwt-legacy-$i" \
+    -e "FREQTRADE__API_SERVER__JWT_SECRET_KEY=jwt-secret-of-legacy-$i-0123456789abcdef" \
     -p 127.0.0.1::8080 "$IMAGE" >/dev/null
 done
 for i in $(seq 1 "$N"); do
@@ -116,10 +116,11 @@ spec() {
       FREQTRADE__API_SERVER__LISTEN_PORT: "${PORT}",
       FREQTRADE__API_SERVER__USERNAME: "freqtrader",
       FREQTRADE__API_SERVER__PASSWORD: "pw-${TENANT_ID}",
-      FREQTRADE__API_SERVER__JWT_SECRET_KEY: "jwt-${TENANT_ID}"
+      FREQTRADE__API_SERVER__JWT_SECRET_KEY: "jwt-secret-of-${TENANT_ID}-0123456789abcdef"
     },
     resources: {memoryMb: 448, cpuMillis: 200},
-    ping: {kind: "http", path: "/api/v1/ping", intervalMs: 5000, timeoutMs: 3000, failureThreshold: 3},
+    ping: {kind: "http", path: "/api/v1/ping", intervalMs: 5000, timeoutMs: 3000, failureThreshold: 3,
+           initialDelayMs: 180000},
     stop: {signal: "TERM", timeoutMs: 15000}
   }'
 }

@@ -55,14 +55,15 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
         s.health.bots.total
     );
     println!(
-        "{:<10} {:<20} {:<12} {:>6} {:>6}  tenants",
-        "pool", "name", "status", "used", "util"
+        "{:<10} {:<20} {:<14} {:<12} {:>6} {:>6}  tenants",
+        "pool", "name", "class", "status", "used", "util"
     );
     for p in &s.pools {
         println!(
-            "{:<10} {:<20} {:<12} {:>3}/{:<2} {:>5}%  {}",
+            "{:<10} {:<20} {:<14} {:<12} {:>3}/{:<2} {:>5}%  {}",
             p.id,
             p.container_name,
+            p.class.as_deref().unwrap_or("default"),
             p.status,
             p.bots_count,
             p.capacity,

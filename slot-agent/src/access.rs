@@ -1,7 +1,9 @@
 //! Whether a slot user can run a program's command: every folder on the
 //! way searchable and the file executable by that uid and gid (slot users
 //! have no supplementary groups). Checked when a spec is accepted, so that
-//! a command below a private home is a clear 400, not a restart loop.
+//! a command below a private home is a clear 400, not a restart loop. Also
+//! refused: a command or working folder that every user may change (another
+//! tenant could swap what the program runs).
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +88,29 @@ pub fn can_enter(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// `Ok` unless every user may change `path` or a folder on its way (world
+/// writable, a folder without the sticky bit): then any other tenant could
+/// change what this program runs. A missing path is `Ok`.
+pub fn not_shared_writable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(abs) = std::fs::canonicalize(path) else {
+        return Ok(());
+    };
+    for p in abs.ancestors() {
+        let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o002 != 0 && !sticky_dir {
+            return Err(format!(
+                "{} is writable by every user (mode {:o}), so other tenants could change what {} runs",
+                p.display(),
+                m.mode() & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +158,30 @@ mod tests {
         assert!(can_enter(&dir.join("file"), owner, owner)
             .unwrap_err()
             .contains("not a folder"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn world_writable_paths_are_refused_sticky_folders_are_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("slot-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("run.sh");
+        std::fs::write(&file, b"#!/bin/sh\n").unwrap();
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        mode(&dir, 0o755).unwrap();
+        mode(&file, 0o755).unwrap();
+        assert!(not_shared_writable(&file).is_ok());
+        mode(&file, 0o757).unwrap();
+        assert!(not_shared_writable(&file)
+            .unwrap_err()
+            .contains("writable by every user"));
+        mode(&file, 0o755).unwrap();
+        mode(&dir, 0o777).unwrap();
+        assert!(not_shared_writable(&file).is_err());
+        mode(&dir, 0o1777).unwrap();
+        assert!(not_shared_writable(&file).is_ok());
+        assert!(not_shared_writable(&dir.join("missing")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

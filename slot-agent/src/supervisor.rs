@@ -284,12 +284,15 @@ impl Supervisor {
                 .env
                 .get("PATH")
                 .map_or_else(|| self.base_path(), String::as_str);
+            // Nor one that other tenants could change under it.
             if let Some(file) = crate::access::resolve(&spec.command, path) {
                 crate::access::can_run(&file, uid, uid).map_err(SupervisorError::Invalid)?;
+                crate::access::not_shared_writable(&file).map_err(SupervisorError::Invalid)?;
             }
             if let Some(dir) = &spec.working_dir {
-                crate::access::can_enter(std::path::Path::new(dir), uid, uid)
-                    .map_err(SupervisorError::Invalid)?;
+                let dir = Path::new(dir);
+                crate::access::can_enter(dir, uid, uid).map_err(SupervisorError::Invalid)?;
+                crate::access::not_shared_writable(dir).map_err(SupervisorError::Invalid)?;
             }
         }
         if let Some(p) = self.programs.get(id) {

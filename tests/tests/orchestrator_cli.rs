@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use slotpack_tests::bin;
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
 
@@ -87,6 +87,92 @@ fn a_toml_file_sets_defaults_env_beats_it_and_flags_beat_env() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn toml_pool_classes_size_their_pools_and_a_typo_stops_the_start() {
+    let dir = std::env::temp_dir().join(format!("slotpack-classes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("slotpack.toml");
+    std::fs::write(
+        &file,
+        "[classes.small]\nimage = \"python:3.11-slim\"\nslots = 2\nmemory = \"128m\"\ncpu_millis = 300\n",
+    )
+    .unwrap();
+    let f = file.display().to_string();
+    let s = Slotpack::start_full(3, 15, &[], &["--config", &f]);
+    let small = json!({"poolClass": "small", "resources": {"memoryMb": 64, "cpuMillis": 10}});
+    s.create_ok("c-1", small.clone());
+    s.create_ok("c-2", small.clone());
+    s.create_ok("c-3", small);
+    s.create_ok("d-1", json!({}));
+    for id in ["c-1", "c-2", "c-3", "d-1"] {
+        s.wait_pong(id);
+    }
+    // Two pools of 2 slots and 128 MiB for the class, one default pool.
+    let st = s.call("GET", "/api/pool/status", "").json();
+    let sizes: Vec<(Value, Value, Value)> = st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["class"].clone(),
+                p["capacity"].clone(),
+                p["memoryMb"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            (json!("small"), json!(2), json!(128)),
+            (json!("small"), json!(2), json!(128)),
+            (Value::Null, json!(3), json!(4096)),
+        ],
+        "{st}"
+    );
+    // The class's memory and CPU bound its tenants.
+    let r = s.create(
+        "c-4",
+        json!({"poolClass": "small", "resources": {"memoryMb": 129}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("1..=128"), "{}", r.text());
+    let r = s.create(
+        "c-4",
+        json!({"poolClass": "small", "resources": {"memoryMb": 64, "cpuMillis": 301}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let out = Command::new(bin("slotpack"))
+        .args(["status", "--listen", &s.addr, "--token", ADMIN])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("small") && text.contains("default"), "{text}");
+    drop(s);
+    // A misspelled key or a class too big for a pool's port block stops
+    // `serve` with the reason.
+    for (bad, why) in [
+        (
+            "[classes.x]\nimage = \"a\"\nslot = 2\n",
+            "unknown key \"slot\"",
+        ),
+        ("[classes.x]\nimage = \"a\"\nslots = 99\n", "slots"),
+        ("[classes.x]\nslots = 2\n", "image is required"),
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        let out = Command::new(bin("slotpack"))
+            .args(["serve", "--config", &f, "--insecure-dev"])
+            .env("SLOTPACK_DATA_DIR", dir.join("data"))
+            .env("SLOTPACK_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: {err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -459,3 +459,44 @@ fn a_command_the_slot_user_cannot_run_is_a_clear_400_not_a_restart_loop() {
     drop(sp);
     std::fs::remove_dir_all(&private).unwrap();
 }
+
+#[test]
+fn a_command_or_folder_every_tenant_could_change_is_refused() {
+    if !require_root("shared writable command") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let sp = Slotpack::start(&[]);
+    // An "image" folder left world-writable: a neighbour could replace the
+    // program (or drop files into the folder it starts in).
+    let shared = std::env::temp_dir().join(format!("slotpack-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&shared).unwrap();
+    let cmd = shared.join("test-tenant");
+    std::fs::copy(bin("test-tenant"), &cmd).unwrap();
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&shared, 0o777);
+    let r = sp.create("victim", json!({"command": cmd.display().to_string()}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("writable by every user"), "{}", r.text());
+    mode(&shared, 0o755);
+    mode(&cmd, 0o777);
+    let r = sp.create("victim", json!({"command": cmd.display().to_string()}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    mode(&cmd, 0o755);
+    let workdir = shared.join("work");
+    std::fs::create_dir_all(&workdir).unwrap();
+    mode(&workdir, 0o777);
+    let spec =
+        json!({"command": cmd.display().to_string(), "workingDir": workdir.display().to_string()});
+    let r = sp.create("victim", spec.clone());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(sp.call("GET", "/api/tenants/victim", "").status, 404);
+    // Once only root may change them, the same spec runs.
+    mode(&workdir, 0o755);
+    sp.create_ok("victim", spec);
+    sp.wait_pong("victim");
+    drop(sp);
+    std::fs::remove_dir_all(&shared).unwrap();
+}
