@@ -46,21 +46,19 @@ trap cleanup EXIT
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-mib() { awk '{printf "%.0f", $1 / 1048576}'; }
-# Memory of a container's cgroup: usage (what its limit counts) and RSS.
-cgroup_mem() {
-  local id dir
-  id=$(docker inspect -f '{{.Id}}' "$1")
-  for dir in "/sys/fs/cgroup/memory/docker/$id" "/sys/fs/cgroup/system.slice/docker-$id.scope" "/sys/fs/cgroup/docker/$id"; do
-    if [ -f "$dir/memory.usage_in_bytes" ]; then
-      echo "$(cat "$dir/memory.usage_in_bytes") $(awk '$1 == "total_rss" {print $2}' "$dir/memory.stat")"
-      return
-    elif [ -f "$dir/memory.current" ]; then
-      echo "$(cat "$dir/memory.current") $(awk '$1 == "anon" {print $2}' "$dir/memory.stat")"
-      return
-    fi
-  done
-  echo "0 0"
+# Memory of containers, as scripts/bench-memory.sh counts it: cgroup usage
+# minus inactive page cache, plus the RSS of their containerd shims; prints
+# "cgroup_bytes shim_bytes" summed over the given containers.
+memory_of() {
+  local ids
+  ids=$(docker inspect -f '{{.Id}}' "$@" | tr '\n' ' ')
+  python3 - $ids <<'PY'
+import sys
+sys.path.insert(0, "scripts/bench")
+import memory
+ids = sys.argv[1:]
+print(sum(memory.cgroup_bytes(c) for c in ids), sum(memory.shim_bytes(c) for c in ids))
+PY
 }
 pong() { curl -s -m 2 "$1" | grep -q pong; }
 
@@ -83,12 +81,8 @@ for i in $(seq 1 "$N"); do
 done
 legacy_ready=$(since "$t0")
 sleep 5   # let them settle after start-up
-legacy_usage=0; legacy_rss=0
-for i in $(seq 1 "$N"); do
-  read -r u r < <(cgroup_mem "$DEP-legacy-$i")
-  legacy_usage=$((legacy_usage + u)); legacy_rss=$((legacy_rss + r))
-done
-echo "   all $N answer ping after ${legacy_ready} s; memory: $(echo $legacy_usage | mib) MiB cgroup usage, $(echo $legacy_rss | mib) MiB RSS (sum over $N containers)"
+read -r legacy_cg legacy_shim < <(memory_of $(seq -f "$DEP-legacy-%g" 1 "$N"))
+echo "   all $N answer ping ${legacy_ready} s after the first docker run; memory: $(( (legacy_cg + legacy_shim) >> 20 )) MiB (cgroups $((legacy_cg >> 20)) + shims $((legacy_shim >> 20)))"
 for i in $(seq 1 "$N"); do docker rm -f -v "$DEP-legacy-$i" >/dev/null; done
 
 echo "== 2. $N bots in one pool of class freqtrade, from one spec"
@@ -140,14 +134,14 @@ pool_ready=$(since "$t0")
 pool=$(curl -s -H "$A" "http://$API/api/pool/status" | jq -r '.pools[0].containerName')
 echo "   $N creates answered in ${created} s; all $N answer ping ${pool_ready} s after the first create (pool $pool)"
 sleep 5
-read -r pool_usage pool_rss < <(cgroup_mem "$pool")
-echo "   memory of the pool: $(echo $pool_usage | mib) MiB cgroup usage, $(echo $pool_rss | mib) MiB RSS (one container, $N bots)"
+read -r pool_cg pool_shim < <(memory_of "$pool")
+echo "   memory of the pool: $(( (pool_cg + pool_shim) >> 20 )) MiB (cgroup $((pool_cg >> 20)) + shim $((pool_shim >> 20))); orchestrator RSS $(( $(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status) >> 10 )) MiB"
 
 echo "== 3. FreqTrade's own login through the slotpack proxy"
 url="http://$API/api/tenants/ft-1/proxy/api/v1/show_config"
 no_auth=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Slotpack-Token: $TOKEN" "$url")
 code=$(curl -s -o "$work/show.json" -w '%{http_code}' -H "X-Slotpack-Token: $TOKEN" -u freqtrader:pw-ft-1 "$url")
-echo "   show_config without FreqTrade's login: $no_auth; with it: $code ($(jq -c '{bot_name, dry_run, api_server_port: .api_server.listen_port}' "$work/show.json" 2>/dev/null || true))"
+echo "   show_config without FreqTrade's login: $no_auth; with it: $code ($(jq -c '{version, bot_name, dry_run}' "$work/show.json" 2>/dev/null || true))"
 [ "$code" = 200 ] && [ "$no_auth" = 401 ] || { echo "unexpected answers"; exit 1; }
 wrong=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Slotpack-Token: $TOKEN" -u freqtrader:pw-ft-2 "$url")
 echo "   ft-2's password on ft-1: $wrong"
@@ -163,6 +157,5 @@ echo "   all $N answer ping again ${back} s after docker kill"
 echo
 echo "== figures ($N FreqTrade $(docker run --rm --entrypoint /opt/freqtrade/bin/freqtrade "$IMAGE" --version 2>/dev/null | tail -1) bots, $(nproc) CPUs)"
 echo "   time to all healthy:   pool ${pool_ready} s   (separate containers: ${legacy_ready} s after docker run)"
-echo "   memory (cgroup usage): pool $(echo $pool_usage | mib) MiB   separate containers $(echo $legacy_usage | mib) MiB"
-echo "   memory (RSS):          pool $(echo $pool_rss | mib) MiB   separate containers $(echo $legacy_rss | mib) MiB"
+echo "   memory:                pool $(( (pool_cg + pool_shim) >> 20 )) MiB   separate containers $(( (legacy_cg + legacy_shim) >> 20 )) MiB"
 echo "   back after docker kill: ${back} s"

@@ -132,7 +132,7 @@ impl DockerBackend {
     /// copies an image's files into an empty named volume when a container
     /// that mounts it there is created. Idempotent; also repairs a volume
     /// left empty by a crash between its creation and the copy.
-    async fn ensure_agent_volume(&self) -> Result<(), BackendError> {
+    async fn ensure_agent_volume(&self, pool_id: &str) -> Result<(), BackendError> {
         let mut labels = self.labels("agent");
         labels.remove(POOL_LABEL);
         self.docker
@@ -143,7 +143,8 @@ impl DockerBackend {
             })
             .await
             .map_err(other)?;
-        let name = format!("{}-fill", self.agent_volume);
+        // One per pool: pools may be created side by side.
+        let name = format!("{}-fill-{pool_id}", self.agent_volume);
         let _ = self.force_remove(&name).await;
         let config = Config {
             image: Some(self.image.clone()),
@@ -233,7 +234,7 @@ impl DockerBackend {
 
     async fn create(&self, pool: &PoolRow) -> Result<(), BackendError> {
         let id = pool.id();
-        self.ensure_agent_volume().await?;
+        self.ensure_agent_volume(&id).await?;
         self.docker
             .create_volume(CreateVolumeOptions {
                 name: self.volume(&id),
