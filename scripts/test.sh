@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_cmd unshare util-linux
 ensure_cmd readelf binutils
+# A real Prometheus server and promtool for the observability test.
+ensure_cmd promtool prometheus
 
 echo "== lint"
 cargo fmt --all -- --check

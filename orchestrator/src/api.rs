@@ -82,12 +82,12 @@ type ApiResult<T> = Result<T, ApiError>;
 #[openapi(
     info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
     paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
-          proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, put_class, delete_class,
+          proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, metrics_targets, put_class, delete_class,
           create_token, events, healthz, metrics_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
                        Placement, CreateToken, TokenCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
-                       ClassSpec, ClassInfo, ClassList, ErrorDoc, ErrorDetailDoc)),
+                       ClassSpec, ClassInfo, ClassList, TargetGroup, ErrorDoc, ErrorDetailDoc)),
     modifiers(&BearerAuth, &ErrorAnswers),
 )]
 pub struct ApiDoc;
@@ -141,6 +141,7 @@ pub fn router(app: App) -> Router {
         .route("/api/pool/cleanup", post(cleanup))
         .route("/api/pool/bot/{instance_id}", get(bot_info))
         .route("/api/pool/classes", get(list_classes))
+        .route("/api/pool/metrics-targets", get(metrics_targets))
         .route(
             "/api/pool/classes/{name}",
             put(put_class).delete(delete_class),
@@ -425,6 +426,17 @@ async fn bot_info(
 #[utoipa::path(get, path = "/api/pool/classes", responses((status = 200, body = ClassList)), security(("bearer" = []), ("apiKey" = [])))]
 async fn list_classes(State(app): State<App>) -> ApiResult<Json<ClassList>> {
     Ok(Json(app.svc.classes()?))
+}
+
+/// Every pool's agent as a Prometheus target (admin): the response format
+/// of Prometheus' `http_sd_configs`, so one scrape job finds every agent.
+#[utoipa::path(get, path = "/api/pool/metrics-targets", responses((status = 200, body = [TargetGroup])), security(("bearer" = []), ("apiKey" = [])))]
+async fn metrics_targets(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<TargetGroup>>> {
+    admin_only(&caller)?;
+    Ok(Json(app.svc.metrics_targets()?))
 }
 
 /// Define or change a pool class (admin): 201 when new, 200 when replaced.

@@ -351,3 +351,13 @@ pub struct TokenList {
     /// Every owner token.
     pub tokens: Vec<crate::db::TokenRow>,
 }
+
+/// One Prometheus target group (`GET /api/pool/metrics-targets`, the
+/// format of Prometheus' HTTP service discovery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TargetGroup {
+    /// `host:port` of one agent's `/metrics`.
+    pub targets: Vec<String>,
+    /// `pool`, `class`, `deployment`, `backend`, `container` of that agent.
+    pub labels: BTreeMap<String, String>,
+}

@@ -1255,6 +1255,29 @@ impl Orchestrator {
         Ok(removed)
     }
 
+    /// Every pool's agent as a Prometheus target (HTTP service discovery);
+    /// agents serve `/metrics` without a token.
+    pub fn metrics_targets(&self) -> Result<Vec<TargetGroup>> {
+        Ok(self
+            .db
+            .pools()?
+            .iter()
+            .map(|p| TargetGroup {
+                targets: vec![self.backend.agent_addr(p).to_string()],
+                labels: BTreeMap::from([
+                    ("pool".to_string(), p.id()),
+                    (
+                        "class".to_string(),
+                        p.class.clone().unwrap_or_else(|| "default".into()),
+                    ),
+                    ("deployment".to_string(), self.cfg.deployment.clone()),
+                    ("backend".to_string(), self.backend.name().to_string()),
+                    ("container".to_string(), self.backend.container_name(p)),
+                ]),
+            })
+            .collect())
+    }
+
     /// `GET /api/pool/status`, with live health from every agent (one
     /// call per pool, concurrently).
     pub async fn pool_status(&self) -> Result<PoolStatus> {
