@@ -163,6 +163,8 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// Schema version 1: the tables as they were before versions were kept
+/// (created if missing; `pools.uid_base` added to files that predate it).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pools (
     number      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -208,12 +210,6 @@ CREATE TABLE IF NOT EXISTS events (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_tenant ON events (tenant);
-CREATE TABLE IF NOT EXISTS classes (
-    name        TEXT PRIMARY KEY,
-    spec        TEXT NOT NULL,
-    from_config INTEGER NOT NULL DEFAULT 0 CHECK (from_config IN (0, 1)),
-    updated_at  TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS migrations (
     tenant      TEXT PRIMARY KEY,
     container   TEXT NOT NULL,
@@ -224,6 +220,59 @@ CREATE TABLE IF NOT EXISTS migrations (
     updated_at  TEXT NOT NULL
 );
 ";
+
+/// Schema versions after 1, in order: version `i + 2` is `MIGRATIONS[i]`.
+/// Append only; each runs once, in a transaction, and sets `user_version`.
+const MIGRATIONS: &[&str] = &[
+    // 2: pool classes (image and size) and the image a pool was made with.
+    "CREATE TABLE classes (
+        name        TEXT PRIMARY KEY,
+        spec        TEXT NOT NULL,
+        from_config INTEGER NOT NULL DEFAULT 0 CHECK (from_config IN (0, 1)),
+        updated_at  TEXT NOT NULL
+    );
+    ALTER TABLE pools ADD COLUMN image TEXT;",
+];
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: u32 = 1 + MIGRATIONS.len() as u32;
+
+/// Bring the file to [`SCHEMA_VERSION`]: version 0 (new, or made before
+/// versions were kept) gets the version-1 tables, then every later step
+/// runs once, each in its own transaction. A file of a newer slotpack is
+/// refused, not guessed at.
+fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    let mut version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(DbError::Conflict(format!(
+            "the database has schema version {version}, newer than this slotpack's {SCHEMA_VERSION}: use a newer slotpack"
+        )));
+    }
+    if version == 0 {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
+        add_column_if_missing(&tx, "pools", "uid_base", "INTEGER")?;
+        // Files between the first classes code and versioning (never
+        // released) may hold parts of version 2 already.
+        let has_image: bool = tx
+            .prepare("SELECT 1 FROM pragma_table_info('pools') WHERE name = 'image'")?
+            .exists([])?;
+        tx.pragma_update(None, "user_version", if has_image { 2 } else { 1 })?;
+        tx.commit()?;
+        version = if has_image { 2 } else { 1 };
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate() {
+        let to = i as u32 + 2;
+        if version < to {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", to)?;
+            tx.commit()?;
+            version = to;
+        }
+    }
+    Ok(())
+}
 
 /// Add `column` to `table` unless it is there (schema growth of older files).
 fn add_column_if_missing(
@@ -270,14 +319,12 @@ fn now() -> String {
 impl Db {
     /// Open (and create) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        add_column_if_missing(&conn, "pools", "uid_base", "INTEGER")?;
-        add_column_if_missing(&conn, "pools", "image", "TEXT")?;
+        migrate(&mut conn)?;
         // Earlier versions left the files world-readable.
         for suffix in ["", "-wal", "-shm"] {
             let mut f = path.as_os_str().to_owned();
@@ -850,6 +897,73 @@ mod tests {
             image: None,
             mode: "pooled".into(),
             token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn a_file_of_the_schema_before_versions_is_migrated_with_its_rows() {
+        let p = std::env::temp_dir().join(format!("slotpack-db-old-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        {
+            // The schema as released before versions were kept (8d7e022,
+            // before pools kept their uid base), with a pool, a tenant and
+            // an event in it.
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(include_str!("../testdata/schema-8d7e022.sql"))
+                .unwrap();
+            c.execute_batch(
+                "INSERT INTO pools (block, base_port, agent_port, slots, memory_mb, cpu_millis, mode, status, token, created_at)
+                 VALUES (0, 9000, 8999, 10, 4096, 4000, 'pooled', 'running', 't', 'then');
+                 INSERT INTO tenants (id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at)
+                 VALUES ('old-1', 'alice', '{}', 1, 0, 9000, 256, 100, 'running', 'then');
+                 INSERT INTO events (at, kind, detail) VALUES ('then', 'tenant.placed', 'old');",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&p).unwrap();
+        let version: u32 = db
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // The rows are there and every newer column and table works.
+        assert_eq!(db.tenant("old-1").unwrap().unwrap().owner, "alice");
+        db.fill_uid_bases(10_000).unwrap();
+        let old = db.pool(1).unwrap().unwrap();
+        assert_eq!((old.uid_base, old.image.clone()), (10_000, None));
+        let spec = ClassSpec {
+            image: "python:3.11".into(),
+            slots: Some(2),
+            memory_mb: None,
+            cpu_millis: None,
+        };
+        db.put_class("py", &spec, false).unwrap();
+        let mut np = new_pool();
+        np.class = Some("py".into());
+        np.image = Some("python:3.11".into());
+        let made = db.insert_pool(&np, |_| true).unwrap();
+        assert_eq!(made.image.as_deref(), Some("python:3.11"));
+        assert_ne!(made.block, 0);
+        assert_eq!(db.classes().unwrap()[0].3, 1);
+        drop(db);
+        // Opening again changes nothing; a newer slotpack's file is refused.
+        let db = Db::open(&p).unwrap();
+        assert_eq!(db.class("py").unwrap(), Some(spec));
+        db.conn().pragma_update(None, "user_version", 99).unwrap();
+        drop(db);
+        let err = Db::open(&p)
+            .err()
+            .expect("a newer schema is refused")
+            .to_string();
+        assert!(err.contains("newer"), "{err}");
+        close_path(p);
+    }
+
+    fn close_path(path: std::path::PathBuf) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = path.clone().into_os_string();
+            f.push(suffix);
+            let _ = std::fs::remove_file(f);
         }
     }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slotpack_tests::agent::free_ports;
 use slotpack_tests::http::request;
-use slotpack_tests::orchestrator::{Slotpack, ADMIN};
 use slotpack_tests::in_ci;
+use slotpack_tests::orchestrator::{Slotpack, ADMIN};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
