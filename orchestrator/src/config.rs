@@ -154,13 +154,20 @@ impl ServeConfig {
     }
 }
 
-/// Read `--config FILE` (or `SLOTPACK_CONFIG`) from the raw arguments and
-/// export its keys as environment variables that are not already set, so
-/// that clap's flag > env > default order yields flag > env > file > default.
-/// Keys are the environment names, in any case (`max_bots_per_container = 20`);
-/// the `[classes.<name>]` tables are pool classes, returned.
-/// Call before any thread starts.
-pub fn load_config_file(args: &[String]) -> Result<Vec<(String, ClassSpec)>, String> {
+/// What a config file holds: settings by environment name (upper case),
+/// and pool classes.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    /// `(ENV_NAME, value)` pairs.
+    pub settings: Vec<(String, String)>,
+    /// `[classes.<name>]` tables.
+    pub classes: Vec<(String, ClassSpec)>,
+}
+
+/// Read `--config FILE` (or `SLOTPACK_CONFIG`) named in the raw arguments.
+/// Keys are the environment names, in any case (`max_bots_per_container =
+/// 20`); `[classes.<name>]` tables are pool classes. Changes nothing.
+pub fn read_config_file(args: &[String]) -> Result<ConfigFile, String> {
     let from_args = args
         .windows(2)
         .find(|w| w[0] == "--config")
@@ -170,37 +177,129 @@ pub fn load_config_file(args: &[String]) -> Result<Vec<(String, ClassSpec)>, Str
                 .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
         });
     let Some(path) = from_args.or_else(|| std::env::var("SLOTPACK_CONFIG").ok()) else {
-        return Ok(Vec::new());
+        return Ok(ConfigFile::default());
     };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("config file {path}: {e}"))?;
-    let mut classes = Vec::new();
+    parse_config(&text).map_err(|e| format!("config file {path}: {e}"))
+}
+
+/// A config file's text as settings and classes. Pure.
+pub fn parse_config(text: &str) -> Result<ConfigFile, String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+    let mut file = ConfigFile::default();
     for (k, v) in table {
         if k == "classes" {
-            let t = v.as_table().ok_or_else(|| {
-                format!("config file {path}: classes: want [classes.<name>] tables")
-            })?;
-            classes =
-                crate::classes::from_toml(t).map_err(|e| format!("config file {path}: {e}"))?;
+            let t = v
+                .as_table()
+                .ok_or("classes: want [classes.<name>] tables")?;
+            file.classes = crate::classes::from_toml(t)?;
             continue;
         }
-        let name = k.to_ascii_uppercase();
         let value = match v {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Float(f) => f.to_string(),
-            other => {
-                return Err(format!(
-                    "config file {path}: {k} has unsupported value {other}"
-                ))
-            }
+            other => return Err(format!("{k} has unsupported value {other}")),
         };
-        if std::env::var_os(&name).is_none() {
-            std::env::set_var(name, value);
+        file.settings.push((k.to_ascii_uppercase(), value));
+    }
+    Ok(file)
+}
+
+/// Make the file's `settings` the defaults of every argument (of every
+/// subcommand) read from that environment name, so that clap yields flag >
+/// env > file > default without touching the environment. A key that no
+/// argument reads is an error (a typo must not pass silently). The values
+/// are hidden from `--help` (a file may hold the admin token).
+pub fn with_file_defaults(
+    mut cmd: clap::Command,
+    settings: &[(String, String)],
+) -> Result<clap::Command, String> {
+    let mut uses: Vec<(String, String, String)> = Vec::new(); // (subcommand, arg id, value)
+    for (key, value) in settings {
+        let mut known = false;
+        for sc in cmd.get_subcommands() {
+            for a in sc.get_arguments() {
+                if a.get_env().is_some_and(|e| e == key.as_str()) {
+                    known = true;
+                    uses.push((
+                        sc.get_name().to_string(),
+                        a.get_id().to_string(),
+                        value.clone(),
+                    ));
+                }
+            }
+        }
+        if !known {
+            return Err(format!(
+                "unknown setting {} (keys are the environment names, e.g. max_bots_per_container)",
+                key.to_ascii_lowercase()
+            ));
         }
     }
-    Ok(classes)
+    for (sc, id, value) in uses {
+        cmd = cmd.mut_subcommand(sc, |c| {
+            c.mut_arg(id, |a| a.default_value(value).hide_default_value(true))
+        });
+    }
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    #[derive(Debug, clap::Parser)]
+    struct Probe {
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        Serve(Box<ServeConfig>),
+    }
+
+    fn serve(settings: &[(&str, &str)], args: &[&str]) -> Result<ServeConfig, String> {
+        use clap::CommandFactory;
+        let s: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cmd = with_file_defaults(Probe::command(), &s)?;
+        let mut all = vec!["slotpack", "serve"];
+        all.extend_from_slice(args);
+        let m = cmd.try_get_matches_from(all).map_err(|e| e.to_string())?;
+        let Sub::Serve(c) = Probe::from_arg_matches(&m).map_err(|e| e.to_string())?.cmd;
+        Ok(*c)
+    }
+
+    #[test]
+    fn file_values_are_defaults_that_flags_beat_and_typos_are_errors() {
+        let c = serve(&[("MAX_BOTS_PER_CONTAINER", "7")], &[]).unwrap();
+        assert_eq!(c.max_bots_per_container, 7);
+        let c = serve(
+            &[("MAX_BOTS_PER_CONTAINER", "7")],
+            &["--max-bots-per-container", "9"],
+        )
+        .unwrap();
+        assert_eq!(c.max_bots_per_container, 9);
+        let e = serve(&[("MAX_BOTS_PER_CONTAINR", "7")], &[]).unwrap_err();
+        assert!(e.contains("unknown setting max_bots_per_containr"), "{e}");
+        // Values are checked as flags are.
+        assert!(serve(&[("MAX_BOTS_PER_CONTAINER", "0")], &[]).is_err());
+    }
+
+    #[test]
+    fn a_file_parses_to_settings_and_classes() {
+        let f = parse_config("pool_base_port = 9100\n[classes.a]\nimage = \"x\"\n").unwrap();
+        assert_eq!(
+            f.settings,
+            [("POOL_BASE_PORT".to_string(), "9100".to_string())]
+        );
+        assert_eq!(f.classes[0].0, "a");
+        assert!(parse_config("x = [1, 2]\n").is_err());
+    }
 }

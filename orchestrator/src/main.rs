@@ -1,7 +1,7 @@
 //! `slotpack`: the orchestrator binary (`serve`, `status`).
 
-use clap::{Parser, Subcommand};
-use orchestrator::config::{load_config_file, ServeConfig};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use orchestrator::config::{read_config_file, with_file_defaults, ServeConfig};
 use orchestrator::status::StatusArgs;
 
 /// mimalloc: fewer cycles per request on the proxy path than glibc malloc.
@@ -34,14 +34,19 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let classes = match load_config_file(&args) {
-        Ok(c) => c,
+    // Settings of a config file become clap defaults: flag > env > file.
+    let file = match read_config_file(&args)
+        .and_then(|f| Ok((with_file_defaults(Cli::command(), &f.settings)?, f.classes)))
+    {
+        Ok(f) => f,
         Err(e) => {
-            eprintln!("slotpack: error: {e}");
+            eprintln!("slotpack: error: config file: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    let mut cli = Cli::parse();
+    let (cmd, classes) = file;
+    let matches = cmd.get_matches_from(&args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Serve(cfg) = &mut cli.command {
         cfg.classes = classes;
     }

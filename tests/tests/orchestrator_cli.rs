@@ -49,7 +49,7 @@ fn a_toml_file_sets_defaults_env_beats_it_and_flags_beat_env() {
     let file = dir.join("slotpack.toml");
     std::fs::write(
         &file,
-        "max_bots_per_container = 5\nSLOTPACK_POOL_MEMORY_MB = 2048\npool_cpu_millis = 3000\n",
+        "max_bots_per_container = 5\nSLOTPACK_POOL_MEMORY_MB = 2048\nslotpack_pool_cpu_millis = 3000\n",
     )
     .unwrap();
     let f = file.display().to_string();
@@ -161,6 +161,10 @@ fn toml_pool_classes_size_their_pools_and_a_typo_stops_the_start() {
         ),
         ("[classes.x]\nimage = \"a\"\nslots = 99\n", "slots"),
         ("[classes.x]\nslots = 2\n", "image is required"),
+        (
+            "max_bots_per_containr = 5\n",
+            "unknown setting max_bots_per_containr",
+        ),
     ] {
         std::fs::write(&file, bad).unwrap();
         let out = Command::new(bin("slotpack"))
