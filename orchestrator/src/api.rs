@@ -66,7 +66,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            eprintln!("slotpack: internal error: {e}");
+            tracing::error!(error = %e, "internal error");
             "internal error; see the server log".to_string()
         } else {
             e.to_string()
@@ -222,9 +222,12 @@ fn presented_token(h: &HeaderMap) -> (Option<&str>, AuthVia) {
 async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     match resolve_caller(&app.svc, req.headers()) {
         Ok((c, via)) => {
+            use tracing::Instrument;
+            let span =
+                tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
             req.extensions_mut().insert(c);
             req.extensions_mut().insert(via);
-            next.run(req).await
+            next.run(req).instrument(span).await
         }
         Err(e) => e.into_response(),
     }

@@ -121,6 +121,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=4_000_000_000))]
     pub slot_uid_base: u32,
+    /// Log filter (`info`, `warn`, `info,orchestrator::proxy=debug`).
+    #[arg(long, env = "SLOTPACK_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: `text` or `json` (one JSON object per line).
+    #[arg(long, env = "SLOTPACK_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     /// Pool classes of the config file (`[classes.<name>]`), applied at start.
     #[arg(skip)]
     pub classes: Vec<(String, ClassSpec)>,

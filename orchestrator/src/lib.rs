@@ -12,6 +12,7 @@ pub mod config;
 pub mod consolidate;
 pub mod db;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
@@ -152,6 +153,7 @@ fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let classes = cfg.classes.clone();
+    logging::init(&cfg.log, &cfg.log_format).map_err(anyhow::Error::msg)?;
     let svc = build(cfg).await?;
     for (name, spec) in classes {
         svc.put_class(&name, spec, true)
@@ -165,18 +167,20 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             .push(reuseport_listener(listen).with_context(|| format!("listening on {listen}"))?);
     }
     let report = svc.recover().await?;
-    eprintln!(
-        "slotpack: serving on http://{listen} ({} backend, {} pools, {} issues at start-up, {workers} workers)",
-        svc.backend.name(),
-        report.pools.len(),
-        report.issues.len()
+    tracing::info!(
+        %listen,
+        backend = svc.backend.name(),
+        pools = report.pools.len(),
+        issues = report.issues.len(),
+        workers,
+        "serving on http://{listen}"
     );
     for i in &report.issues {
-        eprintln!("slotpack: start-up issue: {i}");
+        tracing::warn!(issue = %i, "start-up issue");
     }
     if !svc.isolated() {
-        eprintln!(
-            "slotpack: warning: not root, so slots share this process's uid: tenants can read \
+        tracing::warn!(
+            "not root, so slots share this process's uid: tenants can read \
              each other's files and this process's environment; {}",
             if svc.cfg.allow_shared_uid {
                 "tenants of several owners are allowed (SLOTPACK_ALLOW_SHARED_UID)"
@@ -208,7 +212,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tokio::spawn(async move {
             use futures_util::StreamExt;
             while let Some(pool) = deaths.next().await {
-                eprintln!("slotpack: {pool} died; running a health tick");
+                tracing::info!(%pool, "pool died; running a health tick");
                 tick_and_log(&svc).await;
             }
         })
@@ -248,17 +252,21 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             Err(_) => bail!("an API worker panicked"),
         }
     }
-    eprintln!("slotpack: stopped; pools keep running and are adopted at the next start");
+    tracing::info!("stopped; pools keep running and are adopted at the next start");
     Ok(())
 }
 
 /// How soon a tick follows one that left a start waiting for a stop.
 const FOLLOWUP_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// One health tick, with its recovery actions in the log.
+/// One health tick, with its issues and recovery actions in the log.
 async fn tick_and_log(svc: &Orchestrator) {
-    for a in &svc.health_tick().await.recovery_actions {
-        eprintln!("slotpack: recovery: {a}");
+    let report = svc.health_tick().await;
+    for i in &report.issues {
+        tracing::warn!(issue = %i, "health issue");
+    }
+    for a in &report.recovery_actions {
+        tracing::info!(action = %a, "recovery");
     }
 }
 
@@ -286,7 +294,7 @@ async fn serve_http1(
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("slotpack: accept: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }

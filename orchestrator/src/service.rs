@@ -198,7 +198,7 @@ impl Orchestrator {
             match self.backend.start_pool(&pool).await {
                 Ok(r) => self.db.set_pool_status(pool.number, "running", Some(&r))?,
                 Err(e) => {
-                    eprintln!("slotpack: {e}");
+                    tracing::error!(pool = %pool.id(), error = %e, "pool did not start");
                     self.db.set_pool_status(pool.number, "failed", None)?;
                 }
             }
@@ -553,7 +553,7 @@ impl Orchestrator {
         let mut idx = self.placer.lock().await;
         while idx.free_slots(&None) < u64::from(self.cfg.warm_slots) {
             if let Err(e) = self.new_pool(&mut idx, None).await {
-                eprintln!("slotpack: warm pool: {e}");
+                tracing::warn!(error = %e, "no warm pool");
                 return;
             }
         }
@@ -965,7 +965,7 @@ impl Orchestrator {
                 .put(&ep, id, &program_spec(req, *slot, *port))
                 .await
             {
-                eprintln!("slotpack: {id} in {}: {e}", prow.id());
+                tracing::warn!(tenant = %id, pool = %prow.id(), error = %e, "put to its agent failed");
             } else if desired == "stopped" {
                 let _ = self
                     .agents
@@ -1247,7 +1247,7 @@ impl Orchestrator {
             match self.remove_pool(&p, "empty (cleanup)").await {
                 Ok(()) => removed += 1,
                 Err(e) => {
-                    eprintln!("slotpack: cleanup of {}: {e}", p.id());
+                    tracing::warn!(pool = %p.id(), error = %e, "cleanup failed");
                     self.rebuild_index().await?;
                 }
             }

@@ -181,6 +181,56 @@ fn toml_pool_classes_size_their_pools_and_a_typo_stops_the_start() {
 }
 
 #[test]
+fn the_log_is_structured_and_can_be_json_lines() {
+    let mut s = Slotpack::start(&[
+        ("SLOTPACK_LOG_FORMAT", "json"),
+        ("HEALTH_CHECK_INTERVAL", "200"),
+    ]);
+    // A tenant that keeps failing: every tick logs its issue as an event
+    // with the tenant in a field.
+    s.create_ok(
+        "crashy",
+        json!({"args": ["--exit-after-ms", "10", "--exit-code", "3"]}),
+    );
+    slotpack_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "a health issue in the log",
+        || s.stderr().contains("health issue").then_some(()),
+    );
+    assert!(s.stop().success());
+    let lines: Vec<Value> = s
+        .stderr()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let serving = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("serving on"))
+        })
+        .expect("start-up line");
+    assert_eq!(serving["fields"]["backend"], "local");
+    assert_eq!(serving["level"], "INFO");
+    let issue = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "health issue")
+        .unwrap();
+    assert_eq!(issue["level"], "WARN");
+    assert!(
+        issue["fields"]["issue"]
+            .as_str()
+            .unwrap()
+            .contains("crashy"),
+        "{issue}"
+    );
+    assert!(lines.iter().any(|l| l["fields"]["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("stopped"))));
+}
+
+#[test]
 fn every_lifecycle_step_is_in_the_event_log() {
     let s = Slotpack::start(&[]);
     s.create_ok("ev-1", json!({}));
