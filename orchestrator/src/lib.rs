@@ -206,6 +206,16 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             }
         })
     };
+    // Warm slots are refilled here, off the request path of creates.
+    let refiller = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            loop {
+                svc.warm.notified().await;
+                svc.keep_warm().await;
+            }
+        })
+    };
     // A pool that dies is handled at once, not at the next tick.
     let watcher = svc.backend.deaths().map(|mut deaths| {
         let svc = svc.clone();
@@ -243,6 +253,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     ticker.abort();
+    refiller.abort();
     if let Some(w) = watcher {
         w.abort();
     }

@@ -122,6 +122,9 @@ pub struct Orchestrator {
     followup: std::sync::atomic::AtomicBool,
     /// The agent message last recorded as an event, per tenant.
     reported: std::sync::Mutex<HashMap<String, String>>,
+    /// Asks the warm-slot refiller (a task of `serve`) to run, so that a
+    /// create never waits for a warm pool to start.
+    pub warm: tokio::sync::Notify,
 }
 
 /// One pool's part of a health tick: what was found, what was done, and the
@@ -167,6 +170,7 @@ impl Orchestrator {
             restart_failures: std::sync::Mutex::new(HashMap::new()),
             followup: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::Mutex::new(HashMap::new()),
+            warm: tokio::sync::Notify::new(),
         }
     }
 
@@ -389,7 +393,8 @@ impl Orchestrator {
             return Err(e.into());
         }
         self.metrics.tenants_created.fetch_add(1, Relaxed);
-        self.keep_warm().await;
+        // Refilled off the request path.
+        self.warm.notify_one();
         Ok((self.view(&row).await?, true))
     }
 

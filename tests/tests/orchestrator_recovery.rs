@@ -187,9 +187,12 @@ fn warm_slots_are_kept_ready() {
     assert_eq!(st["totalPools"], 1, "{st}");
     s.create_ok("w-1", json!({}));
     s.create_ok("w-2", json!({}));
-    // 3 slots, 2 used: one free, so a second pool is made to keep 2 free.
-    let st = s.call("GET", "/api/pool/status", "").json();
-    assert_eq!(st["totalPools"], 2, "{st}");
+    // 3 slots, 2 used: one free, so a second pool is made to keep 2 free
+    // (after the create answered: the refill is off its path).
+    slotpack_tests::wait_for(Duration::from_secs(20), "a second, warm pool", || {
+        let st = s.call("GET", "/api/pool/status", "").json();
+        (st["totalPools"] == 2).then_some(())
+    });
     // Cleanup keeps the warm pool.
     let c = s.call("POST", "/api/pool/cleanup", "").json();
     assert_eq!(c["removedPools"], 0);
