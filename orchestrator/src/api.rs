@@ -174,10 +174,9 @@ fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, Au
         {
             Ok(Caller::Admin)
         }
-        (Some(t), _) => match svc.db.token_owner(&token_hash(t)) {
-            Ok(Some(owner)) => Ok(Caller::Owner(owner)),
-            Ok(None) => Err(unauthorized("unknown token")),
-            Err(e) => Err(ServiceError::from(e).into()),
+        (Some(t), _) => match svc.token_owner(&token_hash(t)) {
+            Some(owner) => Ok(Caller::Owner(owner)),
+            None => Err(unauthorized("unknown token")),
         },
     }?;
     Ok((caller, via))

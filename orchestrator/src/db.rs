@@ -747,14 +747,14 @@ impl Db {
         Ok(())
     }
 
-    /// The owner of the token with this hash.
-    pub fn token_owner(&self, hash: &str) -> Result<Option<String>, DbError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT owner FROM tokens WHERE hash = ?1", [hash], |r| {
-                r.get(0)
-            })
-            .optional()?)
+    /// Every owner token as (hash, owner), for the in-memory cache.
+    pub fn token_hashes(&self) -> Result<Vec<(String, String)>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT hash, owner FROM tokens")?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 }
 

@@ -120,7 +120,7 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
         ),
         other => bail!("unknown backend {other:?}: want local or docker"),
     };
-    Ok(Arc::new(Orchestrator::new(cfg, db, backend)))
+    Ok(Arc::new(Orchestrator::new(cfg, db, backend)?))
 }
 
 /// Slot users reach their homes below `data_dir`: every folder above it

@@ -125,6 +125,10 @@ pub struct Orchestrator {
     /// Asks the warm-slot refiller (a task of `serve`) to run, so that a
     /// create never waits for a warm pool to start.
     pub warm: tokio::sync::Notify,
+    /// Owner tokens by hash: the database's `tokens` table, mirrored so that
+    /// authenticating a (proxied) request reads no SQLite. Only this
+    /// process writes tokens, and it changes both together.
+    owner_tokens: std::sync::RwLock<HashMap<String, String>>,
 }
 
 /// One pool's part of a health tick: what was found, what was done, and the
@@ -155,9 +159,10 @@ pub fn random_token() -> String {
 
 impl Orchestrator {
     /// Build the orchestrator (no I/O beyond what `db` and `backend` did).
-    pub fn new(cfg: ServeConfig, db: Db, backend: Arc<dyn Backend>) -> Self {
+    pub fn new(cfg: ServeConfig, db: Db, backend: Arc<dyn Backend>) -> Result<Self> {
         let agents = AgentClient::new(cfg.ping_timeout());
-        Self {
+        let owner_tokens = db.token_hashes()?.into_iter().collect();
+        Ok(Self {
             cfg,
             db,
             backend,
@@ -171,7 +176,8 @@ impl Orchestrator {
             followup: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::Mutex::new(HashMap::new()),
             warm: tokio::sync::Notify::new(),
-        }
+            owner_tokens: std::sync::RwLock::new(owner_tokens),
+        })
     }
 
     fn endpoint(&self, pool: &PoolRow) -> Endpoint {
@@ -768,7 +774,12 @@ impl Orchestrator {
     pub fn create_token(&self, owner: &str) -> Result<TokenCreated> {
         check_owner(owner)?;
         let token = format!("sp_{}", random_token());
-        self.db.insert_token(&token_hash(&token), owner)?;
+        let hash = token_hash(&token);
+        self.db.insert_token(&hash, owner)?;
+        self.owner_tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, owner.to_string());
         self.db.event("token.created", None, None, owner)?;
         Ok(TokenCreated {
             success: true,
@@ -790,9 +801,24 @@ impl Orchestrator {
 
     /// Revoke an owner token by its id: its next request answers 401.
     pub fn revoke_token(&self, id: &str) -> Result<String> {
-        self.db
+        let owner = self
+            .db
             .delete_token(id)?
-            .ok_or_else(|| ServiceError::NotFound(format!("token {id} not found")))
+            .ok_or_else(|| ServiceError::NotFound(format!("token {id} not found")))?;
+        self.owner_tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|hash, _| !hash.starts_with(id));
+        Ok(owner)
+    }
+
+    /// The owner of the token with this hash (from memory).
+    pub fn token_owner(&self, hash: &str) -> Option<String> {
+        self.owner_tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+            .cloned()
     }
 
     /// The latest health report, if a tick ran.

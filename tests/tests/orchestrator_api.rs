@@ -506,6 +506,20 @@ fn owner_tokens_are_listed_and_revoked_and_admin_is_reserved() {
         404,
         "not_found",
     );
+    // After a restart (tokens are read once, then served from memory) the
+    // kept token works and the revoked one stays refused.
+    let mut s = s;
+    assert!(s.stop().success());
+    s.spawn();
+    assert_eq!(
+        s.call_as(Some(&other), "GET", "/api/tenants", "").status,
+        200
+    );
+    assert_error(
+        &s.call_as(Some(&tok), "GET", "/api/tenants", ""),
+        401,
+        "unauthorized",
+    );
 }
 
 #[test]
