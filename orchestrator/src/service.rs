@@ -393,15 +393,19 @@ impl Orchestrator {
             .pool(row.pool)?
             .ok_or_else(|| ServiceError::Internal("pool vanished".into()))?;
         let spec = program_spec(&req, row.slot, row.port);
-        if let Err(e) = self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
-            self.forget_tenant(&row.id, &format!("agent refused it: {e}"))
-                .await?;
-            return Err(e.into());
-        }
+        let status = match self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
+            Ok(st) => st,
+            Err(e) => {
+                self.forget_tenant(&row.id, &format!("agent refused it: {e}"))
+                    .await?;
+                return Err(e.into());
+            }
+        };
         self.metrics.tenants_created.fetch_add(1, Relaxed);
         // Refilled off the request path.
         self.warm.notify_one();
-        Ok((self.view(&row).await?, true))
+        // The agent's answer to the PUT is the tenant's state: no second call.
+        Ok((self.compose(&row, &pool, Some(&status)), true))
     }
 
     /// Where `want` goes: a placement decision, or a new pool when nothing
