@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::blocks;
 use crate::classes::ClassSpec;
+use crate::states::{Desired, PoolMode, PoolState};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 /// Errors of the store.
@@ -52,10 +53,10 @@ pub struct PoolRow {
     /// Image of its container (docker backend), fixed when it was made;
     /// `None`: `SLOTPACK_POOL_IMAGE`.
     pub image: Option<String>,
-    /// `pooled`, or `legacy` (one tenant per pool).
-    pub mode: String,
-    /// `starting`, `running`, `failed`.
-    pub status: String,
+    /// Shared, or one tenant's own.
+    pub mode: PoolMode,
+    /// Where its start stands.
+    pub status: PoolState,
     /// The agent's API token.
     pub token: String,
     /// What the backend knows it by (pid, container id).
@@ -100,8 +101,8 @@ pub struct NewPool {
     pub class: Option<String>,
     /// Image (`None`: the default one).
     pub image: Option<String>,
-    /// `pooled` or `legacy`.
-    pub mode: String,
+    /// Shared, or one tenant's own.
+    pub mode: PoolMode,
     /// Agent token.
     pub token: String,
 }
@@ -125,8 +126,8 @@ pub struct TenantRow {
     pub memory_mb: u64,
     /// CPU reserved in millicores.
     pub cpu_millis: u64,
-    /// `running`, `stopped` or `deleting`.
-    pub desired: String,
+    /// What is wanted of it.
+    pub desired: Desired,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// Unix time after which the tenant is removed.
@@ -483,7 +484,7 @@ impl Db {
     pub fn set_pool_status(
         &self,
         number: u64,
-        status: &str,
+        status: PoolState,
         backend_ref: Option<&str>,
     ) -> Result<(), DbError> {
         self.conn().execute(
@@ -617,7 +618,7 @@ impl Db {
     }
 
     /// Set a tenant's desired state, recording the event.
-    pub fn set_desired(&self, id: &str, desired: &str) -> Result<bool, DbError> {
+    pub fn set_desired(&self, id: &str, desired: Desired) -> Result<bool, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         // No change, no row written: repeated actions cannot grow the log.
@@ -895,7 +896,7 @@ mod tests {
             cpu_millis: 4000,
             class: None,
             image: None,
-            mode: "pooled".into(),
+            mode: PoolMode::Pooled,
             token: "t".into(),
         }
     }
@@ -977,7 +978,7 @@ mod tests {
             port,
             memory_mb: 1,
             cpu_millis: 1,
-            desired: "running".into(),
+            desired: Desired::Running,
             created_at: now(),
             expires_at: None,
         }

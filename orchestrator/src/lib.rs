@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reconcile;
 pub mod routes;
 pub mod service;
+pub mod states;
 pub mod status;
 
 use std::path::PathBuf;

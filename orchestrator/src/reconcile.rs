@@ -5,27 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use slot_agent::protocol::ProgramState;
 
-/// What the database wants of a tenant in this pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// Running.
-    Running,
-    /// Stopped through the API.
-    Stopped,
-    /// Being deleted.
-    Deleting,
-}
-
-impl Want {
-    /// From the `desired` column.
-    pub fn parse(s: &str) -> Want {
-        match s {
-            "stopped" => Want::Stopped,
-            "deleting" => Want::Deleting,
-            _ => Want::Running,
-        }
-    }
-}
+use crate::states::Desired;
 
 /// One converging step.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,31 +50,31 @@ impl Action {
 /// (`drifted`: changed behind our back) gets the stored spec again; a
 /// stopped one gets it when it is started.
 pub fn plan(
-    desired: &BTreeMap<String, Want>,
+    desired: &BTreeMap<String, Desired>,
     observed: &BTreeMap<String, ProgramState>,
     drifted: &BTreeSet<String>,
 ) -> Vec<Action> {
     let mut out = BTreeSet::new();
     for (id, want) in desired {
         match (want, observed.get(id)) {
-            (Want::Running, Some(_)) if drifted.contains(id) => {
+            (Desired::Running, Some(_)) if drifted.contains(id) => {
                 out.insert(Action::Put(id.clone()));
             }
-            (Want::Running, None) => {
+            (Desired::Running, None) => {
                 out.insert(Action::Put(id.clone()));
             }
-            (Want::Running, Some(ProgramState::Stopped)) => {
+            (Desired::Running, Some(ProgramState::Stopped)) => {
                 out.insert(Action::Start(id.clone()));
             }
-            (Want::Stopped, Some(s))
+            (Desired::Stopped, Some(s))
                 if !matches!(s, ProgramState::Stopped | ProgramState::Stopping) =>
             {
                 out.insert(Action::Stop(id.clone()));
             }
-            (Want::Deleting, Some(_)) => {
+            (Desired::Deleting, Some(_)) => {
                 out.insert(Action::Delete(id.clone()));
             }
-            (Want::Deleting, None) => {
+            (Desired::Deleting, None) => {
                 out.insert(Action::Forget(id.clone()));
             }
             _ => {}
@@ -119,7 +99,7 @@ mod tests {
 
     #[test]
     fn converged_pools_need_nothing() {
-        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let d = map(&[("a", Desired::Running), ("b", Desired::Stopped)]);
         let o = map(&[("a", S::Running), ("b", S::Stopped)]);
         assert!(plan(&d, &o, &BTreeSet::new()).is_empty());
         let o = map(&[("a", S::Backoff), ("b", S::Stopping)]);
@@ -128,7 +108,7 @@ mod tests {
 
     #[test]
     fn missing_are_created_and_orphans_removed() {
-        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let d = map(&[("a", Desired::Running), ("b", Desired::Stopped)]);
         let o = map(&[("x", S::Running)]);
         assert_eq!(
             plan(&d, &o, &BTreeSet::new()),
@@ -138,7 +118,7 @@ mod tests {
 
     #[test]
     fn desired_state_wins_over_the_agents() {
-        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let d = map(&[("a", Desired::Running), ("b", Desired::Stopped)]);
         let o = map(&[("a", S::Stopped), ("b", S::Running)]);
         assert_eq!(
             plan(&d, &o, &BTreeSet::new()),
@@ -148,7 +128,7 @@ mod tests {
 
     #[test]
     fn deletions_finish() {
-        let d = map(&[("a", Want::Deleting), ("b", Want::Deleting)]);
+        let d = map(&[("a", Desired::Deleting), ("b", Desired::Deleting)]);
         let o = map(&[("a", S::Running)]);
         assert_eq!(
             plan(&d, &o, &BTreeSet::new()),
@@ -158,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_drifted_spec_is_put_back_while_running() {
-        let d = map(&[("a", Want::Running), ("b", Want::Stopped)]);
+        let d = map(&[("a", Desired::Running), ("b", Desired::Stopped)]);
         let o = map(&[("a", S::Exited), ("b", S::Stopped)]);
         let drifted: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
         assert_eq!(plan(&d, &o, &drifted), vec![Action::Put("a".into())]);
@@ -166,7 +146,7 @@ mod tests {
 
     #[test]
     fn policy_endings_are_left_alone() {
-        let d = map(&[("a", Want::Running), ("b", Want::Running)]);
+        let d = map(&[("a", Desired::Running), ("b", Desired::Running)]);
         let o = map(&[("a", S::Exited), ("b", S::Fatal)]);
         assert!(plan(&d, &o, &BTreeSet::new()).is_empty());
     }

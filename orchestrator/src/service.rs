@@ -22,8 +22,9 @@ use crate::db::{pool_id, Db, DbError, NewPool, PoolRow, TenantRow};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::*;
 use crate::placement::{place, Decision, PoolCapacity, PoolIndex, Request};
-use crate::reconcile::{plan, Action, Want};
+use crate::reconcile::{plan, Action};
 use crate::routes::{Route, Routes};
+use crate::states::{Desired, PoolMode, PoolState};
 
 mod consolidation;
 
@@ -197,7 +198,7 @@ impl Orchestrator {
             used_slots: tenants.iter().map(|t| t.slot).collect(),
             used_memory_mb: tenants.iter().map(|t| t.memory_mb).sum(),
             used_cpu_millis: tenants.iter().map(|t| t.cpu_millis).sum(),
-            accepting: pool.mode == "pooled" && pool.status == "running",
+            accepting: pool.mode == PoolMode::Pooled && pool.status == PoolState::Running,
         }
     }
 
@@ -206,10 +207,13 @@ impl Orchestrator {
     pub async fn recover(&self) -> Result<HealthReport> {
         for pool in self.db.pools()? {
             match self.backend.start_pool(&pool).await {
-                Ok(r) => self.db.set_pool_status(pool.number, "running", Some(&r))?,
+                Ok(r) => self
+                    .db
+                    .set_pool_status(pool.number, PoolState::Running, Some(&r))?,
                 Err(e) => {
                     tracing::error!(pool = %pool.id(), error = %e, "pool did not start");
-                    self.db.set_pool_status(pool.number, "failed", None)?;
+                    self.db
+                        .set_pool_status(pool.number, PoolState::Failed, None)?;
                 }
             }
         }
@@ -230,7 +234,7 @@ impl Orchestrator {
         let by_number: HashMap<u64, &PoolRow> = pools.iter().map(|p| (p.number, p)).collect();
         *self.routes_mut() = tenants
             .iter()
-            .filter(|t| t.desired != "deleting")
+            .filter(|t| t.desired != Desired::Deleting)
             .filter_map(|t| {
                 Some((
                     t.id.clone(),
@@ -253,7 +257,7 @@ impl Orchestrator {
 
     /// Mark a tenant as being deleted: the proxy stops at once.
     fn mark_deleting(&self, id: &str) -> Result<()> {
-        self.db.set_desired(id, "deleting")?;
+        self.db.set_desired(id, Desired::Deleting)?;
         self.routes_mut().remove(id);
         Ok(())
     }
@@ -348,7 +352,7 @@ impl Orchestrator {
         let row = {
             let mut idx = self.placer.lock().await;
             if let Some(old) = self.db.tenant(&req.id)? {
-                if old.spec == stored && old.desired != "deleting" {
+                if old.spec == stored && old.desired != Desired::Deleting {
                     drop(idx);
                     return Ok((self.view(&old).await?, false));
                 }
@@ -377,7 +381,7 @@ impl Orchestrator {
                 port: prow.base_port + slot as u16,
                 memory_mb: want.memory_mb,
                 cpu_millis: want.cpu_millis,
-                desired: "running".into(),
+                desired: Desired::Running,
                 created_at: slot_agent::clock::now_rfc3339(),
                 expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
             };
@@ -445,13 +449,19 @@ impl Orchestrator {
                 cpu_millis: size.cpu_millis,
                 class,
                 image,
-                mode: if legacy { "legacy" } else { "pooled" }.into(),
+                mode: if legacy {
+                    PoolMode::Legacy
+                } else {
+                    PoolMode::Pooled
+                },
                 token: random_token(),
             },
             |b| self.backend.ports_free(b, slots),
         )?;
         match self.backend.start_pool(&row).await {
-            Ok(r) => self.db.set_pool_status(row.number, "running", Some(&r))?,
+            Ok(r) => self
+                .db
+                .set_pool_status(row.number, PoolState::Running, Some(&r))?,
             Err(e) => {
                 let _ = self.backend.remove_pool(&row).await;
                 self.db
@@ -582,7 +592,7 @@ impl Orchestrator {
             self.routes_mut().remove(id);
             idx.release(t.pool, t.slot, t.memory_mb, t.cpu_millis);
             if let Some(p) = self.db.pool(t.pool)? {
-                if p.mode == "legacy" {
+                if p.mode == PoolMode::Legacy {
                     // A legacy pool ends with its tenant.
                     drop(idx);
                     self.remove_pool(&p, "its legacy tenant is gone").await?;
@@ -607,7 +617,7 @@ impl Orchestrator {
     /// The tenant `id` if the caller may see it.
     fn visible(&self, caller: &Caller, id: &str) -> Result<TenantRow> {
         match self.db.tenant(id)? {
-            Some(t) if caller.may_see(&t.owner) && t.desired != "deleting" => Ok(t),
+            Some(t) if caller.may_see(&t.owner) && t.desired != Desired::Deleting => Ok(t),
             _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
         }
     }
@@ -635,7 +645,7 @@ impl Orchestrator {
         Tenant {
             id: t.id.clone(),
             owner: t.owner.clone(),
-            desired: t.desired.clone(),
+            desired: t.desired.to_string(),
             state: st.map_or("unknown".into(), |s| s.state.as_str().to_string()),
             healthy: st.is_some_and(|s| s.healthy),
             restarts: st.map_or(0, |s| s.restarts),
@@ -669,7 +679,7 @@ impl Orchestrator {
             .db
             .tenants()?
             .into_iter()
-            .filter(|t| caller.may_see(&t.owner) && t.desired != "deleting")
+            .filter(|t| caller.may_see(&t.owner) && t.desired != Desired::Deleting)
             .collect();
         let pools: HashMap<u64, PoolRow> = self
             .db
@@ -715,20 +725,20 @@ impl Orchestrator {
         let pool = self.pool_of(&t)?;
         let ep = self.endpoint(&pool);
         let desired = if action == "stop" {
-            "stopped"
+            Desired::Stopped
         } else {
-            "running"
+            Desired::Running
         };
         self.db.set_desired(id, desired)?;
         let stop = Duration::from_millis(stop_timeout_ms(&t)) + Duration::from_secs(2);
-        if desired == "running" {
+        if desired == Desired::Running {
             // The stored spec first (no change if the agent holds it): a
             // program the agent lost, or whose spec was changed behind our
             // back, runs as stored.
             self.put_program(&ep, &t, t.slot, t.port).await?;
         }
         match self.agents.action(&ep, id, action, stop).await {
-            Err(e) if e.is_not_found() && desired == "stopped" => {}
+            Err(e) if e.is_not_found() && desired == Desired::Stopped => {}
             r => {
                 r?;
             }
@@ -760,12 +770,12 @@ impl Orchestrator {
         let t = self.visible(caller, id)?;
         let pool = self.pool_of(&t)?;
         let p = self.placement(&t, &pool);
-        let pooled = pool.mode == "pooled";
+        let pooled = pool.mode == PoolMode::Pooled;
         Ok(BotInfo {
             success: true,
             instance_id: t.id,
             is_pooled: pooled,
-            mode: pool.mode,
+            mode: pool.mode.to_string(),
             connection: Connection {
                 host: p.host,
                 port: p.port,
@@ -920,7 +930,7 @@ impl Orchestrator {
         // forgotten by a later tick's reconciliation (the tick never waits).
         let now = unix_now();
         for t in self.db.tenants()? {
-            if t.expires_at.is_some_and(|e| e <= now) && t.desired != "deleting" {
+            if t.expires_at.is_some_and(|e| e <= now) && t.desired != Desired::Deleting {
                 self.mark_deleting(&t.id)?;
                 let why = "maxLifetimeSeconds reached";
                 let pool = self.pool_of(&t)?;
@@ -970,7 +980,7 @@ impl Orchestrator {
                 .into_iter()
                 .filter(|t| t.pool == dead.number)
             {
-                if t.desired == "deleting" {
+                if t.desired == Desired::Deleting {
                     self.db.delete_tenant(&t.id, &why)?;
                     self.routes_mut().remove(&t.id);
                     continue;
@@ -1001,7 +1011,7 @@ impl Orchestrator {
                 .await
             {
                 tracing::warn!(tenant = %id, pool = %prow.id(), error = %e, "put to its agent failed");
-            } else if desired == "stopped" {
+            } else if *desired == Desired::Stopped {
                 let _ = self
                     .agents
                     .action(&ep, id, "stop", Duration::from_secs(12))
@@ -1037,7 +1047,9 @@ impl Orchestrator {
                 match self.backend.start_pool(pool).await {
                     Ok(r) => {
                         self.note_restart(pool.number, true);
-                        let _ = self.db.set_pool_status(pool.number, "running", Some(&r));
+                        let _ = self
+                            .db
+                            .set_pool_status(pool.number, PoolState::Running, Some(&r));
                         actions.push(format!(
                             "restarted {id}; its tenants come back from its state"
                         ));
@@ -1045,7 +1057,9 @@ impl Orchestrator {
                     }
                     Err(e) => {
                         let failures = self.note_restart(pool.number, false);
-                        let _ = self.db.set_pool_status(pool.number, "failed", None);
+                        let _ = self
+                            .db
+                            .set_pool_status(pool.number, PoolState::Failed, None);
                         issues.push(format!("{id}: restart {failures} failed: {e}"));
                         if failures >= self.cfg.max_restart_attempts.max(1) {
                             match self.evacuate(pool).await {
@@ -1092,10 +1106,8 @@ impl Orchestrator {
                 return done(ph, bots, issues, actions, vec![], vec![]);
             }
         };
-        let desired: BTreeMap<String, Want> = tenants
-            .iter()
-            .map(|t| (t.id.clone(), Want::parse(&t.desired)))
-            .collect();
+        let desired: BTreeMap<String, Desired> =
+            tenants.iter().map(|t| (t.id.clone(), t.desired)).collect();
         let seen: BTreeMap<String, _> = observed.iter().map(|s| (s.id.clone(), s.state)).collect();
         let drifted: std::collections::BTreeSet<String> = observed
             .iter()
@@ -1116,7 +1128,7 @@ impl Orchestrator {
                 issues.push(format!("{}: {m}", s.id));
                 self.report_once(&s.id, &id, m);
             }
-            if desired.get(&s.id) == Some(&Want::Running) {
+            if desired.get(&s.id) == Some(&Desired::Running) {
                 if !s.healthy {
                     issues.push(format!(
                         "{}: {} in {id}, not healthy",
@@ -1211,7 +1223,7 @@ impl Orchestrator {
                 // Planned a moment ago: skip it if the tenant has since been
                 // deleted, stopped or moved.
                 let now = self.db.tenant(id)?;
-                if now.is_none_or(|n| n.pool != t.pool || n.desired != "running") {
+                if now.is_none_or(|n| n.pool != t.pool || n.desired != Desired::Running) {
                     return Ok(true);
                 }
                 self.put_program(ep, t, t.slot, t.port).await?;
@@ -1226,7 +1238,7 @@ impl Orchestrator {
             }
             Action::Delete(id) => {
                 let gone = self.agents.begin_delete(ep, id).await?;
-                if let Some(t) = row(id).filter(|t| gone && t.desired == "deleting") {
+                if let Some(t) = row(id).filter(|t| gone && t.desired == Desired::Deleting) {
                     self.forget_tenant(&t.id, "deleted (finished by the reconciler)")
                         .await?;
                 }
@@ -1265,7 +1277,7 @@ impl Orchestrator {
                 continue;
             }
             let keep_warm = p.class.is_none()
-                && p.mode == "pooled"
+                && p.mode == PoolMode::Pooled
                 && free.saturating_sub(u64::from(p.slots)) < u64::from(self.cfg.warm_slots);
             if keep_warm {
                 continue;
@@ -1340,17 +1352,17 @@ impl Orchestrator {
                 let bots = tenants_of(&grouped, p.number);
                 let id = p.id();
                 PoolInfo {
-                    status: if p.status == "running" && unreachable(p.number) {
+                    status: if p.status == PoolState::Running && unreachable(p.number) {
                         "unreachable".into()
                     } else {
-                        p.status.clone()
+                        p.status.to_string()
                     },
                     container_name: self.backend.container_name(p),
                     bots_count: bots.len() as u32,
                     capacity: p.slots,
                     utilization_percent: (bots.len() as u32 * 100 + p.slots / 2) / p.slots.max(1),
                     bots: bots.iter().map(|t| t.id.clone()).collect(),
-                    mode: p.mode.clone(),
+                    mode: p.mode.to_string(),
                     base_port: p.base_port,
                     memory_used_mb: bots.iter().map(|t| t.memory_mb).sum(),
                     memory_mb: p.memory_mb,
@@ -1360,13 +1372,22 @@ impl Orchestrator {
                 }
             })
             .collect();
-        let healthy_pools = infos.iter().filter(|p| p.status == "running").count() as u32;
+        let healthy_pools = infos
+            .iter()
+            .filter(|p| p.status == PoolState::Running.as_str())
+            .count() as u32;
         let healthy_bots = tenants
             .iter()
-            .filter(|t| t.desired == "running" && healthy_ids.contains(&t.id))
+            .filter(|t| t.desired == Desired::Running && healthy_ids.contains(&t.id))
             .count() as u32;
-        let total_bots = tenants.iter().filter(|t| t.desired != "deleting").count() as u32;
-        let running_bots = tenants.iter().filter(|t| t.desired == "running").count() as u32;
+        let total_bots = tenants
+            .iter()
+            .filter(|t| t.desired != Desired::Deleting)
+            .count() as u32;
+        let running_bots = tenants
+            .iter()
+            .filter(|t| t.desired == Desired::Running)
+            .count() as u32;
         let status = if healthy_pools == infos.len() as u32 && healthy_bots >= running_bots {
             "healthy"
         } else if healthy_pools == 0 && !infos.is_empty() {
@@ -1399,7 +1420,7 @@ impl Orchestrator {
         let mut s = Snapshot::default();
         if let Ok(pools) = self.db.pools() {
             for p in pools {
-                *s.pools.entry(p.status).or_default() += 1;
+                *s.pools.entry(p.status.to_string()).or_default() += 1;
             }
         }
         {

@@ -11,6 +11,7 @@ use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolRow, TenantRow};
 use crate::model::HealthReport;
 use crate::placement::{PoolIndex, Request};
+use crate::states::Desired;
 
 /// A tenant on its way: its row before the move, and where it goes.
 struct Moving {
@@ -184,7 +185,7 @@ fn drain_view(
             continue;
         }
         let mine = tenants_of(&grouped, p.number);
-        if mine.iter().all(|t| t.desired == "running") {
+        if mine.iter().all(|t| t.desired == Desired::Running) {
             let list = mine
                 .iter()
                 .map(|t| Resident {
