@@ -8,6 +8,7 @@ pub mod api;
 pub mod backend;
 pub mod blocks;
 pub mod classes;
+pub mod client;
 pub mod config;
 pub mod consolidate;
 pub mod db;

@@ -19,12 +19,10 @@ use bollard::container::{
 };
 use bollard::Docker;
 use clap::Args;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use crate::classes::ClassList;
+use crate::classes::{ClassList, ClassSpec};
+use crate::client::ApiClient;
 use crate::db::Db;
 use crate::model::{CreateTenant, Resources};
 
@@ -218,42 +216,12 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
 struct Ctx {
     docker: Docker,
     db: Db,
-    api: String,
-    token: String,
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<axum::body::Bytes>>,
+    api: ApiClient,
     verbose: bool,
     verify_timeout: Duration,
 }
 
 impl Ctx {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.api))
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(axum::body::Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))?;
-        let resp = self.http.request(req).await.with_context(|| {
-            format!(
-                "orchestrator at {} does not answer (is slotpack serve running?)",
-                self.api
-            )
-        })?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
-    }
-
     fn step(&self, tenant: &str, step: &str, detail: &str) -> anyhow::Result<()> {
         self.db.migration_step(tenant, step, detail)?;
         if self.verbose {
@@ -322,19 +290,13 @@ impl Ctx {
             .find(|n| !classes.classes.iter().any(|c| &c.name == n))
             .ok_or_else(|| anyhow!("no free class name for image {image}"))?;
         if !dry_run {
-            let (status, body) = self
-                .call(
-                    "PUT",
-                    &format!("/api/pool/classes/{name}"),
-                    Some(&json!({ "image": image })),
-                )
-                .await?;
-            if !(200..300).contains(&status) {
-                bail!(
-                    "defining pool class {name} for image {image} ({status}): {}",
-                    body["error"]["message"].as_str().unwrap_or("")
-                );
-            }
+            let spec = ClassSpec {
+                image: image.to_string(),
+                slots: None,
+                memory_mb: None,
+                cpu_millis: None,
+            };
+            self.api.put_class(&name, &spec).await?;
         }
         classes.classes.push(crate::classes::ClassInfo {
             name: name.clone(),
@@ -350,14 +312,7 @@ impl Ctx {
 
     /// The classes the orchestrator knows.
     async fn classes(&self) -> anyhow::Result<ClassList> {
-        let (status, body) = self.call("GET", "/api/pool/classes", None).await?;
-        if status != 200 {
-            bail!(
-                "listing pool classes ({status}): {}",
-                body["error"]["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok(serde_json::from_value(body)?)
+        self.api.classes().await
     }
 
     /// Migrate one tenant from wherever its log says it got to.
@@ -382,18 +337,10 @@ impl Ctx {
             }
             _ => self.step(id, "legacy-stopped", &c.container)?,
         }
-        let (status, body) = self
-            .call(
-                "POST",
-                "/api/tenants",
-                Some(&serde_json::to_value(&c.tenant)?),
-            )
-            .await?;
+        let answer = self.api.create_tenant(&c.tenant).await?;
+        let (status, body) = (answer.status, &answer.body);
         if status != 201 && status != 200 {
-            let why = format!(
-                "placement refused ({status}): {}",
-                body["error"]["message"].as_str().unwrap_or("")
-            );
+            let why = format!("placement refused ({status}): {}", answer.message());
             self.roll_back(id, &c.container, &why).await?;
             bail!("{id}: {why}; rolled back");
         }
@@ -442,11 +389,9 @@ impl Ctx {
     async fn verify(&self, id: &str, mut port: u16, path: &str) -> bool {
         let deadline = Instant::now() + self.verify_timeout;
         while Instant::now() < deadline {
-            let bot = format!("/api/pool/bot/{id}");
-            let where_now = self.call("GET", &bot, None);
-            if let Ok(Ok((200, b))) = tokio::time::timeout(Duration::from_secs(2), where_now).await
-            {
-                port = b["connection"]["port"].as_u64().map_or(port, |p| p as u16);
+            let where_now = self.api.bot(id);
+            if let Ok(Ok(b)) = tokio::time::timeout(Duration::from_secs(2), where_now).await {
+                port = b.connection.port;
             }
             let r = slot_agent::ping::ping(
                 slot_agent::protocol::PingKind::Http,
@@ -466,11 +411,13 @@ impl Ctx {
     /// Take the tenant out of its pool and bring its legacy container back
     /// (from the backup when it was removed).
     async fn roll_back(&self, id: &str, container: &str, why: &str) -> anyhow::Result<()> {
-        let (status, body) = self
-            .call("DELETE", &format!("/api/tenants/{id}"), None)
-            .await?;
-        if status != 200 && status != 404 {
-            bail!("removing {id} from its pool ({status}): {body}");
+        let answer = self.api.delete_tenant(id).await?;
+        if answer.status != 200 && answer.status != 404 {
+            bail!(
+                "removing {id} from its pool ({}): {}",
+                answer.status,
+                answer.message()
+            );
         }
         if self
             .docker
@@ -558,9 +505,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     let ctx = Ctx {
         docker,
         db,
-        api: a.listen.clone(),
-        token: a.token.clone().unwrap_or_default(),
-        http: Client::builder(TokioExecutor::new()).build_http(),
+        api: ApiClient::new(&a.listen, a.token.clone()),
         verbose: a.verbose,
         verify_timeout: Duration::from_secs(a.verify_timeout),
     };

@@ -1,12 +1,8 @@
 //! `slotpack status`: a client of `GET /api/pool/status`.
 
-use anyhow::{bail, Context};
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-use crate::model::PoolStatus;
+use crate::client::ApiClient;
 
 /// Flags of `slotpack status`.
 #[derive(Debug, Clone, Args)]
@@ -24,25 +20,12 @@ pub struct StatusArgs {
 
 /// Fetch and print the pool status.
 pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<axum::body::Bytes>>();
-    let mut req = hyper::Request::get(format!("http://{}/api/pool/status", a.listen));
-    if let Some(t) = &a.token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = client
-        .request(req.body(Empty::new())?)
-        .await
-        .with_context(|| format!("no answer from {}", a.listen))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!("{status}: {}", String::from_utf8_lossy(&body));
-    }
+    let api = ApiClient::new(&a.listen, a.token.clone());
     if a.json {
-        println!("{}", String::from_utf8_lossy(&body));
+        println!("{}", api.pool_status_json().await?);
         return Ok(());
     }
-    let s: PoolStatus = serde_json::from_slice(&body).context("reading the status")?;
+    let s = api.pool_status().await?;
     println!(
         "pool mode {}   pools {}   tenants {}   health {} (pools {}/{}, tenants {}/{} healthy)",
         if s.pool_mode { "on" } else { "off" },

@@ -1,0 +1,139 @@
+//! The one client of slotpack's REST API, shared by `slotpack status` and
+//! `slotpack migrate`: bearer auth, JSON in and out, and typed calls for
+//! what they use. Errors say which orchestrator did not answer.
+
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::classes::{ClassList, ClassSpec};
+use crate::model::{BotInfo, CreateTenant, PoolStatus};
+
+/// A client of one orchestrator.
+pub struct ApiClient {
+    addr: String,
+    token: Option<String>,
+    http: Client<HttpConnector, Full<axum::body::Bytes>>,
+}
+
+/// An answer: its status and JSON body (`Value::Null` when not JSON).
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The error message of a JSON error answer (empty if none).
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+
+    /// The body as `T` if the status is 2xx; else an error naming `what`.
+    pub fn into_ok<T: DeserializeOwned>(self, what: &str) -> anyhow::Result<T> {
+        if !(200..300).contains(&self.status) {
+            bail!("{what} ({}): {}", self.status, self.message());
+        }
+        serde_json::from_value(self.body).with_context(|| format!("{what}: unexpected answer"))
+    }
+}
+
+impl ApiClient {
+    /// A client of the orchestrator at `addr` (`host:port`), with `token`.
+    pub fn new(addr: &str, token: Option<String>) -> Self {
+        Self {
+            addr: addr.to_string(),
+            token,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// `method path` with an optional JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(axum::body::Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))?;
+        let resp = self.http.request(req).await.with_context(|| {
+            format!(
+                "orchestrator at {} does not answer (is slotpack serve running?)",
+                self.addr
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
+    }
+
+    /// `GET /api/pool/status`, as JSON (`raw`) or typed.
+    pub async fn pool_status_json(&self) -> anyhow::Result<Value> {
+        let a = self.call("GET", "/api/pool/status", None).await?;
+        if a.status != 200 {
+            bail!("pool status ({}): {}", a.status, a.message());
+        }
+        Ok(a.body)
+    }
+
+    /// `GET /api/pool/status`.
+    pub async fn pool_status(&self) -> anyhow::Result<PoolStatus> {
+        self.call("GET", "/api/pool/status", None)
+            .await?
+            .into_ok("pool status")
+    }
+
+    /// `GET /api/pool/classes`.
+    pub async fn classes(&self) -> anyhow::Result<ClassList> {
+        self.call("GET", "/api/pool/classes", None)
+            .await?
+            .into_ok("listing pool classes")
+    }
+
+    /// `PUT /api/pool/classes/{name}`.
+    pub async fn put_class(&self, name: &str, spec: &ClassSpec) -> anyhow::Result<ClassList> {
+        let body = serde_json::to_value(spec)?;
+        self.call("PUT", &format!("/api/pool/classes/{name}"), Some(&body))
+            .await?
+            .into_ok(&format!(
+                "defining pool class {name} for image {}",
+                spec.image
+            ))
+    }
+
+    /// `POST /api/tenants`; the raw answer (a refusal is for the caller to handle).
+    pub async fn create_tenant(&self, t: &CreateTenant) -> anyhow::Result<Answer> {
+        self.call("POST", "/api/tenants", Some(&serde_json::to_value(t)?))
+            .await
+    }
+
+    /// `DELETE /api/tenants/{id}`; the raw answer.
+    pub async fn delete_tenant(&self, id: &str) -> anyhow::Result<Answer> {
+        self.call("DELETE", &format!("/api/tenants/{id}"), None)
+            .await
+    }
+
+    /// `GET /api/pool/bot/{id}`.
+    pub async fn bot(&self, id: &str) -> anyhow::Result<BotInfo> {
+        self.call("GET", &format!("/api/pool/bot/{id}"), None)
+            .await?
+            .into_ok("where the tenant runs")
+    }
+}
