@@ -17,7 +17,12 @@ pub fn init(filter: &str, format: &str) -> Result<(), String> {
     let registry = tracing_subscriber::registry().with(targets);
     let done = match format {
         "text" => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colours for a terminal only, not for a log file.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         "json" => registry
             .with(

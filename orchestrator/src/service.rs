@@ -130,6 +130,8 @@ pub struct Orchestrator {
     /// authenticating a (proxied) request reads no SQLite. Only this
     /// process writes tokens, and it changes both together.
     owner_tokens: std::sync::RwLock<HashMap<String, String>>,
+    /// One warm-slot refill at a time.
+    warming: Mutex<()>,
 }
 
 /// One pool's part of a health tick: what was found, what was done, and the
@@ -178,6 +180,7 @@ impl Orchestrator {
             reported: std::sync::Mutex::new(HashMap::new()),
             warm: tokio::sync::Notify::new(),
             owner_tokens: std::sync::RwLock::new(owner_tokens),
+            warming: Mutex::new(()),
         })
     }
 
@@ -349,48 +352,59 @@ impl Orchestrator {
         self.check_isolation(req.owner.as_deref().unwrap_or_default())?;
         let stored =
             serde_json::to_string(&req).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let row = {
-            let mut idx = self.placer.lock().await;
-            if let Some(old) = self.db.tenant(&req.id)? {
-                if old.spec == stored && old.desired != Desired::Deleting {
+        let want = Request {
+            memory_mb: req.resources.memory_mb,
+            cpu_millis: req.resources.cpu_millis,
+            class: req.pool_class.clone(),
+        };
+        let mut idx = self.placer.lock().await;
+        if let Some(old) = self.already(caller, &req.id, &stored)? {
+            drop(idx);
+            return Ok((self.view(&old).await?, false));
+        }
+        let (prow, slot) = match self.decide(&idx, &want) {
+            Decision::Place { pool, slot } => {
+                let row = self
+                    .db
+                    .pool(pool)?
+                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+                (row, slot)
+            }
+            Decision::NewPool => {
+                // The pool's rows are taken under the lock; it starts without
+                // it (up to 30 s), so other creates are not held. Nobody else
+                // places into it: it joins the index only below.
+                let reserved = self.reserve_pool(want.class.clone())?;
+                drop(idx);
+                let started = self.start_reserved(reserved).await?;
+                idx = self.placer.lock().await;
+                idx.upsert(Self::capacity(&started, &[]));
+                if let Some(old) = self.already(caller, &req.id, &stored)? {
+                    // The same request won meanwhile; the new pool stays free.
                     drop(idx);
                     return Ok((self.view(&old).await?, false));
                 }
-                if !caller.may_see(&old.owner) {
-                    // Another owner's: answered as GET answers it.
-                    return Err(ServiceError::NotFound(format!(
-                        "tenant {} not found",
-                        req.id
-                    )));
-                }
-                return Err(ServiceError::Conflict(format!("tenant {} exists", req.id)));
+                (started, 0)
             }
-            let want = Request {
-                memory_mb: req.resources.memory_mb,
-                cpu_millis: req.resources.cpu_millis,
-                class: req.pool_class.clone(),
-            };
-            let (prow, slot) = self.choose_slot(&mut idx, &want).await?;
-            let pool = prow.number;
-            let row = TenantRow {
-                id: req.id.clone(),
-                owner: req.owner.clone().unwrap_or_default(),
-                spec: stored,
-                pool,
-                slot,
-                port: prow.base_port + slot as u16,
-                memory_mb: want.memory_mb,
-                cpu_millis: want.cpu_millis,
-                desired: Desired::Running,
-                created_at: slot_agent::clock::now_rfc3339(),
-                expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
-            };
-            self.db.insert_tenant(&row)?;
-            idx.take(pool, slot, &want);
-            self.routes_mut()
-                .insert(row.id.clone(), route(&row.owner, &prow, slot));
-            row
         };
+        let row = TenantRow {
+            id: req.id.clone(),
+            owner: req.owner.clone().unwrap_or_default(),
+            spec: stored,
+            pool: prow.number,
+            slot,
+            port: prow.base_port + slot as u16,
+            memory_mb: want.memory_mb,
+            cpu_millis: want.cpu_millis,
+            desired: Desired::Running,
+            created_at: slot_agent::clock::now_rfc3339(),
+            expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
+        };
+        self.db.insert_tenant(&row)?;
+        idx.take(prow.number, slot, &want);
+        self.routes_mut()
+            .insert(row.id.clone(), route(&row.owner, &prow, slot));
+        drop(idx);
         // Committed: from here on the reconciler would finish the job after a crash.
         let pool = self
             .db
@@ -412,9 +426,25 @@ impl Orchestrator {
         Ok((self.compose(&row, &pool, Some(&status)), true))
     }
 
+    /// The stored tenant `id` if this very request was accepted before
+    /// (answered 200); an error if the id is taken otherwise (another
+    /// owner's is answered as GET answers it); `None` if it is free.
+    fn already(&self, caller: &Caller, id: &str, stored: &str) -> Result<Option<TenantRow>> {
+        let Some(old) = self.db.tenant(id)? else {
+            return Ok(None);
+        };
+        if old.spec == stored && old.desired != Desired::Deleting {
+            return Ok(Some(old));
+        }
+        if !caller.may_see(&old.owner) {
+            return Err(ServiceError::NotFound(format!("tenant {id} not found")));
+        }
+        Err(ServiceError::Conflict(format!("tenant {id} exists")))
+    }
+
     /// Where `want` goes: a placement decision, or a new pool when nothing
-    /// fits (always in legacy mode). Placement lock held.
-    async fn choose_slot(&self, idx: &mut PoolIndex, want: &Request) -> Result<(PoolRow, u32)> {
+    /// fits (always in legacy mode). Pure but for the timing metric.
+    fn decide(&self, idx: &PoolIndex, want: &Request) -> Decision {
         let started = Instant::now();
         let decision = if self.cfg.pool_mode_enabled {
             place(idx, want, self.cfg.placement)
@@ -422,7 +452,13 @@ impl Orchestrator {
             Decision::NewPool
         };
         self.metrics.placement.observe(started.elapsed());
-        match decision {
+        decision
+    }
+
+    /// [`Self::decide`], starting a new pool when needed with the placement
+    /// lock held (for moves inside a health tick, which are rare).
+    async fn choose_slot(&self, idx: &mut PoolIndex, want: &Request) -> Result<(PoolRow, u32)> {
+        match self.decide(idx, want) {
             Decision::Place { pool, slot } => {
                 let row = self
                     .db
@@ -436,10 +472,19 @@ impl Orchestrator {
 
     /// Insert and start a pool, and add it to the index (placement lock held).
     async fn new_pool(&self, idx: &mut PoolIndex, class: Option<String>) -> Result<PoolRow> {
+        let row = self.start_reserved(self.reserve_pool(class)?).await?;
+        // A legacy pool is not accepting: it belongs to the one tenant it is made for.
+        idx.upsert(Self::capacity(&row, &[]));
+        Ok(row)
+    }
+
+    /// Store a new pool of `class` (`starting`): its port block and slot
+    /// users are taken. Quick; called with the placement lock held.
+    fn reserve_pool(&self, class: Option<String>) -> Result<PoolRow> {
         let legacy = !self.cfg.pool_mode_enabled;
         let (size, image) = self.class_of(&class)?;
         let slots = if legacy { 1 } else { size.slots };
-        let row = self.db.insert_pool(
+        Ok(self.db.insert_pool(
             &NewPool {
                 slots,
                 block_width: self.cfg.max_bots_per_container,
@@ -457,7 +502,12 @@ impl Orchestrator {
                 token: random_token(),
             },
             |b| self.backend.ports_free(b, slots),
-        )?;
+        )?)
+    }
+
+    /// Start a reserved pool (no lock needed: health ticks leave `starting`
+    /// pools alone). On failure the pool is removed again.
+    async fn start_reserved(&self, row: PoolRow) -> Result<PoolRow> {
         match self.backend.start_pool(&row).await {
             Ok(r) => self
                 .db
@@ -470,10 +520,7 @@ impl Orchestrator {
             }
         }
         self.metrics.pools_created.fetch_add(1, Relaxed);
-        let row = self.db.pool(row.number)?.unwrap_or(row);
-        // A legacy pool is not accepting: it belongs to the one tenant it is made for.
-        idx.upsert(Self::capacity(&row, &[]));
-        Ok(row)
+        Ok(self.db.pool(row.number)?.unwrap_or(row))
     }
 
     /// The size of `class`'s pools and their image (`None`: the default
@@ -575,11 +622,28 @@ impl Orchestrator {
         if self.cfg.warm_slots == 0 || !self.cfg.pool_mode_enabled {
             return;
         }
-        let mut idx = self.placer.lock().await;
-        while idx.free_slots(&None) < u64::from(self.cfg.warm_slots) {
-            if let Err(e) = self.new_pool(&mut idx, None).await {
-                tracing::warn!(error = %e, "no warm pool");
-                return;
+        // One refill at a time (the refill task and health ticks both ask);
+        // the placement lock is held only to count and to reserve, never
+        // while a pool starts, so creates go on meanwhile.
+        let _one = self.warming.lock().await;
+        loop {
+            let reserved = {
+                let idx = self.placer.lock().await;
+                if idx.free_slots(&None) >= u64::from(self.cfg.warm_slots) {
+                    return;
+                }
+                self.reserve_pool(None)
+            };
+            let started = match reserved {
+                Ok(r) => self.start_reserved(r).await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(row) => self.placer.lock().await.upsert(Self::capacity(&row, &[])),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no warm pool");
+                    return;
+                }
             }
         }
     }
@@ -901,7 +965,14 @@ impl Orchestrator {
                 }
             }
         }
-        let pools = self.db.pools()?;
+        // A `starting` pool belongs to whoever starts it (a create or the
+        // warm refill; after a crash, start-up recovery): left alone here.
+        let pools: Vec<PoolRow> = self
+            .db
+            .pools()?
+            .into_iter()
+            .filter(|p| p.status != PoolState::Starting)
+            .collect();
         let mut checks =
             futures_util::future::join_all(pools.iter().map(|p| self.check_pool(p))).await;
         for c in &mut checks {
@@ -1273,7 +1344,8 @@ impl Orchestrator {
             idx.free_slots(&None)
         };
         for p in self.db.pools()? {
-            if tenants.iter().any(|t| t.pool == p.number) {
+            // A starting pool is empty only until its creator places into it.
+            if p.status == PoolState::Starting || tenants.iter().any(|t| t.pool == p.number) {
                 continue;
             }
             let keep_warm = p.class.is_none()

@@ -636,3 +636,76 @@ fn args_and_env_name_the_slots_port_and_host_without_a_shell() {
         "bad_request",
     );
 }
+
+#[test]
+fn a_create_never_waits_for_another_creates_pool_start() {
+    // Agents start through a wrapper that waits while a hold file exists:
+    // a pool start that takes as long as the test wants.
+    let dir = std::env::temp_dir().join(format!("slotpack-slowpool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hold = dir.join("hold");
+    let wrapper = dir.join("slow-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nwhile [ -e {} ]; do sleep 0.05; done\nexec {} \"$@\"\n",
+            hold.display(),
+            slotpack_tests::bin("slot-agent").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = Slotpack::start(&[
+        ("SLOTPACK_AGENT_BIN", wrapper.to_str().unwrap()),
+        ("SLOTPACK_POOL_MEMORY_MB", "300"),
+    ]);
+    let small = |mb: u64| json!({"resources": {"memoryMb": mb, "cpuMillis": 10}});
+    s.create_ok("fast-1", small(100));
+    s.create_ok("fast-2", small(100));
+    // pool-1 has one slot and 100 MiB left. A 200 MiB tenant needs a new
+    // pool, whose start is held.
+    std::fs::write(&hold, b"").unwrap();
+    let big = {
+        let addr = s.addr.clone();
+        let body = tenant("big", small(200)).to_string();
+        std::thread::spawn(move || {
+            request(
+                &addr,
+                "POST",
+                "/api/tenants",
+                &[("Authorization", &format!("Bearer {ADMIN}"))],
+                body.as_bytes(),
+            )
+            .unwrap()
+        })
+    };
+    // Wait until that pool is being started (its row is there).
+    slotpack_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "pool-2 starting",
+        || {
+            let st = s.call("GET", "/api/pool/status", "").json();
+            (st["totalPools"] == 2).then_some(())
+        },
+    );
+    // Meanwhile a tenant that fits pool-1 is placed at once: the pool start
+    // holds no lock. (Before, this create waited for the hold to end.)
+    s.create_ok("fast-3", small(50));
+    if big.is_finished() {
+        panic!(
+            "the held pool start ended early: {}\n{}",
+            big.join().unwrap().text(),
+            s.stderr()
+        );
+    }
+    assert!(hold.exists());
+    std::fs::remove_file(&hold).unwrap();
+    let r = big.join().unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.wait_pong("big");
+    s.wait_pong("fast-3");
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
