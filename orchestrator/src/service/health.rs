@@ -1,0 +1,443 @@
+//! The health tick: agent health per pool (restart, then evacuation),
+//! reconciliation in two phases (stops before starts), and the steps
+//! that apply it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::agent_client::Endpoint;
+use crate::db::{PoolRow, TenantRow};
+use crate::placement::Request;
+use crate::reconcile::{plan, Action};
+use crate::states::{Desired, PoolState};
+
+impl Orchestrator {
+    /// One health tick: check every agent, restart dead pools, reconcile
+    /// every pool, expire tenants past their lifetime, remove pools the
+    /// database does not know, consolidate (if enabled), keep warm slots.
+    pub async fn health_tick(&self) -> HealthReport {
+        let _one_at_a_time = self.tick_lock.lock().await;
+        let started = Instant::now();
+        let mut r = HealthReport {
+            success: true,
+            timestamp: slot_agent::clock::now_rfc3339(),
+            pools: vec![],
+            bots: vec![],
+            issues: vec![],
+            recovery_actions: vec![],
+            duration_ms: 0,
+        };
+        if let Err(e) = self.tick_into(&mut r).await {
+            r.issues.push(format!("health tick failed: {e}"));
+        }
+        if self.cfg.consolidate && self.cfg.pool_mode_enabled {
+            if let Err(e) = self.consolidate(&mut r).await {
+                r.issues.push(format!("consolidation: {e}"));
+            }
+        }
+        self.keep_warm().await;
+        r.duration_ms = started.elapsed().as_millis() as u64;
+        self.metrics.health_ticks.fetch_add(1, Relaxed);
+        self.metrics
+            .recovery_actions
+            .fetch_add(r.recovery_actions.len() as u64, Relaxed);
+        for a in &r.recovery_actions {
+            let _ = self.db.event("recovery", None, None, a);
+        }
+        *self.last_health.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+        r
+    }
+
+    pub(super) async fn tick_into(&self, r: &mut HealthReport) -> Result<()> {
+        // Pools the backend runs that the database does not know.
+        let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
+        if let Ok(found) = self.backend.found_pools().await {
+            for f in found
+                .iter()
+                .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
+            {
+                r.issues.push(format!(
+                    "orphaned pool {} (not in the database)",
+                    f.backend_ref
+                ));
+                match self.backend.remove_found(f).await {
+                    Ok(()) => r
+                        .recovery_actions
+                        .push(format!("removed orphaned pool {}", f.backend_ref)),
+                    Err(e) => r
+                        .issues
+                        .push(format!("removing orphaned pool {}: {e}", f.backend_ref)),
+                }
+            }
+        }
+        // A `starting` pool belongs to whoever starts it (a create or the
+        // warm refill; after a crash, start-up recovery): left alone here.
+        let pools: Vec<PoolRow> = self
+            .db
+            .pools()?
+            .into_iter()
+            .filter(|p| p.status != PoolState::Starting)
+            .collect();
+        let mut checks =
+            futures_util::future::join_all(pools.iter().map(|p| self.check_pool(p))).await;
+        for c in &mut checks {
+            r.pools.push(c.health.clone());
+            r.bots.append(&mut c.bots);
+            r.issues.append(&mut c.issues);
+            r.recovery_actions.append(&mut c.actions);
+        }
+        // Everything that stops or removes, in every pool, before anything
+        // that starts: a tenant moved between pools never runs in both. A
+        // stop only begins (the tick never waits for one), so a tenant whose
+        // old copy is not yet down is started by a later tick.
+        let mut not_down = std::collections::HashSet::new();
+        for starts in [false, true] {
+            let applied = checks.iter().map(|c| self.apply_all(c, starts, &not_down));
+            let mut next = Vec::new();
+            for (issues, actions, up) in futures_util::future::join_all(applied).await {
+                r.issues.extend(issues);
+                r.recovery_actions.extend(actions);
+                next.extend(up);
+            }
+            not_down.extend(next);
+        }
+        self.followup.store(!not_down.is_empty(), Relaxed);
+        // Lifetimes: the deletion begins here; a tenant still stopping is
+        // forgotten by a later tick's reconciliation (the tick never waits).
+        let now = unix_now();
+        for t in self.db.tenants()? {
+            if t.expires_at.is_some_and(|e| e <= now) && t.desired != Desired::Deleting {
+                self.mark_deleting(&t.id)?;
+                let why = "maxLifetimeSeconds reached";
+                let pool = self.pool_of(&t)?;
+                match self.agents.begin_delete(&self.endpoint(&pool), &t.id).await {
+                    Ok(gone) => {
+                        if gone {
+                            self.forget_tenant(&t.id, why).await?;
+                        }
+                        r.recovery_actions
+                            .push(format!("removing {} at the end of its lifetime", t.id));
+                    }
+                    Err(e) => r.issues.push(format!("expiring {}: {e}", t.id)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a restart of `pool`: a success resets, a failure adds one;
+    /// returns the failures in a row.
+    pub(super) fn note_restart(&self, pool: u64, ok: bool) -> u32 {
+        let mut m = self
+            .restart_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ok {
+            m.remove(&pool);
+            0
+        } else {
+            let n = m.entry(pool).or_insert(0);
+            *n += 1;
+            *n
+        }
+    }
+
+    /// Move every tenant of a pool that cannot be brought back to other
+    /// pools (or a new one), then remove the pool. Returns the moved ids.
+    pub(super) async fn evacuate(&self, dead: &PoolRow) -> Result<Vec<String>> {
+        let why = format!("{} could not be restarted", dead.id());
+        let mut moved = Vec::new();
+        {
+            let mut idx = self.placer.lock().await;
+            idx.remove(dead.number);
+            for t in self
+                .db
+                .tenants()?
+                .into_iter()
+                .filter(|t| t.pool == dead.number)
+            {
+                if t.desired == Desired::Deleting {
+                    self.db.delete_tenant(&t.id, &why)?;
+                    self.routes_mut().remove(&t.id);
+                    continue;
+                }
+                let req: CreateTenant = serde_json::from_str(&t.spec)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let want = Request {
+                    memory_mb: t.memory_mb,
+                    cpu_millis: t.cpu_millis,
+                    class: req.pool_class.clone(),
+                };
+                let (prow, slot) = self.choose_slot(&mut idx, &want).await?;
+                let pool = prow.number;
+                let port = prow.base_port + slot as u16;
+                self.db.move_tenant(&t.id, pool, slot, port, &why)?;
+                idx.take(pool, slot, &want);
+                self.routes_mut()
+                    .insert(t.id.clone(), route(&t.owner, &prow, slot));
+                moved.push((t.id, req, prow, slot, port, t.desired));
+            }
+        }
+        // Committed: a failed PUT below is retried by the next reconciliation.
+        for (id, req, prow, slot, port, desired) in &moved {
+            let ep = self.endpoint(prow);
+            if let Err(e) = self
+                .agents
+                .put(&ep, id, &program_spec(req, *slot, *port))
+                .await
+            {
+                tracing::warn!(tenant = %id, pool = %prow.id(), error = %e, "put to its agent failed");
+            } else if *desired == Desired::Stopped {
+                let _ = self
+                    .agents
+                    .action(&ep, id, "stop", Duration::from_secs(12))
+                    .await;
+            }
+        }
+        self.remove_pool(dead, &why).await?;
+        self.note_restart(dead.number, true);
+        Ok(moved.into_iter().map(|m| m.0).collect())
+    }
+
+    /// Check one pool: agent health (restart the pool if its process is
+    /// gone), then reconcile its programs with the database.
+    pub(super) async fn check_pool(&self, pool: &PoolRow) -> PoolCheck {
+        let (mut issues, mut actions, mut bots) = (vec![], vec![], vec![]);
+        let ep = self.endpoint(pool);
+        let done = |health, bots, issues, actions, tenants, pending| PoolCheck {
+            ep: self.endpoint(pool),
+            pool_id: pool.id(),
+            health,
+            bots,
+            issues,
+            actions,
+            tenants,
+            pending,
+        };
+        let id = pool.id();
+        let t0 = Instant::now();
+        let mut health = self.agents.health(&ep).await;
+        if let Err(e) = &health {
+            issues.push(format!("{id}: agent unreachable: {e}"));
+            if !self.backend.pool_running(pool).await {
+                match self.backend.start_pool(pool).await {
+                    Ok(r) => {
+                        self.note_restart(pool.number, true);
+                        let _ = self
+                            .db
+                            .set_pool_status(pool.number, PoolState::Running, Some(&r));
+                        actions.push(format!(
+                            "restarted {id}; its tenants come back from its state"
+                        ));
+                        health = self.agents.health(&ep).await;
+                    }
+                    Err(e) => {
+                        let failures = self.note_restart(pool.number, false);
+                        let _ = self
+                            .db
+                            .set_pool_status(pool.number, PoolState::Failed, None);
+                        issues.push(format!("{id}: restart {failures} failed: {e}"));
+                        if failures >= self.cfg.max_restart_attempts.max(1) {
+                            match self.evacuate(pool).await {
+                                Ok(moved) => actions.push(format!(
+                                    "{id} could not be restarted: moved {} to other pools and removed {id}",
+                                    if moved.is_empty() { "no tenants".to_string() } else { moved.join(", ") }
+                                )),
+                                Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
+                            }
+                            let ph = PoolHealth {
+                                id,
+                                healthy: false,
+                                latency_ms: None,
+                            };
+                            return done(ph, bots, issues, actions, vec![], vec![]);
+                        }
+                    }
+                }
+            }
+        }
+        let latency = t0.elapsed().as_secs_f64() * 1000.0;
+        let ph = PoolHealth {
+            id: id.clone(),
+            healthy: health.is_ok(),
+            latency_ms: health.is_ok().then_some(latency),
+        };
+        if health.is_err() {
+            return done(ph, bots, issues, actions, vec![], vec![]);
+        }
+        // Observe first, then read desired: a program on the agent always
+        // has its row committed before it was PUT, so no new tenant is
+        // mistaken for an orphan.
+        let observed = match self.agents.list(&ep).await {
+            Ok(o) => o,
+            Err(e) => {
+                issues.push(format!("{id}: listing programs: {e}"));
+                return done(ph, bots, issues, actions, vec![], vec![]);
+            }
+        };
+        let tenants: Vec<TenantRow> = match self.db.tenants() {
+            Ok(t) => t.into_iter().filter(|t| t.pool == pool.number).collect(),
+            Err(e) => {
+                issues.push(e.to_string());
+                return done(ph, bots, issues, actions, vec![], vec![]);
+            }
+        };
+        let desired: BTreeMap<String, Desired> =
+            tenants.iter().map(|t| (t.id.clone(), t.desired)).collect();
+        let seen: BTreeMap<String, _> = observed.iter().map(|s| (s.id.clone(), s.state)).collect();
+        let drifted: std::collections::BTreeSet<String> = observed
+            .iter()
+            .filter(|s| {
+                let stored = tenants.iter().find(|t| t.id == s.id);
+                match (
+                    stored.and_then(|t| spec_at(t, t.slot, t.port).ok()),
+                    &s.spec_digest,
+                ) {
+                    (Some(spec), Some(d)) => slot_agent::protocol::spec_digest(&spec) != *d,
+                    _ => false,
+                }
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        for s in &observed {
+            if let Some(m) = &s.message {
+                issues.push(format!("{}: {m}", s.id));
+                self.report_once(&s.id, &id, m);
+            }
+            if desired.get(&s.id) == Some(&Desired::Running) {
+                if !s.healthy {
+                    issues.push(format!(
+                        "{}: {} in {id}, not healthy",
+                        s.id,
+                        s.state.as_str()
+                    ));
+                }
+                bots.push(BotHealth {
+                    id: s.id.clone(),
+                    pool_id: id.clone(),
+                    state: s.state.as_str().to_string(),
+                    healthy: s.healthy,
+                    restarts: s.restarts,
+                });
+            }
+        }
+        for id in &drifted {
+            issues.push(format!(
+                "{id}: its spec in {} was changed behind our back",
+                pool.id()
+            ));
+        }
+        let pending = plan(&desired, &seen, &drifted);
+        done(ph, bots, issues, actions, tenants, pending)
+    }
+
+    /// Record an agent's message about a tenant as an event (`tenant.memory`
+    /// when it is about memory, else `tenant.problem`), once per message.
+    pub(super) fn report_once(&self, tenant: &str, pool: &str, message: &str) {
+        let mut seen = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(tenant).map(String::as_str) == Some(message) {
+            return;
+        }
+        let kind = if message.contains("memory") {
+            "tenant.memory"
+        } else {
+            "tenant.problem"
+        };
+        if self
+            .db
+            .event(kind, Some(tenant), Some(pool), message)
+            .is_ok()
+        {
+            seen.insert(tenant.to_string(), message.to_string());
+        }
+    }
+
+    /// Apply the pending reconciliation steps of one pool that start
+    /// programs (`starts`) or the others; returns (issues, actions).
+    /// Returns (issues, actions, ids whose stop or delete is not finished).
+    pub(super) async fn apply_all(
+        &self,
+        c: &PoolCheck,
+        starts: bool,
+        not_down: &std::collections::HashSet<String>,
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (mut issues, mut actions, mut pending) = (vec![], vec![], vec![]);
+        let id = &c.pool_id;
+        for a in c.pending.iter().filter(|a| a.starts() == starts) {
+            if not_down.contains(a.tenant()) {
+                issues.push(format!("{id}: {a:?} waits until its old copy is down"));
+                continue;
+            }
+            match self.apply(&c.ep, &c.tenants, a).await {
+                Ok(true) => actions.push(format!("{id}: {a:?}")),
+                Ok(false) => {
+                    actions.push(format!("{id}: {a:?} begun"));
+                    pending.push(a.tenant().to_string());
+                }
+                Err(e) => {
+                    issues.push(format!("{id}: {a:?} failed: {e}"));
+                    pending.push(a.tenant().to_string());
+                }
+            }
+        }
+        (issues, actions, pending)
+    }
+
+    /// PUT the tenant's stored spec, for `slot` and `port`, to the agent at `ep`.
+    pub(super) async fn put_program(
+        &self,
+        ep: &Endpoint,
+        t: &TenantRow,
+        slot: u32,
+        port: u16,
+    ) -> Result<()> {
+        self.agents.put(ep, &t.id, &spec_at(t, slot, port)?).await?;
+        Ok(())
+    }
+
+    /// Apply one step; returns whether it is finished (false: a delete
+    /// whose program is still stopping).
+    pub(super) async fn apply(
+        &self,
+        ep: &Endpoint,
+        tenants: &[TenantRow],
+        a: &Action,
+    ) -> Result<bool> {
+        let row = |id: &str| tenants.iter().find(|t| t.id == id);
+        match a {
+            Action::Put(id) => {
+                let t = row(id).ok_or_else(|| ServiceError::Internal("row vanished".into()))?;
+                // Planned a moment ago: skip it if the tenant has since been
+                // deleted, stopped or moved.
+                let now = self.db.tenant(id)?;
+                if now.is_none_or(|n| n.pool != t.pool || n.desired != Desired::Running) {
+                    return Ok(true);
+                }
+                self.put_program(ep, t, t.slot, t.port).await?;
+            }
+            Action::Start(id) => {
+                self.agents.action(ep, id, "start", Duration::ZERO).await?;
+            }
+            // Stops and deletes only begin here: no tenant's stop timeout
+            // holds the tick. What is still stopping is seen again next tick.
+            Action::Stop(id) => {
+                self.agents.begin_stop(ep, id).await?;
+            }
+            Action::Delete(id) => {
+                let gone = self.agents.begin_delete(ep, id).await?;
+                if let Some(t) = row(id).filter(|t| gone && t.desired == Desired::Deleting) {
+                    self.forget_tenant(&t.id, "deleted (finished by the reconciler)")
+                        .await?;
+                }
+                return Ok(gone);
+            }
+            Action::Forget(id) => {
+                self.forget_tenant(id, "deleted (finished by the reconciler)")
+                    .await?
+            }
+        }
+        Ok(true)
+    }
+}

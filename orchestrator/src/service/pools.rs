@@ -1,0 +1,291 @@
+//! Pools: placement decisions, reserving and starting pools (never under
+//! the placement lock on the request path), pool classes, warm slots and
+//! cleanup.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use super::*;
+use crate::classes::{ClassInfo, ClassList, ClassSpec, Size};
+use crate::db::{pool_id, NewPool, PoolRow};
+use crate::placement::{place, Decision, PoolIndex, Request};
+use crate::states::{PoolMode, PoolState};
+
+impl Orchestrator {
+    /// Where `want` goes: a placement decision, or a new pool when nothing
+    /// fits (always in legacy mode). Pure but for the timing metric.
+    pub(super) fn decide(&self, idx: &PoolIndex, want: &Request) -> Decision {
+        let started = Instant::now();
+        let decision = if self.cfg.pool_mode_enabled {
+            place(idx, want, self.cfg.placement)
+        } else {
+            Decision::NewPool
+        };
+        self.metrics.placement.observe(started.elapsed());
+        decision
+    }
+
+    /// [`Self::decide`], starting a new pool when needed with the placement
+    /// lock held (for moves inside a health tick, which are rare).
+    pub(super) async fn choose_slot(
+        &self,
+        idx: &mut PoolIndex,
+        want: &Request,
+    ) -> Result<(PoolRow, u32)> {
+        match self.decide(idx, want) {
+            Decision::Place { pool, slot } => {
+                let row = self
+                    .db
+                    .pool(pool)?
+                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+                Ok((row, slot))
+            }
+            Decision::NewPool => Ok((self.new_pool(idx, want.class.clone()).await?, 0)),
+        }
+    }
+
+    /// Insert and start a pool, and add it to the index (placement lock held).
+    pub(super) async fn new_pool(
+        &self,
+        idx: &mut PoolIndex,
+        class: Option<String>,
+    ) -> Result<PoolRow> {
+        let row = self.start_reserved(self.reserve_pool(class)?).await?;
+        // A legacy pool is not accepting: it belongs to the one tenant it is made for.
+        idx.upsert(Self::capacity(&row, &[]));
+        Ok(row)
+    }
+
+    /// Store a new pool of `class` (`starting`): its port block and slot
+    /// users are taken. Quick; called with the placement lock held.
+    pub(super) fn reserve_pool(&self, class: Option<String>) -> Result<PoolRow> {
+        let legacy = !self.cfg.pool_mode_enabled;
+        let (size, image) = self.class_of(&class)?;
+        let slots = if legacy { 1 } else { size.slots };
+        Ok(self.db.insert_pool(
+            &NewPool {
+                slots,
+                block_width: self.cfg.max_bots_per_container,
+                pool_base_port: self.cfg.pool_base_port,
+                uid_base: self.cfg.slot_uid_base,
+                memory_mb: size.memory_mb,
+                cpu_millis: size.cpu_millis,
+                class,
+                image,
+                mode: if legacy {
+                    PoolMode::Legacy
+                } else {
+                    PoolMode::Pooled
+                },
+                token: random_token(),
+            },
+            |b| self.backend.ports_free(b, slots),
+        )?)
+    }
+
+    /// Start a reserved pool (no lock needed: health ticks leave `starting`
+    /// pools alone). On failure the pool is removed again.
+    pub(super) async fn start_reserved(&self, row: PoolRow) -> Result<PoolRow> {
+        match self.backend.start_pool(&row).await {
+            Ok(r) => self
+                .db
+                .set_pool_status(row.number, PoolState::Running, Some(&r))?,
+            Err(e) => {
+                let _ = self.backend.remove_pool(&row).await;
+                self.db
+                    .delete_pool(row.number, &format!("start failed: {e}"))?;
+                return Err(ServiceError::Unavailable(e.to_string()));
+            }
+        }
+        self.metrics.pools_created.fetch_add(1, Relaxed);
+        Ok(self.db.pool(row.number)?.unwrap_or(row))
+    }
+
+    /// The size of `class`'s pools and their image (`None`: the default
+    /// class, or a class without an image of its own).
+    pub(super) fn class_of(&self, class: &Option<String>) -> Result<(Size, Option<String>)> {
+        let default = self.default_size();
+        let Some(name) = class else {
+            return Ok((default, None));
+        };
+        let spec = self.db.class(name)?.ok_or_else(|| {
+            let known: Vec<String> = self
+                .db
+                .classes()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.0)
+                .collect();
+            ServiceError::BadRequest(format!(
+                "unknown poolClass {name:?}; defined: [{}] (PUT /api/pool/classes/{{name}} or [classes.<name>] in the config file)",
+                known.join(", ")
+            ))
+        })?;
+        Ok((spec.size(default), Some(spec.image)))
+    }
+
+    /// Size of the default class's pools.
+    pub(super) fn default_size(&self) -> Size {
+        Size {
+            slots: self.cfg.max_bots_per_container,
+            memory_mb: self.cfg.pool_memory_mb,
+            cpu_millis: self.cfg.pool_cpu_millis,
+        }
+    }
+
+    /// Define (or change) class `name` (admin). A changed image or size
+    /// applies to the class's new pools; running ones keep theirs.
+    pub async fn put_class(&self, name: &str, spec: ClassSpec, from_config: bool) -> Result<bool> {
+        crate::classes::check(name, &spec, self.cfg.max_bots_per_container)
+            .map_err(ServiceError::BadRequest)?;
+        self.backend
+            .check_image(&spec.image)
+            .await
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let existed = self.db.class(name)?;
+        self.db.put_class(name, &spec, from_config)?;
+        if existed.as_ref() == Some(&spec) {
+            return Ok(false);
+        }
+        self.db.event(
+            "class.defined",
+            None,
+            None,
+            &format!(
+                "{name}: {}",
+                serde_json::to_string(&spec).unwrap_or_default()
+            ),
+        )?;
+        Ok(existed.is_none())
+    }
+
+    /// Every class, with its sizes filled in.
+    pub fn classes(&self) -> Result<ClassList> {
+        let default = self.default_size();
+        let classes = self
+            .db
+            .classes()?
+            .into_iter()
+            .map(|(name, spec, from_config, pools)| {
+                let size = spec.size(default);
+                ClassInfo {
+                    name,
+                    image: spec.image,
+                    slots: size.slots,
+                    memory_mb: size.memory_mb,
+                    cpu_millis: size.cpu_millis,
+                    pools,
+                    from_config,
+                }
+            })
+            .collect();
+        Ok(ClassList {
+            success: true,
+            default_image: self.cfg.pool_image.clone(),
+            classes,
+        })
+    }
+
+    /// Remove class `name` (admin); 409 while it has pools.
+    pub fn delete_class(&self, name: &str) -> Result<()> {
+        if !self.db.delete_class(name)? {
+            return Err(ServiceError::NotFound(format!("no class {name}")));
+        }
+        self.db.event("class.deleted", None, None, name)?;
+        Ok(())
+    }
+
+    /// Keep `SLOTPACK_WARM_SLOTS` free slots in the default class.
+    pub async fn keep_warm(&self) {
+        if self.cfg.warm_slots == 0 || !self.cfg.pool_mode_enabled {
+            return;
+        }
+        // One refill at a time (the refill task and health ticks both ask);
+        // the placement lock is held only to count and to reserve, never
+        // while a pool starts, so creates go on meanwhile.
+        let _one = self.warming.lock().await;
+        loop {
+            let reserved = {
+                let idx = self.placer.lock().await;
+                if idx.free_slots(&None) >= u64::from(self.cfg.warm_slots) {
+                    return;
+                }
+                self.reserve_pool(None)
+            };
+            let started = match reserved {
+                Ok(r) => self.start_reserved(r).await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(row) => self.placer.lock().await.upsert(Self::capacity(&row, &[])),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no warm pool");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Forget the pool, then remove it from the backend. In this order a
+    /// health tick can never start again a pool that is on its way out; a
+    /// crash in between leaves an orphan that the next tick removes.
+    pub(super) async fn remove_pool(&self, pool: &PoolRow, why: &str) -> Result<()> {
+        self.db.delete_pool(pool.number, why)?;
+        self.placer.lock().await.remove(pool.number);
+        self.backend
+            .remove_pool(pool)
+            .await
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    /// Remove empty pools (keeping enough for the warm slots), and pools the
+    /// database does not know. Returns how many were removed.
+    pub async fn cleanup(&self) -> Result<u32> {
+        let mut removed = 0;
+        if let Ok(found) = self.backend.found_pools().await {
+            let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
+            for f in found
+                .iter()
+                .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
+            {
+                if self.backend.remove_found(f).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let tenants = self.db.tenants()?;
+        let mut free: u64 = {
+            let idx = self.placer.lock().await;
+            idx.free_slots(&None)
+        };
+        for p in self.db.pools()? {
+            // A starting pool is empty only until its creator places into it.
+            if p.status == PoolState::Starting || tenants.iter().any(|t| t.pool == p.number) {
+                continue;
+            }
+            let keep_warm = p.class.is_none()
+                && p.mode == PoolMode::Pooled
+                && free.saturating_sub(u64::from(p.slots)) < u64::from(self.cfg.warm_slots);
+            if keep_warm {
+                continue;
+            }
+            // Re-check under the lock that nothing was placed meanwhile.
+            {
+                let mut idx = self.placer.lock().await;
+                if idx.get(p.number).is_some_and(|c| !c.used_slots.is_empty()) {
+                    continue;
+                }
+                idx.remove(p.number);
+            }
+            free = free.saturating_sub(u64::from(p.slots));
+            match self.remove_pool(&p, "empty (cleanup)").await {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(pool = %p.id(), error = %e, "cleanup failed");
+                    self.rebuild_index().await?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,403 @@
+//! Tenant operations of the API: create (placement, a new pool started
+//! outside the placement lock), get, list, delete, start/stop/restart,
+//! logs, the proxy's target and connection info.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use slot_agent::protocol::{is_valid_id, ProgramStatus};
+
+use super::*;
+use crate::agent_client::Endpoint;
+use crate::db::{pool_id, PoolRow, TenantRow};
+use crate::placement::{Decision, Request};
+use crate::states::{Desired, PoolMode};
+
+impl Orchestrator {
+    /// Mark a tenant as being deleted: the proxy stops at once.
+    pub(super) fn mark_deleting(&self, id: &str) -> Result<()> {
+        self.db.set_desired(id, Desired::Deleting)?;
+        self.routes_mut().remove(id);
+        Ok(())
+    }
+
+    /// Check a create request; returns the owner and the stored request.
+    pub(super) fn check_create(
+        &self,
+        caller: &Caller,
+        mut req: CreateTenant,
+    ) -> Result<CreateTenant> {
+        let bad = |m: String| Err(ServiceError::BadRequest(m));
+        if !is_valid_id(&req.id) {
+            return bad(format!(
+                "invalid tenant id {:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$",
+                req.id
+            ));
+        }
+        let owner = match (caller, req.owner.take()) {
+            (Caller::Admin, Some(o)) => o,
+            (Caller::Admin, None) => ADMIN_OWNER.to_string(),
+            (Caller::Owner(me), Some(o)) if &o != me => {
+                return Err(ServiceError::Forbidden(format!(
+                    "an owner token creates tenants for its own owner only, not {o:?}"
+                )))
+            }
+            (Caller::Owner(me), _) => me.clone(),
+        };
+        if !(owner == ADMIN_OWNER && *caller == Caller::Admin) {
+            check_owner(&owner)?;
+        }
+        req.owner = Some(owner);
+        if let Some(c) = &req.pool_class {
+            if !is_valid_id(c) {
+                return bad(format!("invalid poolClass {c:?}"));
+            }
+        }
+        let (size, _) = self.class_of(&req.pool_class)?;
+        let r = &req.resources;
+        if r.memory_mb == 0 || r.memory_mb > size.memory_mb {
+            return bad(format!(
+                "resources.memoryMb must be 1..={} (a pool's memory)",
+                size.memory_mb
+            ));
+        }
+        if r.cpu_millis > size.cpu_millis {
+            return bad(format!(
+                "resources.cpuMillis must be at most {} (a pool's cpu)",
+                size.cpu_millis
+            ));
+        }
+        if let Some(v) = req.max_lifetime_seconds {
+            slot_agent::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
+                .map_err(ServiceError::BadRequest)?;
+        }
+        slot_agent::protocol::check_spec(&program_spec(&req, 0, 0))
+            .map_err(ServiceError::BadRequest)?;
+        Ok(req)
+    }
+
+    /// Whether slots get their own uids: always in containers (the agent is
+    /// root there), on the local backend only when this process is root.
+    pub fn isolated(&self) -> bool {
+        self.backend.name() != "local" || nix::unistd::geteuid().is_root()
+    }
+
+    /// Without isolation, tenants of a second owner are refused (unless
+    /// `SLOTPACK_ALLOW_SHARED_UID`): they would share one uid with the first.
+    pub(super) fn check_isolation(&self, owner: &str) -> Result<()> {
+        if self.isolated() || self.cfg.allow_shared_uid {
+            return Ok(());
+        }
+        let others = self.db.tenants()?.into_iter().any(|t| t.owner != owner);
+        if others {
+            return Err(ServiceError::Forbidden(format!(
+                "slot isolation is off (slotpack serve is not root), so tenants of \
+                 different owners would share one uid and could read each other's \
+                 files and this server's environment (its admin token); run it as \
+                 root, or set SLOTPACK_ALLOW_SHARED_UID=true to accept that \
+                 (owner {owner:?} refused)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Create and place a tenant. Returns the tenant and whether it was
+    /// created (false: the same request had already been accepted).
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        req: CreateTenant,
+    ) -> Result<(Tenant, bool)> {
+        let req = self.check_create(caller, req)?;
+        self.check_isolation(req.owner.as_deref().unwrap_or_default())?;
+        let stored =
+            serde_json::to_string(&req).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let want = Request {
+            memory_mb: req.resources.memory_mb,
+            cpu_millis: req.resources.cpu_millis,
+            class: req.pool_class.clone(),
+        };
+        let mut idx = self.placer.lock().await;
+        if let Some(old) = self.already(caller, &req.id, &stored)? {
+            drop(idx);
+            return Ok((self.view(&old).await?, false));
+        }
+        let (prow, slot) = match self.decide(&idx, &want) {
+            Decision::Place { pool, slot } => {
+                let row = self
+                    .db
+                    .pool(pool)?
+                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
+                (row, slot)
+            }
+            Decision::NewPool => {
+                // The pool's rows are taken under the lock; it starts without
+                // it (up to 30 s), so other creates are not held. Nobody else
+                // places into it: it joins the index only below.
+                let reserved = self.reserve_pool(want.class.clone())?;
+                drop(idx);
+                let started = self.start_reserved(reserved).await?;
+                idx = self.placer.lock().await;
+                idx.upsert(Self::capacity(&started, &[]));
+                if let Some(old) = self.already(caller, &req.id, &stored)? {
+                    // The same request won meanwhile; the new pool stays free.
+                    drop(idx);
+                    return Ok((self.view(&old).await?, false));
+                }
+                (started, 0)
+            }
+        };
+        let row = TenantRow {
+            id: req.id.clone(),
+            owner: req.owner.clone().unwrap_or_default(),
+            spec: stored,
+            pool: prow.number,
+            slot,
+            port: prow.base_port + slot as u16,
+            memory_mb: want.memory_mb,
+            cpu_millis: want.cpu_millis,
+            desired: Desired::Running,
+            created_at: slot_agent::clock::now_rfc3339(),
+            expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
+        };
+        self.db.insert_tenant(&row)?;
+        idx.take(prow.number, slot, &want);
+        self.routes_mut()
+            .insert(row.id.clone(), route(&row.owner, &prow, slot));
+        drop(idx);
+        // Committed: from here on the reconciler would finish the job after a crash.
+        let pool = self
+            .db
+            .pool(row.pool)?
+            .ok_or_else(|| ServiceError::Internal("pool vanished".into()))?;
+        let spec = program_spec(&req, row.slot, row.port);
+        let status = match self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
+            Ok(st) => st,
+            Err(e) => {
+                self.forget_tenant(&row.id, &format!("agent refused it: {e}"))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        self.metrics.tenants_created.fetch_add(1, Relaxed);
+        // Refilled off the request path.
+        self.warm.notify_one();
+        // The agent's answer to the PUT is the tenant's state: no second call.
+        Ok((self.compose(&row, &pool, Some(&status)), true))
+    }
+
+    /// The stored tenant `id` if this very request was accepted before
+    /// (answered 200); an error if the id is taken otherwise (another
+    /// owner's is answered as GET answers it); `None` if it is free.
+    pub(super) fn already(
+        &self,
+        caller: &Caller,
+        id: &str,
+        stored: &str,
+    ) -> Result<Option<TenantRow>> {
+        let Some(old) = self.db.tenant(id)? else {
+            return Ok(None);
+        };
+        if old.spec == stored && old.desired != Desired::Deleting {
+            return Ok(Some(old));
+        }
+        if !caller.may_see(&old.owner) {
+            return Err(ServiceError::NotFound(format!("tenant {id} not found")));
+        }
+        Err(ServiceError::Conflict(format!("tenant {id} exists")))
+    }
+
+    /// Drop a tenant row and free its slot, if the row still exists.
+    pub(super) async fn forget_tenant(&self, id: &str, why: &str) -> Result<()> {
+        let mut idx = self.placer.lock().await;
+        if let Some(t) = self.db.tenant(id)? {
+            self.db.delete_tenant(id, why)?;
+            self.routes_mut().remove(id);
+            idx.release(t.pool, t.slot, t.memory_mb, t.cpu_millis);
+            if let Some(p) = self.db.pool(t.pool)? {
+                if p.mode == PoolMode::Legacy {
+                    // A legacy pool ends with its tenant.
+                    drop(idx);
+                    self.remove_pool(&p, "its legacy tenant is gone").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant `id` if the caller may see it.
+    pub(super) fn visible(&self, caller: &Caller, id: &str) -> Result<TenantRow> {
+        match self.db.tenant(id)? {
+            Some(t) if caller.may_see(&t.owner) && t.desired != Desired::Deleting => Ok(t),
+            _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
+        }
+    }
+
+    pub(super) fn pool_of(&self, t: &TenantRow) -> Result<PoolRow> {
+        self.db.pool(t.pool)?.ok_or_else(|| {
+            ServiceError::Internal(format!("{} of {} missing", pool_id(t.pool), t.id))
+        })
+    }
+
+    /// One tenant with its live state.
+    pub async fn get_tenant(&self, caller: &Caller, id: &str) -> Result<Tenant> {
+        let t = self.visible(caller, id)?;
+        self.view(&t).await
+    }
+
+    pub(super) async fn view(&self, t: &TenantRow) -> Result<Tenant> {
+        let pool = self.pool_of(t)?;
+        let observed = self.agents.get(&self.endpoint(&pool), &t.id).await.ok();
+        Ok(self.compose(t, &pool, observed.as_ref()))
+    }
+
+    pub(super) fn compose(
+        &self,
+        t: &TenantRow,
+        pool: &PoolRow,
+        st: Option<&ProgramStatus>,
+    ) -> Tenant {
+        let req: Option<CreateTenant> = serde_json::from_str(&t.spec).ok();
+        Tenant {
+            id: t.id.clone(),
+            owner: t.owner.clone(),
+            desired: t.desired.to_string(),
+            state: st.map_or("unknown".into(), |s| s.state.as_str().to_string()),
+            healthy: st.is_some_and(|s| s.healthy),
+            restarts: st.map_or(0, |s| s.restarts),
+            placement: self.placement(t, pool),
+            resources: Resources {
+                memory_mb: t.memory_mb,
+                cpu_millis: t.cpu_millis,
+            },
+            pool_class: req.and_then(|r| r.pool_class),
+            created_at: t.created_at.clone(),
+            expires_at: t.expires_at,
+            message: st.and_then(|s| s.message.clone()),
+        }
+    }
+
+    pub(super) fn placement(&self, t: &TenantRow, pool: &PoolRow) -> Placement {
+        let host = self.cfg.public_host.clone();
+        Placement {
+            pool_id: pool.id(),
+            container_name: self.backend.container_name(pool),
+            slot: t.slot,
+            port: t.port,
+            url: format!("http://{host}:{}", t.port),
+            host,
+        }
+    }
+
+    /// Every tenant the caller may see, with live states (one agent call per pool).
+    pub async fn list_tenants(&self, caller: &Caller) -> Result<Vec<Tenant>> {
+        let tenants: Vec<TenantRow> = self
+            .db
+            .tenants()?
+            .into_iter()
+            .filter(|t| caller.may_see(&t.owner) && t.desired != Desired::Deleting)
+            .collect();
+        let pools: HashMap<u64, PoolRow> = self
+            .db
+            .pools()?
+            .into_iter()
+            .map(|p| (p.number, p))
+            .collect();
+        let mut observed: HashMap<String, ProgramStatus> = HashMap::new();
+        let wanted: Vec<&PoolRow> = pools
+            .values()
+            .filter(|p| tenants.iter().any(|t| t.pool == p.number))
+            .collect();
+        let eps: Vec<Endpoint> = wanted.iter().map(|p| self.endpoint(p)).collect();
+        let lists = futures_util::future::join_all(eps.iter().map(|ep| self.agents.list(ep))).await;
+        for l in lists.into_iter().flatten() {
+            observed.extend(l.into_iter().map(|s| (s.id.clone(), s)));
+        }
+        Ok(tenants
+            .iter()
+            .filter_map(|t| Some(self.compose(t, pools.get(&t.pool)?, observed.get(&t.id))))
+            .collect())
+    }
+
+    /// Stop the tenant and free its slot.
+    pub async fn delete_tenant(&self, caller: &Caller, id: &str) -> Result<()> {
+        let t = self.visible(caller, id)?;
+        self.mark_deleting(id)?;
+        self.finish_delete(&t, "deleted through the API").await
+    }
+
+    pub(super) async fn finish_delete(&self, t: &TenantRow, why: &str) -> Result<()> {
+        let pool = self.pool_of(t)?;
+        let stop = Duration::from_millis(stop_timeout_ms(t)) + Duration::from_secs(2);
+        self.agents
+            .delete(&self.endpoint(&pool), &t.id, stop)
+            .await?;
+        self.forget_tenant(&t.id, why).await
+    }
+
+    /// `start`, `stop` or `restart` a tenant.
+    pub async fn act(&self, caller: &Caller, id: &str, action: &str) -> Result<Tenant> {
+        let t = self.visible(caller, id)?;
+        let pool = self.pool_of(&t)?;
+        let ep = self.endpoint(&pool);
+        let desired = if action == "stop" {
+            Desired::Stopped
+        } else {
+            Desired::Running
+        };
+        self.db.set_desired(id, desired)?;
+        let stop = Duration::from_millis(stop_timeout_ms(&t)) + Duration::from_secs(2);
+        if desired == Desired::Running {
+            // The stored spec first (no change if the agent holds it): a
+            // program the agent lost, or whose spec was changed behind our
+            // back, runs as stored.
+            self.put_program(&ep, &t, t.slot, t.port).await?;
+        }
+        match self.agents.action(&ep, id, action, stop).await {
+            Err(e) if e.is_not_found() && desired == Desired::Stopped => {}
+            r => {
+                r?;
+            }
+        }
+        let t = self.visible(caller, id)?;
+        self.view(&t).await
+    }
+
+    /// The tenant's last log lines.
+    pub async fn logs(&self, caller: &Caller, id: &str, tail: usize) -> Result<axum::body::Bytes> {
+        let t = self.visible(caller, id)?;
+        let pool = self.pool_of(&t)?;
+        Ok(self.agents.logs(&self.endpoint(&pool), id, tail).await?)
+    }
+
+    /// The tenant's address, for the proxy (memory only, no database).
+    pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<std::net::SocketAddr> {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        match routes.get(id) {
+            Some(r) if caller.may_see(&r.owner) => {
+                Ok(std::net::SocketAddr::from(([127, 0, 0, 1], r.port)))
+            }
+            _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
+        }
+    }
+
+    /// Connection info of a tenant (`GET /api/pool/bot/{id}`).
+    pub fn bot_info(&self, caller: &Caller, id: &str) -> Result<BotInfo> {
+        let t = self.visible(caller, id)?;
+        let pool = self.pool_of(&t)?;
+        let p = self.placement(&t, &pool);
+        let pooled = pool.mode == PoolMode::Pooled;
+        Ok(BotInfo {
+            success: true,
+            instance_id: t.id,
+            is_pooled: pooled,
+            mode: pool.mode.to_string(),
+            connection: Connection {
+                host: p.host,
+                port: p.port,
+                url: p.url,
+            },
+        })
+    }
+}
