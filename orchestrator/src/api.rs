@@ -15,6 +15,7 @@ use utoipa::OpenApi;
 
 use slot_agent::http_error::{json_body, query, with_json_errors, ApiError};
 
+use crate::auth::{presented_token, AuthVia};
 use crate::classes::{ClassInfo, ClassList, ClassSpec};
 use crate::model::*;
 use crate::openapi::ErrorAnswers;
@@ -29,22 +30,15 @@ pub struct App(Arc<AppInner>);
 pub struct AppInner {
     /// The orchestrator.
     pub svc: Arc<Orchestrator>,
-    /// Proxy client.
-    pub proxy: proxy::ProxyClient,
-    /// The port check of upgraded (tunnelled) connections.
-    pub proxy_guard: proxy::PortGuard,
+    /// The reverse proxy to the tenants.
+    pub proxy: proxy::Proxy,
 }
 
 impl App {
     /// State for one API worker, with its own proxy client.
     pub fn new(svc: Arc<Orchestrator>) -> Self {
-        let proxy_guard = svc.port_guard();
-        let proxy = proxy::client(proxy_guard.clone());
-        App(Arc::new(AppInner {
-            svc,
-            proxy,
-            proxy_guard,
-        }))
+        let proxy = proxy::Proxy::new(svc.clone());
+        App(Arc::new(AppInner { svc, proxy }))
     }
 }
 
@@ -133,9 +127,9 @@ pub fn router(app: App) -> Router {
         .route("/api/tenants/{id}", get(get_tenant).delete(delete_tenant))
         .route("/api/tenants/{id}/{action}", post(tenant_action))
         .route("/api/tenants/{id}/logs", get(tenant_logs))
-        .route("/api/tenants/{id}/proxy", any(proxy::handle))
-        .route("/api/tenants/{id}/proxy/", any(proxy::handle))
-        .route("/api/tenants/{id}/proxy/{*path}", any(proxy::handle))
+        .route("/api/tenants/{id}/proxy", any(proxy_route))
+        .route("/api/tenants/{id}/proxy/", any(proxy_route))
+        .route("/api/tenants/{id}/proxy/{*path}", any(proxy_route))
         .route("/api/pool/status", get(pool_status))
         .route("/api/pool/health-check", post(health_check))
         .route("/api/pool/cleanup", post(cleanup))
@@ -182,39 +176,13 @@ fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, Au
     Ok((caller, via))
 }
 
-/// The cookie that may carry slotpack's token (for browsers using a
-/// tenant's web UI through the proxy).
-pub const TOKEN_COOKIE: &str = "slotpack_token";
-
-/// Where the caller put its slotpack token. With [`AuthVia::Own`] (the
-/// `X-Slotpack-Token` header or the `slotpack_token` cookie) the request's
-/// `Authorization` and `X-API-Key` are the tenant's own and are proxied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthVia {
-    /// `Authorization: Bearer` or `X-API-Key` (both are slotpack's).
-    Standard,
-    /// `X-Slotpack-Token` or the `slotpack_token` cookie.
-    Own,
-}
-
-/// The slotpack token of a request and where it was: `X-Slotpack-Token`,
-/// the `slotpack_token` cookie, `Authorization: Bearer`, `X-API-Key`.
-fn presented_token(h: &HeaderMap) -> (Option<&str>, AuthVia) {
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-    if let Some(t) = text("x-slotpack-token") {
-        return (Some(t), AuthVia::Own);
-    }
-    let cookie = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='));
-    if let Some(t) = cookie {
-        return (Some(t), AuthVia::Own);
-    }
-    let bearer = text("authorization").and_then(|v| v.strip_prefix("Bearer "));
-    (bearer.or(text("x-api-key")), AuthVia::Standard)
+/// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy`: [`proxy::handle`].
+async fn proxy_route(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    app.proxy.handle(&caller, req).await
 }
 
 /// The auth middleware: puts the [`Caller`] into the request's extensions.

@@ -5,6 +5,7 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod blocks;
 pub mod classes;

@@ -7,19 +7,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use slot_agent::http_error::ApiError;
 
-use crate::api::{App, AuthVia, TOKEN_COOKIE};
+use crate::auth::{AuthVia, TOKEN_COOKIE};
 use crate::routes::Routes;
-use crate::service::Caller;
+use crate::service::{Caller, Orchestrator};
 
 /// Pooled keep-alive client to the tenants.
 pub type ProxyClient = Client<CheckedConnector, Body>;
@@ -185,15 +184,33 @@ fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
 /// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy` (the tenant's `/`).
 /// Both come from the raw path: nothing is decoded (a tenant id has no
 /// character that needs encoding, so an encoded one matches no tenant).
-pub async fn handle(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    req: Request,
-) -> Response {
+pub async fn handle(app: &Proxy, caller: &Caller, req: Request) -> Response {
     let raw = req.uri().path().to_string();
     let id = raw.split('/').nth(3).unwrap_or("");
     let path = upstream_path(&raw);
-    forward(&app, &caller, id, &path, req).await
+    forward(app, caller, id, &path, req).await
+}
+
+/// The proxy of one API worker: the orchestrator (routes, metrics), its own
+/// upstream client, and the port check of tunnelled connections.
+pub struct Proxy {
+    svc: Arc<Orchestrator>,
+    client: ProxyClient,
+    guard: PortGuard,
+}
+
+impl Proxy {
+    /// A proxy with its own upstream connection pool.
+    pub fn new(svc: Arc<Orchestrator>) -> Self {
+        let guard = svc.port_guard();
+        let client = client(guard.clone());
+        Self { svc, client, guard }
+    }
+
+    /// Proxy `req` (a `/api/tenants/{id}/proxy/...` request) for `caller`.
+    pub async fn handle(&self, caller: &Caller, req: Request) -> Response {
+        handle(self, caller, req).await
+    }
 }
 
 /// The tenant's part of a proxied path, exactly as the client sent it
@@ -207,7 +224,7 @@ pub fn upstream_path(raw: &str) -> String {
     }
 }
 
-async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request) -> Response {
+async fn forward(app: &Proxy, caller: &Caller, id: &str, path: &str, req: Request) -> Response {
     let target = match app.svc.proxy_target(caller, id) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
@@ -230,7 +247,7 @@ async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request)
     };
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let r = if upgrade {
-        tunnel(&app.proxy_guard, target, &path_q, &fwd, req).await
+        tunnel(&app.guard, target, &path_q, &fwd, req).await
     } else {
         plain(app, target, &path_q, &fwd, req).await
     };
@@ -252,7 +269,7 @@ async fn forward(app: &App, caller: &Caller, id: &str, path: &str, req: Request)
 }
 
 async fn plain(
-    app: &App,
+    app: &Proxy,
     target: SocketAddr,
     path_q: &str,
     fwd: &Forwarded<'_>,
@@ -265,7 +282,7 @@ async fn plain(
         .map_err(|e| format!("bad path: {e}"))?;
     parts.version = hyper::Version::HTTP_11;
     let resp = app
-        .proxy
+        .client
         .request(hyper::Request::from_parts(parts, body))
         .await
         .map_err(|e| format!("unreachable: {}", error_chain(&e)))?;
