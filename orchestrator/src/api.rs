@@ -157,8 +157,8 @@ pub fn router(app: App) -> Router {
 fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, AuthVia), ApiError> {
     let (token, via) = presented_token(headers);
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let caller = match (token.map(str::trim), &svc.cfg.admin_token) {
-        (_, None) if svc.cfg.insecure_dev => Ok(Caller::Admin),
+    let caller = match (token.map(str::trim), &svc.cfg().admin_token) {
+        (_, None) if svc.cfg().insecure_dev => Ok(Caller::Admin),
         (None, _) => Err(unauthorized(
             "missing Authorization: Bearer <token> (or X-API-Key, X-Slotpack-Token, \
              or the slotpack_token cookie)",
@@ -510,11 +510,7 @@ async fn events(
     admin_only(&caller)?;
     let q = query(q)?;
     let limit = ranged("limit", q.limit.unwrap_or(100), &EVENTS_LIMIT)?;
-    let ev = app
-        .svc
-        .db
-        .events(q.tenant.as_deref(), limit as u32)
-        .map_err(ServiceError::from)?;
+    let ev = app.svc.events(q.tenant.as_deref(), limit as u32)?;
     Ok(Json(serde_json::json!({"success": true, "events": ev})))
 }
 
@@ -536,7 +532,7 @@ async fn metrics(State(app): State<App>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.svc.metrics.render(&snap),
+        app.svc.metrics().render(&snap),
     )
         .into_response()
 }

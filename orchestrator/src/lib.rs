@@ -172,7 +172,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let report = svc.recover().await?;
     tracing::info!(
         %listen,
-        backend = svc.backend.name(),
+        backend = svc.backend().name(),
         pools = report.pools.len(),
         issues = report.issues.len(),
         workers,
@@ -185,7 +185,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tracing::warn!(
             "not root, so slots share this process's uid: tenants can read \
              each other's files and this process's environment; {}",
-            if svc.cfg.allow_shared_uid {
+            if svc.cfg().allow_shared_uid {
                 "tenants of several owners are allowed (SLOTPACK_ALLOW_SHARED_UID)"
             } else {
                 "only one owner's tenants are taken (SLOTPACK_ALLOW_SHARED_UID=true allows more)"
@@ -195,7 +195,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let ticker = {
         let svc = svc.clone();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(svc.cfg.health_interval());
+            let mut t = tokio::time::interval(svc.cfg().health_interval());
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t.tick().await;
             loop {
@@ -220,7 +220,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         })
     };
     // A pool that dies is handled at once, not at the next tick.
-    let watcher = svc.backend.deaths().map(|mut deaths| {
+    let watcher = svc.backend().deaths().map(|mut deaths| {
         let svc = svc.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
@@ -242,7 +242,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    let header_timeout = svc.cfg.header_timeout();
+                    let header_timeout = svc.cfg().header_timeout();
                     let app = api::router(api::App::new(svc));
                     rt.block_on(serve_http1(listener, app, header_timeout, stop))
                 })?,

@@ -253,11 +253,11 @@ async fn forward(app: &Proxy, caller: &Caller, id: &str, path: &str, req: Reques
     };
     match r {
         Ok(resp) => {
-            app.svc.metrics.proxied(Some(resp.status().as_u16()));
+            app.svc.metrics().proxied(Some(resp.status().as_u16()));
             resp
         }
         Err(msg) => {
-            app.svc.metrics.proxied(None);
+            app.svc.metrics().proxied(None);
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",

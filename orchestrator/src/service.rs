@@ -110,15 +110,15 @@ pub const MAX_LIFETIME_SECONDS: std::ops::RangeInclusive<u64> = 1..=315_360_000;
 /// The orchestrator.
 pub struct Orchestrator {
     /// Settings.
-    pub cfg: ServeConfig,
-    /// Desired state.
-    pub db: Db,
+    cfg: ServeConfig,
+    /// Desired state (the database is reached through the operations only).
+    db: Db,
     /// Where pools run.
-    pub backend: Arc<dyn Backend>,
+    backend: Arc<dyn Backend>,
     /// Client of the agents.
-    pub agents: AgentClient,
+    agents: AgentClient,
     /// Counters.
-    pub metrics: Metrics,
+    metrics: Metrics,
     placer: Mutex<PoolIndex>,
     /// Tenant id → owner, port, uid for the proxy's hot path; derived from
     /// the database, changed with the index (and on the way to deletion).
@@ -191,6 +191,21 @@ impl Orchestrator {
             owner_tokens: std::sync::RwLock::new(owner_tokens),
             warming: Mutex::new(()),
         })
+    }
+
+    /// Its settings (read-only).
+    pub fn cfg(&self) -> &ServeConfig {
+        &self.cfg
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Where its pools run.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
     }
 
     fn endpoint(&self, pool: &PoolRow) -> Endpoint {

@@ -9,6 +9,11 @@ use crate::metrics::Snapshot;
 use crate::states::{Desired, PoolState};
 
 impl Orchestrator {
+    /// The latest `limit` lifecycle events (of `tenant`, if given), oldest first.
+    pub fn events(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<crate::db::EventRow>> {
+        Ok(self.db.events(tenant, limit)?)
+    }
+
     /// The latest health report, if a tick ran.
     pub fn last_health(&self) -> Option<HealthReport> {
         self.last_health
