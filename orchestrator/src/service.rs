@@ -193,6 +193,30 @@ impl Orchestrator {
         })
     }
 
+    /// Remove what the backend runs for pools the database does not know;
+    /// returns the removed ones and the failures (with why), by backend
+    /// reference. The backend is listed before the database is read, so a
+    /// pool made in between (its row is written before its container or
+    /// process exists) is never taken for an orphan. One sweep for the
+    /// health tick and cleanup.
+    async fn sweep_orphans(&self) -> Result<(Vec<String>, Vec<(String, String)>)> {
+        let (mut removed, mut failed) = (Vec::new(), Vec::new());
+        let Ok(found) = self.backend.found_pools().await else {
+            return Ok((removed, failed));
+        };
+        let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
+        for f in found
+            .iter()
+            .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
+        {
+            match self.backend.remove_found(f).await {
+                Ok(()) => removed.push(f.backend_ref.clone()),
+                Err(e) => failed.push((f.backend_ref.clone(), e.to_string())),
+            }
+        }
+        Ok((removed, failed))
+    }
+
     /// Its settings (read-only).
     pub fn cfg(&self) -> &ServeConfig {
         &self.cfg

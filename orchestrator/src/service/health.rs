@@ -52,25 +52,17 @@ impl Orchestrator {
 
     pub(super) async fn tick_into(&self, r: &mut HealthReport) -> Result<()> {
         // Pools the backend runs that the database does not know.
-        let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
-        if let Ok(found) = self.backend.found_pools().await {
-            for f in found
-                .iter()
-                .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
-            {
-                r.issues.push(format!(
-                    "orphaned pool {} (not in the database)",
-                    f.backend_ref
-                ));
-                match self.backend.remove_found(f).await {
-                    Ok(()) => r
-                        .recovery_actions
-                        .push(format!("removed orphaned pool {}", f.backend_ref)),
-                    Err(e) => r
-                        .issues
-                        .push(format!("removing orphaned pool {}: {e}", f.backend_ref)),
-                }
-            }
+        let (removed, failed) = self.sweep_orphans().await?;
+        for f in &removed {
+            r.issues
+                .push(format!("orphaned pool {f} (not in the database)"));
+            r.recovery_actions
+                .push(format!("removed orphaned pool {f}"));
+        }
+        for (f, e) in &failed {
+            r.issues
+                .push(format!("orphaned pool {f} (not in the database)"));
+            r.issues.push(format!("removing orphaned pool {f}: {e}"));
         }
         // A `starting` pool belongs to whoever starts it (a create or the
         // warm refill; after a crash, start-up recovery): left alone here.

@@ -241,18 +241,7 @@ impl Orchestrator {
     /// Remove empty pools (keeping enough for the warm slots), and pools the
     /// database does not know. Returns how many were removed.
     pub async fn cleanup(&self) -> Result<u32> {
-        let mut removed = 0;
-        if let Ok(found) = self.backend.found_pools().await {
-            let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
-            for f in found
-                .iter()
-                .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
-            {
-                if self.backend.remove_found(f).await.is_ok() {
-                    removed += 1;
-                }
-            }
-        }
+        let mut removed = self.sweep_orphans().await?.0.len() as u32;
         let tenants = self.db.tenants()?;
         let mut free: u64 = {
             let idx = self.placer.lock().await;
