@@ -114,7 +114,27 @@ pub fn require_python_image(test: &str) -> bool {
     there
 }
 
-/// Removes, by id, the containers and volumes of a deployment on drop.
+/// Wait until the container `name` answers `GET /api/v1/ping` on the host
+/// port published for its `port` (e.g. `8080/tcp`); panics after a minute.
+pub fn wait_ping(name: &str, port: &str) {
+    let addr = docker(&["port", name, port])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    crate::wait_for(
+        std::time::Duration::from_secs(60),
+        &format!("{name} answers"),
+        || {
+            crate::http::request(&addr, "GET", "/api/v1/ping", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        },
+    );
+}
+
+/// Removes, by id, the containers and volumes of a deployment on drop (the
+/// test's own deployment, `SLOTPACK_DEPLOYMENT`).
 pub struct Deployment(pub String);
 
 impl Deployment {

@@ -2,14 +2,9 @@
 //! from the test tenant, against the real engine (required when CI=true).
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use slotpack_tests::docker::{docker, pool_image, require_docker};
-use slotpack_tests::http::request;
+use slotpack_tests::docker::{docker, pool_image, require_docker, wait_ping};
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
-use slotpack_tests::wait_for;
-
-const LONG: Duration = Duration::from_secs(60);
 
 /// Removes, by id, the legacy and pool containers (and volumes) of this test.
 struct Cleanup;
@@ -80,16 +75,7 @@ fn legacy(name: &str, extra_labels: &[&str]) -> String {
 }
 
 fn legacy_pong(name: &str) {
-    let addr = docker(&["port", name, "8080/tcp"])
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
-    wait_for(LONG, &format!("{name} answers"), || {
-        request(&addr, "GET", "/api/v1/ping", &[], b"")
-            .ok()
-            .filter(|r| r.status == 200)
-    });
+    wait_ping(name, "8080/tcp");
 }
 
 fn migrate(s: &Slotpack, args: &[&str]) -> Output {

@@ -3,56 +3,11 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use slotpack_tests::docker::{docker, pool_image, require_docker};
+use slotpack_tests::docker::{docker, pool_image, require_docker, Deployment};
 use slotpack_tests::orchestrator::Slotpack;
 use slotpack_tests::wait_for;
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// Removes, by id, every pool container and volume of one deployment (the
-/// test's own) when dropped.
-struct PoolContainers(String);
-
-impl PoolContainers {
-    fn ids(&self, what: &str) -> Vec<String> {
-        let label = format!("label=slotpack.deployment={}", self.0);
-        let out = match what {
-            "containers" => docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                "label=managed-by=slotpack",
-                "--filter",
-                &label,
-            ]),
-            _ => docker(&[
-                "volume",
-                "ls",
-                "-q",
-                "--filter",
-                "label=managed-by=slotpack",
-                "--filter",
-                &label,
-            ]),
-        };
-        out.lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for PoolContainers {
-    fn drop(&mut self) {
-        for id in self.ids("containers") {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", "-v", &id])
-                .output();
-        }
-        for v in self.ids("volumes") {
-            let _ = std::process::Command::new("docker")
-                .args(["volume", "rm", "-f", &v])
-                .output();
-        }
-    }
-}
 
 fn in_container(extra: Value) -> Value {
     let mut t = json!({
@@ -78,7 +33,7 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     if !require_docker("docker backend") {
         return;
     }
-    let guard = PoolContainers("slotpack".into());
+    let guard = Deployment("slotpack".into());
     assert!(
         guard.ids("containers").is_empty(),
         "pool containers left from an earlier run"
@@ -264,7 +219,7 @@ fn two_deployments_share_one_engine_and_never_touch_each_other() {
         format!("dep-a-{}", std::process::id()),
         format!("dep-b-{}", std::process::id()),
     ];
-    let _guards: Vec<PoolContainers> = names.iter().map(|n| PoolContainers(n.clone())).collect();
+    let _guards: Vec<Deployment> = names.iter().map(|n| Deployment(n.clone())).collect();
     let start = |name: &str| {
         Slotpack::start(&[
             ("SLOTPACK_BACKEND", "docker"),

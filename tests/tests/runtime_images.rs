@@ -7,8 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use slotpack_tests::docker::{docker, pool_image, require_python_image, Deployment, PYTHON_IMAGE};
-use slotpack_tests::http::request;
+use slotpack_tests::docker::{
+    docker, pool_image, require_python_image, wait_ping, Deployment, PYTHON_IMAGE,
+};
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
 use slotpack_tests::wait_for;
 
@@ -333,16 +334,7 @@ fn legacy_python_containers_migrate_into_a_class_of_their_own_image() {
         legacy(n);
     }
     for n in names {
-        let addr = docker(&["port", n, "8080/tcp"])
-            .lines()
-            .next()
-            .unwrap()
-            .to_string();
-        wait_for(LONG, &format!("{n} answers"), || {
-            request(&addr, "GET", "/api/v1/ping", &[], b"")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
+        wait_ping(n, "8080/tcp");
     }
     let out = Command::new(slotpack_tests::bin("slotpack"))
         .args(["migrate", "--execute", "--legacy-pattern", "rt-legacy-*"])
