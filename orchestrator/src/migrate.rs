@@ -151,19 +151,10 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
     let port = pairs.iter().find(|(k, _)| *k == "PORT").map(|(_, v)| *v);
     let mut env = BTreeMap::new();
     for (k, v) in &pairs {
-        // The image's own environment reaches the program in its pool
-        // anyway; these the agent sets.
-        if ![
-            "PATH",
-            "HOME",
-            "HOSTNAME",
-            "PORT",
-            "SLOT",
-            "TENANT_ID",
-            "HOST",
-        ]
-        .contains(k)
-        {
+        // The image's own environment (`PATH`, ...) reaches the program in
+        // its pool anyway; the agent sets its reserved names itself.
+        let from_image = ["PATH", "HOSTNAME"].contains(k);
+        if !from_image && !slot_agent::protocol::RESERVED_ENV.contains(k) {
             env.insert(k.to_string(), spec_value(v, port));
         }
     }
