@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use slot_agent::protocol::{ProgramSpec, ProgramStatus};
+use slotpack_proto::protocol::{ProgramSpec, ProgramStatus};
 
 /// Errors talking to an agent.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ impl AgentClient {
     ) -> Result<(StatusCode, Bytes), AgentError> {
         if let Some(uid) = self
             .owner
-            .and_then(|o| slot_agent::procfs::foreign_listener(ep.addr.port(), o))
+            .and_then(|o| slotpack_proto::procfs::foreign_listener(ep.addr.port(), o))
         {
             return Err(AgentError::Unreachable(
                 ep.addr,
@@ -153,7 +153,10 @@ impl AgentClient {
     }
 
     /// `GET /v1/health`.
-    pub async fn health(&self, ep: &Endpoint) -> Result<slot_agent::protocol::Health, AgentError> {
+    pub async fn health(
+        &self,
+        ep: &Endpoint,
+    ) -> Result<slotpack_proto::protocol::Health, AgentError> {
         let b = self
             .call(ep, Method::GET, "/v1/health", None, Duration::ZERO)
             .await?;

@@ -13,7 +13,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
-use slot_agent::http_error::{json_body, query, with_json_errors, ApiError};
+use slotpack_proto::http_error::{json_body, query, with_json_errors, ApiError};
 
 use crate::auth::{presented_token, AuthVia};
 use crate::classes::{ClassInfo, ClassList, ClassSpec};
@@ -164,7 +164,7 @@ fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, Au
              or the slotpack_token cookie)",
         )),
         (Some(t), Some(admin))
-            if slot_agent::api::constant_time_eq(t.as_bytes(), admin.as_bytes()) =>
+            if slotpack_proto::auth::constant_time_eq(t.as_bytes(), admin.as_bytes()) =>
         {
             Ok(Caller::Admin)
         }
@@ -312,7 +312,7 @@ const EVENTS_LIMIT: std::ops::RangeInclusive<u64> = 1..=10_000;
 
 /// `v` if it lies in `r`, else a 400 naming the parameter and the range.
 fn ranged(name: &str, v: u64, r: &std::ops::RangeInclusive<u64>) -> ApiResult<u64> {
-    slot_agent::protocol::in_range(name, v, r)
+    slotpack_proto::protocol::in_range(name, v, r)
         .map(|_| v)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))
 }
@@ -329,7 +329,7 @@ async fn tenant_logs(
     let tail = ranged(
         "tail",
         query(q)?.tail.unwrap_or(100),
-        &slot_agent::protocol::RANGES.tail_lines,
+        &slotpack_proto::protocol::RANGES.tail_lines,
     )?;
     let text = app.svc.logs(&caller, &id, tail as usize).await?;
     Ok((
@@ -440,7 +440,7 @@ async fn delete_class(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ClassList>> {
     admin_only(&caller)?;
-    if !slot_agent::protocol::is_valid_id(&name) {
+    if !slotpack_proto::protocol::is_valid_id(&name) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use std::ops::RangeInclusive;
 
-use slot_agent::protocol::in_range;
+use slotpack_proto::protocol::in_range;
 
 /// Most memory of one pool, in MiB (4 TiB).
 pub const MEMORY_MB: RangeInclusive<u64> = 16..=1 << 22;
@@ -104,7 +104,7 @@ pub struct ClassList {
 /// `Ok` if `name` and `spec` make a valid class whose pools hold at most
 /// `max_slots` slots. Pure.
 pub fn check(name: &str, spec: &ClassSpec, max_slots: u32) -> Result<(), String> {
-    if !slot_agent::protocol::is_valid_id(name) {
+    if !slotpack_proto::protocol::is_valid_id(name) {
         return Err(format!(
             "invalid class name {name:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
         ));

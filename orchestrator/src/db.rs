@@ -314,7 +314,7 @@ pub struct Db {
 }
 
 fn now() -> String {
-    slot_agent::clock::now_rfc3339()
+    slotpack_proto::clock::now_rfc3339()
 }
 
 impl Db {
@@ -332,7 +332,7 @@ impl Db {
             f.push(suffix);
             let f = std::path::PathBuf::from(f);
             if f.exists() {
-                slot_agent::store::set_mode(&f, 0o600)?;
+                std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             }
         }
         Ok(Db {

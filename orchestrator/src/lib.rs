@@ -64,7 +64,7 @@ fn agent_bin(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
 /// Build the orchestrator for `cfg` (database, backend) without serving.
 pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     cfg.resolve_limits().map_err(anyhow::Error::msg)?;
-    if !slot_agent::protocol::is_valid_id(&cfg.deployment) {
+    if !slotpack_proto::protocol::is_valid_id(&cfg.deployment) {
         bail!(
             "SLOTPACK_DEPLOYMENT {:?} is not a valid name: want ^[a-z0-9][a-z0-9_-]{{0,62}}$",
             cfg.deployment
@@ -82,8 +82,11 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     // users traverse it (to their homes) but cannot list it.
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
-    slot_agent::store::set_mode(&cfg.data_dir, 0o711)
-        .with_context(|| format!("chmod 711 {}", cfg.data_dir.display()))?;
+    std::fs::set_permissions(
+        &cfg.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .with_context(|| format!("chmod 711 {}", cfg.data_dir.display()))?;
     if cfg.backend == "local" && nix::unistd::geteuid().is_root() {
         check_traversable(&cfg.data_dir)?;
     }

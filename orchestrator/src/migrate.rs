@@ -154,7 +154,7 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
         // The image's own environment (`PATH`, ...) reaches the program in
         // its pool anyway; the agent sets its reserved names itself.
         let from_image = ["PATH", "HOSTNAME"].contains(k);
-        if !from_image && !slot_agent::protocol::RESERVED_ENV.contains(k) {
+        if !from_image && !slotpack_proto::protocol::RESERVED_ENV.contains(k) {
             env.insert(k.to_string(), spec_value(v, port));
         }
     }
@@ -384,8 +384,8 @@ impl Ctx {
             if let Ok(Ok(b)) = tokio::time::timeout(Duration::from_secs(2), where_now).await {
                 port = b.connection.port;
             }
-            let r = slot_agent::ping::ping(
-                slot_agent::protocol::PingKind::Http,
+            let r = slotpack_proto::ping::ping(
+                slotpack_proto::protocol::PingKind::Http,
                 std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 path,
                 Duration::from_secs(2),
@@ -651,11 +651,11 @@ mod tests {
         // As the agent expands them: the slot's port, the literal `$`.
         let port = |n: &str| (n == "PORT").then(|| "9003".to_string());
         assert_eq!(
-            slot_agent::expand::expand(&c.tenant.env["PASS"], port).unwrap(),
+            slotpack_proto::expand::expand(&c.tenant.env["PASS"], port).unwrap(),
             "a$b"
         );
         assert_eq!(
-            slot_agent::expand::expand(&c.tenant.args[2], port).unwrap(),
+            slotpack_proto::expand::expand(&c.tenant.args[2], port).unwrap(),
             "9003"
         );
     }

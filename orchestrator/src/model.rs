@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use slot_agent::protocol::{PingSpec, RestartSpec, StopSpec};
+use slotpack_proto::protocol::{PingSpec, RestartSpec, StopSpec};
 use utoipa::ToSchema;
 
 /// Resources a tenant reserves.

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use slot_agent::http_error::ApiError;
+use slotpack_proto::http_error::ApiError;
 
 use crate::auth::{AuthVia, TOKEN_COOKIE};
 use crate::routes::Routes;
@@ -48,7 +48,7 @@ pub fn check_port(guard: &PortGuard, port: u16) -> Result<(), String> {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .uid_of_port(port);
-    match want.and_then(|uid| slot_agent::procfs::foreign_listener(port, uid)) {
+    match want.and_then(|uid| slotpack_proto::procfs::foreign_listener(port, uid)) {
         Some(other) => Err(format!(
             "port {port} is held by uid {other}, not by the tenant's slot user"
         )),

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use slot_agent::protocol::ProgramState;
+use slotpack_proto::protocol::ProgramState;
 
 use crate::states::Desired;
 

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use slot_agent::protocol::{is_valid_id, ProgramSpec};
+use slotpack_proto::protocol::{is_valid_id, ProgramSpec};
 use tokio::sync::Mutex;
 
 use crate::agent_client::{AgentClient, AgentError, Endpoint};
@@ -93,7 +93,7 @@ impl From<AgentError> for ServiceError {
     fn from(e: AgentError) -> Self {
         match &e {
             AgentError::Status { status, body, .. } if status.as_u16() == 400 => {
-                let message = serde_json::from_str::<slot_agent::protocol::ErrorBody>(body)
+                let message = serde_json::from_str::<slotpack_proto::protocol::ErrorBody>(body)
                     .map_or_else(|_| body.clone(), |b| b.error.message);
                 ServiceError::BadRequest(message)
             }

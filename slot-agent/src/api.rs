@@ -15,9 +15,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::http_error::{json_body, query, with_json_errors, ApiError};
-use crate::protocol::{Health, ProgramSpec, ProgramState};
 use crate::supervisor::{lock, Shared, SupervisorError};
+use slotpack_proto::auth::constant_time_eq;
+use slotpack_proto::http_error::{json_body, query, with_json_errors, ApiError};
+use slotpack_proto::protocol::{Health, ProgramSpec, ProgramState};
 
 /// State of the HTTP layer.
 #[derive(Clone)]
@@ -67,14 +68,6 @@ pub fn router(api: Api) -> Router {
     with_json_errors(router).with_state(api)
 }
 
-/// Compare in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
     let given = headers
         .get(header::AUTHORIZATION)
@@ -97,7 +90,7 @@ async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Ne
 }
 
 fn checked_id(id: &str) -> ApiResult<()> {
-    if crate::protocol::is_valid_id(id) {
+    if slotpack_proto::protocol::is_valid_id(id) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -249,7 +242,7 @@ async fn logs(
     checked_id(&id)?;
     let q = query(q)?;
     let n = q.tail.unwrap_or(100);
-    crate::protocol::in_range("tail", n, &crate::protocol::RANGES.tail_lines)
+    slotpack_proto::protocol::in_range("tail", n, &slotpack_proto::protocol::RANGES.tail_lines)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
     let n = n as usize;
     let path = {
@@ -290,17 +283,4 @@ async fn metrics(State(api): State<Api>) -> Response {
         text,
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-    }
 }

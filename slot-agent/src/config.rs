@@ -85,6 +85,11 @@ pub struct AgentConfig {
     /// Interval of the memory sampler in ms.
     #[arg(long, env = "SLOT_SAMPLE_MS", default_value_t = 1_000)]
     pub sample_ms: u64,
+    /// End the program groups an agent killed hard left running (noted in
+    /// the state dir), then exit without serving. For whoever removes a
+    /// pool whose agent is gone; the note format stays the agent's own.
+    #[arg(long)]
+    pub end_leftovers: bool,
 }
 
 impl AgentConfig {

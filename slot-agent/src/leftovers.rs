@@ -51,7 +51,7 @@ pub fn processes_of(uids: &std::ops::Range<u32>) -> Vec<i32> {
         } else {
             uids.contains(&owner)
         };
-        let zombie = || crate::procfs::stat(pid).is_some_and(|s| s.state == 'Z');
+        let zombie = || slotpack_proto::procfs::stat(pid).is_some_and(|s| s.state == 'Z');
         (mine && !zombie()).then_some(pid)
     })
     .collect()

@@ -6,19 +6,13 @@
 
 pub mod access;
 pub mod api;
-pub mod clock;
 pub mod config;
-pub mod expand;
-pub mod http_error;
 pub mod leftovers;
 pub mod logs;
 pub mod metrics;
-pub mod ping;
 pub mod policy;
 pub mod ports;
-pub mod procfs;
 pub mod program_env;
-pub mod protocol;
 pub mod store;
 pub mod supervisor;
 
@@ -29,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
 pub use config::AgentConfig;
+use slotpack_proto::procfs;
 use supervisor::{lock, Shared, Supervisor};
 
 /// Errors that keep the agent from starting.

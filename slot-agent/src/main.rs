@@ -4,6 +4,18 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cfg = slot_agent::AgentConfig::parse();
+    if cfg.end_leftovers {
+        return match slot_agent::store::Store::open(&cfg.state_dir) {
+            Ok(store) => {
+                println!("ended {} program groups", store.end_noted_groups());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slot-agent: error: {}: {e}", cfg.state_dir.display());
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::protocol::ProgramState;
 use crate::supervisor::Supervisor;
+use slotpack_proto::protocol::ProgramState;
 
 /// Render all metrics in Prometheus text format 0.0.4.
 pub fn render(s: &Supervisor) -> String {

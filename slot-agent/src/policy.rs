@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::protocol::RestartPolicy;
+use slotpack_proto::protocol::RestartPolicy;
 
 /// Restart pacing with the agent's defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

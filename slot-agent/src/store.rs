@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{is_valid_id, ProgramSpec};
+use slotpack_proto::protocol::{is_valid_id, ProgramSpec};
 
 /// Whether a program should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,9 @@ impl Store {
         };
         let mut ended = Vec::new();
         for (pid, ticks) in noted {
-            if crate::procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks && s.state != 'Z') {
+            if slotpack_proto::procfs::stat(pid)
+                .is_some_and(|s| s.start_ticks == ticks && s.state != 'Z')
+            {
                 let _ = killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
                 ended.push(pid);
             }
@@ -140,7 +142,7 @@ impl Store {
         while Instant::now() < deadline
             && ended
                 .iter()
-                .any(|p| crate::procfs::stat(*p).is_some_and(|s| s.state != 'Z'))
+                .any(|p| slotpack_proto::procfs::stat(*p).is_some_and(|s| s.state != 'Z'))
         {
             std::thread::sleep(Duration::from_millis(10));
         }

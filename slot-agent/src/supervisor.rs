@@ -22,13 +22,15 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::broadcast;
 
-use crate::clock::{now_rfc3339, rfc3339};
 use crate::config::AgentConfig;
 use crate::logs::LogFile;
 use crate::policy::{self, Decision, Pacing, RunEnd};
-use crate::protocol::{LastExit, LastPing, ProgramSpec, ProgramState, ProgramStatus, StateEvent};
 use crate::store::{Desired, Record, Store};
-use crate::{ping, procfs};
+use slotpack_proto::clock::{now_rfc3339, rfc3339};
+use slotpack_proto::protocol::{
+    LastExit, LastPing, ProgramSpec, ProgramState, ProgramStatus, StateEvent,
+};
+use slotpack_proto::{ping, procfs};
 
 /// Handle to the supervisor shared by the API, the reaper and the timers.
 pub type Shared = Arc<Mutex<Supervisor>>;
@@ -240,12 +242,12 @@ impl Supervisor {
     /// Check `spec` against the agent's slots and rules; fills in `port`.
     pub fn validate(&self, id: &str, spec: &mut ProgramSpec) -> Result<(), SupervisorError> {
         let bad = |m: String| Err(SupervisorError::Invalid(m));
-        if !crate::protocol::is_valid_id(id) {
+        if !slotpack_proto::protocol::is_valid_id(id) {
             return bad(format!(
                 "invalid program id {id:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
             ));
         }
-        crate::protocol::check_spec(spec).map_err(SupervisorError::Invalid)?;
+        slotpack_proto::protocol::check_spec(spec).map_err(SupervisorError::Invalid)?;
         let Some(slot) = spec.slot else {
             return bad("slot is required".into());
         };
@@ -765,7 +767,8 @@ impl Supervisor {
             })
         };
         // Checked when the spec was accepted: an error here is not possible.
-        let fill = |t: &String| crate::expand::expand(t, value).unwrap_or_else(|_| t.clone());
+        let fill =
+            |t: &String| slotpack_proto::expand::expand(t, value).unwrap_or_else(|_| t.clone());
         let mut cmd = Command::new(&p.spec.command);
         cmd.args(p.spec.args.iter().map(fill))
             .env_clear()
@@ -1123,7 +1126,7 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
             .started
             .filter(|_| p.pid.is_some())
             .map(|(_, t)| rfc3339(t)),
-        spec_digest: Some(crate::protocol::spec_digest(&p.spec)),
+        spec_digest: Some(slotpack_proto::protocol::spec_digest(&p.spec)),
         message: p.message.clone(),
     }
 }

@@ -287,3 +287,51 @@ fn a_deletion_under_way_is_finished_by_an_agent_restarted_after_a_crash() {
     wait_for(LONG, "the program ended", || (!alive(pid)).then_some(()));
     assert_eq!(a.call("GET", "/v1/programs/stubborn", "").status, 404);
 }
+
+#[test]
+fn end_leftovers_ends_what_an_agent_killed_hard_left_and_nothing_else() {
+    let mut a = Agent::start(2, &[]);
+    a.put(
+        "left",
+        tenant_spec(0, &[], json!({"restart": {"startSecs": 0}})),
+    );
+    let pid = a.wait_running("left");
+    let exit = a.signal_and_wait(Signal::SIGKILL);
+    assert!(!exit.success());
+    assert!(alive(pid), "the program went with the agent");
+    // A process of ours that only shares the pid space: never touched.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let out = std::process::Command::new(slotpack_tests::bin("slot-agent"))
+        .arg("--end-leftovers")
+        .arg("--state-dir")
+        .arg(&a.dir)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ended 1 program groups"
+    );
+    wait_for(LONG, "the program ended", || (!alive(pid)).then_some(()));
+    assert!(Agent::noted_groups(&a.dir).is_empty(), "notes stay");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "a bystander was ended"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    // Run again: nothing left to end.
+    let out = std::process::Command::new(slotpack_tests::bin("slot-agent"))
+        .args(["--end-leftovers", "--state-dir"])
+        .arg(&a.dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ended 0 program groups"
+    );
+}

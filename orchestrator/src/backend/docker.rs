@@ -339,8 +339,8 @@ impl DockerBackend {
         let addr = self.agent_addr(pool);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let r = slot_agent::ping::ping(
-                slot_agent::protocol::PingKind::Http,
+            let r = slotpack_proto::ping::ping(
+                slotpack_proto::protocol::PingKind::Http,
                 addr,
                 "/v1/health",
                 Duration::from_secs(1),

@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use slot_agent::procfs;
+use slotpack_proto::procfs;
 
 use super::{Backend, BackendError, FoundPool};
 use crate::agent_client::{AgentClient, Endpoint};
@@ -46,7 +46,7 @@ impl LocalBackend {
         let homes = data_dir.join("homes");
         for (d, mode) in [(&dir, 0o700), (&homes, 0o711)] {
             std::fs::create_dir_all(d)?;
-            slot_agent::store::set_mode(d, mode)?;
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         }
         Ok(Self {
             deployment: deployment.to_string(),
@@ -166,8 +166,8 @@ impl LocalBackend {
             }
             let alive = self.running_pid(&id).is_some();
             if alive {
-                let r = slot_agent::ping::ping(
-                    slot_agent::protocol::PingKind::Http,
+                let r = slotpack_proto::ping::ping(
+                    slotpack_proto::protocol::PingKind::Http,
                     addr,
                     "/v1/health",
                     Duration::from_millis(500),
@@ -201,9 +201,16 @@ impl LocalBackend {
         // Program groups an agent killed hard could have left behind.
         let state = self.dir.join(id);
         if state.join("run").is_dir() {
-            if let Ok(store) = slot_agent::store::Store::open(&state) {
-                let _ = tokio::task::spawn_blocking(move || store.end_noted_groups()).await;
-            }
+            // The agent binary reads its own notes.
+            let _ = tokio::process::Command::new(&self.agent_bin)
+                .arg("--end-leftovers")
+                .arg("--state-dir")
+                .arg(&state)
+                .env_clear()
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .await;
         }
         let _ = std::fs::remove_dir_all(self.dir.join(id));
         let _ = std::fs::remove_dir_all(self.homes.join(id));

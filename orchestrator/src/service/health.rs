@@ -22,7 +22,7 @@ impl Orchestrator {
         let started = Instant::now();
         let mut r = HealthReport {
             success: true,
-            timestamp: slot_agent::clock::now_rfc3339(),
+            timestamp: slotpack_proto::clock::now_rfc3339(),
             pools: vec![],
             bots: vec![],
             issues: vec![],
@@ -287,7 +287,7 @@ impl Orchestrator {
                     stored.and_then(|t| spec_at(t, t.slot, t.port).ok()),
                     &s.spec_digest,
                 ) {
-                    (Some(spec), Some(d)) => slot_agent::protocol::spec_digest(&spec) != *d,
+                    (Some(spec), Some(d)) => slotpack_proto::protocol::spec_digest(&spec) != *d,
                     _ => false,
                 }
             })

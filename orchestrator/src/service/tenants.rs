@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use slot_agent::protocol::{is_valid_id, ProgramStatus};
+use slotpack_proto::protocol::{is_valid_id, ProgramStatus};
 
 use super::*;
 use crate::agent_client::Endpoint;
@@ -69,10 +69,10 @@ impl Orchestrator {
             ));
         }
         if let Some(v) = req.max_lifetime_seconds {
-            slot_agent::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
+            slotpack_proto::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
                 .map_err(ServiceError::BadRequest)?;
         }
-        slot_agent::protocol::check_spec(&program_spec(&req, 0, 0))
+        slotpack_proto::protocol::check_spec(&program_spec(&req, 0, 0))
             .map_err(ServiceError::BadRequest)?;
         Ok(req)
     }
@@ -158,7 +158,7 @@ impl Orchestrator {
             memory_mb: want.memory_mb,
             cpu_millis: want.cpu_millis,
             desired: Desired::Running,
-            created_at: slot_agent::clock::now_rfc3339(),
+            created_at: slotpack_proto::clock::now_rfc3339(),
             expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
         };
         self.db.insert_tenant(&row)?;
