@@ -528,10 +528,7 @@ async fn metrics_doc() {}
 async fn metrics(State(app): State<App>) -> Response {
     let snap = app.svc.snapshot().await;
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         app.svc.metrics().render(&snap),
     )
         .into_response()

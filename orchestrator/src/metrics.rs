@@ -1,89 +1,97 @@
-//! Prometheus metrics of the orchestrator: counters and a histogram updated
-//! in place, gauges computed from a state snapshot at scrape time.
+//! Prometheus metrics of the orchestrator, on the `prometheus` crate:
+//! counters and a histogram updated in place, gauges computed from a state
+//! snapshot at scrape time. Rendered in Prometheus text format 0.0.4.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// A fixed-bucket histogram of durations.
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_nanos: AtomicU64,
-    count: AtomicU64,
-}
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
-impl Histogram {
-    /// Buckets with these upper bounds in seconds (+Inf is added).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-    /// Record one observation.
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
-            self.counts[i].fetch_add(1, Relaxed);
-        }
-        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-
-    fn render(&self, o: &mut String, name: &str, help: &str) {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cum = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cum += c.load(Relaxed);
-            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cum}");
-        }
-        let n = self.count.load(Relaxed);
-        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(
-            o,
-            "{name}_sum {}",
-            self.sum_nanos.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(o, "{name}_count {n}");
-    }
-}
+/// Status classes of proxied requests; `error` is no answer from the tenant.
+const PROXY_CODES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Counters and histograms owned by the running orchestrator.
 pub struct Metrics {
-    /// Time of one placement decision.
-    pub placement: Histogram,
-    /// Proxied requests by status class (index 1..=5; 0 = no answer).
-    pub proxy_requests: [AtomicU64; 6],
+    registry: Registry,
+    placement: Histogram,
+    proxy_requests: IntCounterVec,
     /// Health ticks run.
-    pub health_ticks: AtomicU64,
+    pub health_ticks: IntCounter,
     /// Recovery actions taken.
-    pub recovery_actions: AtomicU64,
+    pub recovery_actions: IntCounter,
     /// Tenants created.
-    pub tenants_created: AtomicU64,
+    pub tenants_created: IntCounter,
     /// Pools created.
-    pub pools_created: AtomicU64,
+    pub pools_created: IntCounter,
     /// Tenants moved by consolidation.
-    pub consolidation_moves: AtomicU64,
+    pub consolidation_moves: IntCounter,
     /// Pools emptied and removed by consolidation.
-    pub pools_drained: AtomicU64,
+    pub pools_drained: IntCounter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique name");
+            c
+        };
+        let health_ticks = counter("slotpack_health_ticks_total", "Health ticks run.");
+        let recovery_actions =
+            counter("slotpack_recovery_actions_total", "Recovery actions taken.");
+        let tenants_created = counter("slotpack_tenants_created_total", "Tenants created.");
+        let pools_created = counter("slotpack_pools_created_total", "Pools created.");
+        let consolidation_moves = counter(
+            "slotpack_consolidation_moves_total",
+            "Tenants moved by consolidation.",
+        );
+        let pools_drained = counter(
+            "slotpack_pools_drained_total",
+            "Pools emptied and removed by consolidation.",
+        );
+        let placement = Histogram::with_opts(
+            HistogramOpts::new(
+                "slotpack_placement_seconds",
+                "Time of one placement decision.",
+            )
+            .buckets(vec![1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2]),
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(placement.clone()))
+            .expect("unique name");
+        let proxy_requests = IntCounterVec::new(
+            Opts::new(
+                "slotpack_proxy_requests_total",
+                "Requests proxied to tenants by status class.",
+            ),
+            &["code"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(proxy_requests.clone()))
+            .expect("unique name");
+        // Every class is shown from the start, at 0.
+        for code in PROXY_CODES {
+            proxy_requests.with_label_values(&[code]);
+        }
         Self {
-            placement: Histogram::new(&[1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2]),
-            proxy_requests: Default::default(),
-            health_ticks: AtomicU64::new(0),
-            recovery_actions: AtomicU64::new(0),
-            tenants_created: AtomicU64::new(0),
-            pools_created: AtomicU64::new(0),
-            consolidation_moves: AtomicU64::new(0),
-            pools_drained: AtomicU64::new(0),
+            registry,
+            placement,
+            proxy_requests,
+            health_ticks,
+            recovery_actions,
+            tenants_created,
+            pools_created,
+            consolidation_moves,
+            pools_drained,
         }
     }
 }
@@ -103,99 +111,77 @@ pub struct Snapshot {
     pub restarts: u64,
 }
 
+impl Snapshot {
+    /// The gauges of this snapshot, in a registry of their own: made per
+    /// scrape, so two scrapes at once never see each other's values.
+    fn registry(&self) -> prometheus::Result<Registry> {
+        let r = Registry::new();
+        let by =
+            |name: &str, help: &str, label: &str, values: &mut dyn Iterator<Item = (&str, u64)>| {
+                let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+                for (k, v) in values {
+                    g.with_label_values(&[k]).set(v as i64);
+                }
+                r.register(Box::new(g))
+            };
+        by(
+            "slotpack_pools",
+            "Pools by status.",
+            "status",
+            &mut self.pools.iter().map(|(k, v)| (k.as_str(), *v)),
+        )?;
+        by(
+            "slotpack_slots",
+            "Slots in use and free.",
+            "state",
+            &mut [("used", self.slots_used), ("free", self.slots_free)].into_iter(),
+        )?;
+        by(
+            "slotpack_tenants",
+            "Tenants by agent-reported state at the latest health tick.",
+            "state",
+            &mut self.tenants.iter().map(|(k, v)| (k.as_str(), *v)),
+        )?;
+        let restarts = IntGauge::new(
+            "slotpack_tenant_restarts",
+            "Restarts of current tenants counted by their agents.",
+        )?;
+        restarts.set(self.restarts as i64);
+        r.register(Box::new(restarts))?;
+        Ok(r)
+    }
+}
+
 impl Metrics {
     /// Count a proxied request by its status (None: no answer from the tenant).
     pub fn proxied(&self, status: Option<u16>) {
         let i = status.map_or(0, |s| (s / 100).clamp(1, 5) as usize);
-        self.proxy_requests[i].fetch_add(1, Relaxed);
+        self.proxy_requests
+            .with_label_values(&[PROXY_CODES[i]])
+            .inc();
     }
 
-    /// Render everything in Prometheus text format 0.0.4.
+    /// Record the time of one placement decision.
+    pub fn placed(&self, took: Duration) {
+        self.placement.observe(took.as_secs_f64());
+    }
+
+    /// Render the snapshot's gauges and every counter in Prometheus text
+    /// format 0.0.4 ([`CONTENT_TYPE`]).
     pub fn render(&self, s: &Snapshot) -> String {
-        let mut o = String::with_capacity(4096);
-        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let mut families = match s.registry() {
+            Ok(r) => r.gather(),
+            Err(e) => {
+                tracing::error!(error = %e, "metrics snapshot");
+                Vec::new()
+            }
         };
-        head(&mut o, "slotpack_pools", "gauge", "Pools by status.");
-        for (st, n) in &s.pools {
-            let _ = writeln!(o, "slotpack_pools{{status=\"{st}\"}} {n}");
+        families.extend(self.registry.gather());
+        let mut out = Vec::with_capacity(4096);
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "encoding metrics");
         }
-        head(&mut o, "slotpack_slots", "gauge", "Slots in use and free.");
-        let _ = writeln!(o, "slotpack_slots{{state=\"used\"}} {}", s.slots_used);
-        let _ = writeln!(o, "slotpack_slots{{state=\"free\"}} {}", s.slots_free);
-        head(
-            &mut o,
-            "slotpack_tenants",
-            "gauge",
-            "Tenants by agent-reported state at the latest health tick.",
-        );
-        for (st, n) in &s.tenants {
-            let _ = writeln!(o, "slotpack_tenants{{state=\"{st}\"}} {n}");
-        }
-        head(
-            &mut o,
-            "slotpack_tenant_restarts",
-            "gauge",
-            "Restarts of current tenants counted by their agents.",
-        );
-        let _ = writeln!(o, "slotpack_tenant_restarts {}", s.restarts);
-        self.placement.render(
-            &mut o,
-            "slotpack_placement_seconds",
-            "Time of one placement decision.",
-        );
-        head(
-            &mut o,
-            "slotpack_proxy_requests_total",
-            "counter",
-            "Requests proxied to tenants by status class.",
-        );
-        for (i, class) in ["error", "1xx", "2xx", "3xx", "4xx", "5xx"]
-            .iter()
-            .enumerate()
-        {
-            let _ = writeln!(
-                o,
-                "slotpack_proxy_requests_total{{code=\"{class}\"}} {}",
-                self.proxy_requests[i].load(Relaxed)
-            );
-        }
-        for (name, help, v) in [
-            (
-                "slotpack_health_ticks_total",
-                "Health ticks run.",
-                &self.health_ticks,
-            ),
-            (
-                "slotpack_recovery_actions_total",
-                "Recovery actions taken.",
-                &self.recovery_actions,
-            ),
-            (
-                "slotpack_tenants_created_total",
-                "Tenants created.",
-                &self.tenants_created,
-            ),
-            (
-                "slotpack_pools_created_total",
-                "Pools created.",
-                &self.pools_created,
-            ),
-            (
-                "slotpack_consolidation_moves_total",
-                "Tenants moved by consolidation.",
-                &self.consolidation_moves,
-            ),
-            (
-                "slotpack_pools_drained_total",
-                "Pools emptied and removed by consolidation.",
-                &self.pools_drained,
-            ),
-        ] {
-            head(&mut o, name, "counter", help);
-            let _ = writeln!(o, "{name} {}", v.load(Relaxed));
-        }
-        o
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -204,27 +190,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_is_cumulative() {
+    fn names_and_values_are_those_dashboards_query() {
         let m = Metrics::default();
-        m.placement.observe(Duration::from_nanos(500));
-        m.placement.observe(Duration::from_micros(7));
-        m.placement.observe(Duration::from_secs(1));
+        m.placed(Duration::from_nanos(500));
+        m.placed(Duration::from_micros(7));
+        m.placed(Duration::from_secs(1));
         m.proxied(Some(204));
         m.proxied(None);
-        let t = m.render(&Snapshot::default());
-        assert!(
-            t.contains("slotpack_placement_seconds_bucket{le=\"0.000001\"} 1"),
-            "{t}"
-        );
-        assert!(
-            t.contains("slotpack_placement_seconds_bucket{le=\"0.00001\"} 2"),
-            "{t}"
-        );
-        assert!(
-            t.contains("slotpack_placement_seconds_bucket{le=\"+Inf\"} 3"),
-            "{t}"
-        );
-        assert!(t.contains("slotpack_proxy_requests_total{code=\"2xx\"} 1"));
-        assert!(t.contains("slotpack_proxy_requests_total{code=\"error\"} 1"));
+        m.health_ticks.inc();
+        let snap = Snapshot {
+            pools: [("running".to_string(), 2)].into(),
+            slots_used: 3,
+            slots_free: 17,
+            tenants: [("running".to_string(), 3)].into(),
+            restarts: 4,
+        };
+        let t = m.render(&snap);
+        for line in [
+            "slotpack_placement_seconds_bucket{le=\"0.000001\"} 1",
+            "slotpack_placement_seconds_bucket{le=\"0.00001\"} 2",
+            "slotpack_placement_seconds_bucket{le=\"+Inf\"} 3",
+            "slotpack_placement_seconds_count 3",
+            "slotpack_proxy_requests_total{code=\"2xx\"} 1",
+            "slotpack_proxy_requests_total{code=\"error\"} 1",
+            "slotpack_proxy_requests_total{code=\"5xx\"} 0",
+            "# TYPE slotpack_health_ticks_total counter",
+            "slotpack_health_ticks_total 1",
+            "slotpack_pools_drained_total 0",
+            "slotpack_pools{status=\"running\"} 2",
+            "slotpack_slots{state=\"used\"} 3",
+            "slotpack_slots{state=\"free\"} 17",
+            "slotpack_tenants{state=\"running\"} 3",
+            "slotpack_tenant_restarts 4",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
+        }
     }
 }

@@ -3,7 +3,6 @@
 //! [`crate::consolidate::plan_drain`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::{by_pool, stop_timeout_ms, tenants_of, Orchestrator, Result, ServiceError};
@@ -110,10 +109,8 @@ impl Orchestrator {
                 )),
             }
         }
-        self.metrics
-            .consolidation_moves
-            .fetch_add(moving.len() as u64, Relaxed);
-        self.metrics.pools_drained.fetch_add(1, Relaxed);
+        self.metrics.consolidation_moves.inc_by(moving.len() as u64);
+        self.metrics.pools_drained.inc();
         r.recovery_actions.push(format!(
             "consolidation: moved {} and removed {}",
             moved.join(", "),

@@ -39,10 +39,10 @@ impl Orchestrator {
         }
         self.keep_warm().await;
         r.duration_ms = started.elapsed().as_millis() as u64;
-        self.metrics.health_ticks.fetch_add(1, Relaxed);
+        self.metrics.health_ticks.inc();
         self.metrics
             .recovery_actions
-            .fetch_add(r.recovery_actions.len() as u64, Relaxed);
+            .inc_by(r.recovery_actions.len() as u64);
         for a in &r.recovery_actions {
             let _ = self.db.event("recovery", None, None, a);
         }

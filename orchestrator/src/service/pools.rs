@@ -2,7 +2,6 @@
 //! the placement lock on the request path), pool classes, warm slots and
 //! cleanup.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use super::*;
@@ -21,7 +20,7 @@ impl Orchestrator {
         } else {
             Decision::NewPool
         };
-        self.metrics.placement.observe(started.elapsed());
+        self.metrics.placed(started.elapsed());
         decision
     }
 
@@ -97,7 +96,7 @@ impl Orchestrator {
                 return Err(ServiceError::Unavailable(e.to_string()));
             }
         }
-        self.metrics.pools_created.fetch_add(1, Relaxed);
+        self.metrics.pools_created.inc();
         Ok(self.db.pool(row.number)?.unwrap_or(row))
     }
 

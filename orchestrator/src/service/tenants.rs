@@ -3,7 +3,6 @@
 //! logs, the proxy's target and connection info.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use slotpack_proto::protocol::{is_valid_id, ProgramStatus};
@@ -180,7 +179,7 @@ impl Orchestrator {
                 return Err(e.into());
             }
         };
-        self.metrics.tenants_created.fetch_add(1, Relaxed);
+        self.metrics.tenants_created.inc();
         // Refilled off the request path.
         self.warm.notify_one();
         // The agent's answer to the PUT is the tenant's state: no second call.
