@@ -1,0 +1,299 @@
+//! What the supervisor asks of the machine, behind one small trait: spawn a
+//! run, signal its process group, collect exits, end a slot user's leftovers,
+//! hold slot ports, and call back later (timers, ping loops). [`OsHost`] does
+//! it for real; the unit tests use a fake, so the state machine in
+//! `supervisor.rs` is tested without processes, sockets or clocks.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use slotpack_proto::protocol::PingSpec;
+use slotpack_proto::{ping, procfs};
+
+use super::{lock, Supervisor, Timer};
+use crate::logs::LogFile;
+use crate::ports::PortHolds;
+
+/// Everything a run is started with.
+pub struct Launch<'a> {
+    /// Program id (`TENANT_ID`).
+    pub id: &'a str,
+    /// The command.
+    pub command: &'a str,
+    /// Arguments, `${...}` filled in.
+    pub args: Vec<String>,
+    /// The whole environment, `${...}` filled in.
+    pub env: Vec<(String, String)>,
+    /// The slot's home (created and given to the slot user).
+    pub home: PathBuf,
+    /// Where the program starts (the home unless the spec says otherwise).
+    pub working_dir: PathBuf,
+    /// The slot user, when slots run under their own uids.
+    pub uid: Option<u32>,
+    /// Most processes the slot user may have.
+    pub max_procs: u64,
+    /// Where stdout and stderr go.
+    pub log: Arc<Mutex<LogFile>>,
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(Signal),
+}
+
+/// How a ping loop pings one run.
+#[derive(Debug, Clone)]
+pub struct PingPlan {
+    /// The spec's ping.
+    pub spec: PingSpec,
+    /// `127.0.0.1:<slot port>`.
+    pub addr: SocketAddr,
+    /// Time between pings.
+    pub interval: Duration,
+    /// Time one ping may take.
+    pub timeout: Duration,
+    /// The slot user: an answer from another user's listener is no answer.
+    pub uid: Option<u32>,
+}
+
+/// The machine, as the supervisor sees it.
+pub trait Host {
+    /// Start a run in a new process group; its pid.
+    fn spawn(&mut self, launch: Launch<'_>) -> io::Result<i32>;
+    /// Send `sig` to the process group `pid`.
+    fn signal_group(&mut self, pid: i32, sig: Signal);
+    /// One exited child, if any (never blocks).
+    fn reap_one(&mut self) -> Option<(i32, Exit)>;
+    /// The start time of `pid` (clock ticks after boot; 0 if unknown).
+    fn start_ticks(&self, pid: i32) -> u64;
+    /// End every process of the slot user `uid`.
+    fn end_user(&mut self, uid: u32);
+    /// Remove what a slot leaves: its home, and with a slot user its files
+    /// in the shared temporary folders.
+    fn clear_slot(&mut self, home: &Path, uid: Option<u32>);
+    /// Hold `port` (bound, never listening) while no program uses it;
+    /// false if someone else has it.
+    fn hold_port(&mut self, port: u16) -> bool;
+    /// Let `port` go for the program about to start.
+    fn release_port(&mut self, port: u16);
+    /// Call [`Supervisor::on_timer`] after `after`.
+    fn schedule(
+        &mut self,
+        sup: Weak<Mutex<Supervisor>>,
+        id: &str,
+        gen: u64,
+        after: Duration,
+        timer: Timer,
+    );
+    /// Ping run `gen` of `id` as `plan` says, reporting each result to
+    /// [`Supervisor::on_ping`] until it answers `None`.
+    fn ping_loop(&mut self, sup: Weak<Mutex<Supervisor>>, id: &str, gen: u64, plan: PingPlan);
+}
+
+/// The real machine: processes, `/proc`, sockets and the tokio runtime.
+#[derive(Default)]
+pub struct OsHost {
+    ports: PortHolds,
+}
+
+impl Host for OsHost {
+    fn spawn(&mut self, l: Launch<'_>) -> io::Result<i32> {
+        fs::create_dir_all(&l.home)?;
+        if let Some(uid) = l.uid {
+            let id = nix::unistd::Uid::from_raw(uid);
+            let gid = nix::unistd::Gid::from_raw(uid);
+            nix::unistd::chown(&l.home, Some(id), Some(gid)).map_err(io::Error::from)?;
+        }
+        crate::store::set_mode(&l.home, 0o700)?;
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut cmd = Command::new(l.command);
+        cmd.args(&l.args)
+            .env_clear()
+            .envs(l.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&l.working_dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(write_end.try_clone()?))
+            .stdout(Stdio::from(write_end))
+            .process_group(0);
+        if let Some(uid) = l.uid {
+            cmd.uid(uid).gid(uid);
+        }
+        confine(&mut cmd, l.uid.map(|_| l.max_procs));
+        let child = cmd.spawn();
+        drop(cmd); // closes our copies of the pipe's write end
+        let pid = child?.id() as i32;
+        // The Child is dropped without waiting: the reaper collects every exit.
+        pump_log(read_end, l.log);
+        Ok(pid)
+    }
+
+    fn signal_group(&mut self, pid: i32, sig: Signal) {
+        let _ = killpg(Pid::from_raw(pid), sig);
+    }
+
+    fn reap_one(&mut self) -> Option<(i32, Exit)> {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => return Some((pid.as_raw(), Exit::Code(code))),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    return Some((pid.as_raw(), Exit::Signal(sig)))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return None,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("slot-agent: waitpid: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn start_ticks(&self, pid: i32) -> u64 {
+        procfs::stat(pid).map_or(0, |s| s.start_ticks)
+    }
+
+    fn end_user(&mut self, uid: u32) {
+        crate::leftovers::end_processes(uid..uid + 1);
+    }
+
+    fn clear_slot(&mut self, home: &Path, uid: Option<u32>) {
+        if let Some(uid) = uid {
+            crate::leftovers::remove_files(uid);
+        }
+        let _ = fs::remove_dir_all(home);
+    }
+
+    fn hold_port(&mut self, port: u16) -> bool {
+        self.ports.hold(port)
+    }
+
+    fn release_port(&mut self, port: u16) {
+        self.ports.release(port);
+    }
+
+    fn schedule(
+        &mut self,
+        sup: Weak<Mutex<Supervisor>>,
+        id: &str,
+        gen: u64,
+        after: Duration,
+        timer: Timer,
+    ) {
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(sh) = sup.upgrade() {
+                lock(&sh).on_timer(&id, gen, timer);
+            }
+        });
+    }
+
+    fn ping_loop(&mut self, sup: Weak<Mutex<Supervisor>>, id: &str, gen: u64, plan: PingPlan) {
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(plan.spec.initial_delay_ms)).await;
+            loop {
+                // An answer from another user's listener on the slot's port
+                // is no answer of this program.
+                let taken = plan
+                    .uid
+                    .and_then(|u| procfs::foreign_listener(plan.addr.port(), u));
+                let r = match taken {
+                    Some(_) => ping::PingResult {
+                        ok: false,
+                        latency: Duration::ZERO,
+                    },
+                    None => {
+                        ping::ping(plan.spec.kind, plan.addr, &plan.spec.path, plan.timeout).await
+                    }
+                };
+                let Some(sh) = sup.upgrade() else { return };
+                let next = lock(&sh).on_ping(&id, gen, r, plan.interval);
+                drop(sh);
+                match next {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+/// Limits every program gets in its child process, after the uid switch and
+/// before exec: `no_new_privs` (no setuid escalation), and with a slot user
+/// at most `max_procs` processes for that user (a fork bomb stays in its slot).
+#[allow(unsafe_code)]
+fn confine(cmd: &mut Command, max_procs: Option<u64>) {
+    let limit = move || -> io::Result<()> {
+        nix::sys::prctl::set_no_new_privs()?;
+        if let Some(n) = max_procs {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_NPROC, n, n)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec; it makes
+    // two system calls and neither allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(limit);
+    }
+}
+
+/// Lock a program's log, recovering from a poisoned lock.
+pub fn lock_log(l: &Mutex<LogFile>) -> MutexGuard<'_, LogFile> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// One read buffer for every log pump (the runtime has one thread).
+    static PUMP_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 16 * 1024]);
+}
+/// Copy the program's output pipe into its log until every writer closed it.
+fn pump_log(read_end: OwnedFd, log: Arc<Mutex<LogFile>>) {
+    let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            if rx.readable().await.is_err() {
+                return;
+            }
+            let r = PUMP_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                let n = rx.try_read(&mut buf)?;
+                if n > 0 {
+                    let _ = lock_log(&log).write(&buf[..n]);
+                }
+                Ok::<_, io::Error>(n)
+            });
+            match r {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        }
+    });
+}
