@@ -288,24 +288,28 @@ async fn tick_and_log(svc: &Orchestrator) {
 }
 
 /// Serve HTTP/1.1 (with upgrades) on `listener` until `stop` turns true,
-/// then let open connections finish their requests.
+/// then let open connections finish their requests (hyper-util's graceful
+/// shutdown: each connection ends after the request in flight), waiting at
+/// most 10 s.
 async fn serve_http1(
     listener: std::net::TcpListener,
     app: axum::Router,
     header_timeout: Option<std::time::Duration>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
     use tower_service::Service;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    // A connection that has not sent a whole request head in time is
-    // closed, so held-open half requests (slowloris) cost nothing for long.
-    let mut http = hyper::server::conn::http1::Builder::new();
+    // HTTP/1.1 only: no protocol sniffing per connection. A connection that
+    // has not sent a whole request head in time is closed, so held-open half
+    // requests (slowloris) cost nothing for long.
+    let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
     if let Some(t) = header_timeout {
-        http.timer(TokioTimer::new()).header_read_timeout(t);
+        http.http1().timer(TokioTimer::new()).header_read_timeout(t);
     }
-    // Each connection task holds a clone; the count tells when all are done.
-    let open = std::sync::Arc::new(());
+    let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -327,26 +331,18 @@ async fn serve_http1(
             // A Router is always ready: no poll_ready needed before call.
             app.clone().call(req)
         });
-        let conn = http
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
-        let (stop, token) = (stop.clone(), open.clone());
+        let (http, watcher) = (http.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _token = token;
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(stop) => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let _ = watcher.watch(conn.into_owned()).await;
         });
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::sync::Arc::strong_count(&open) > 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s: closing them");
     }
     Ok(())
 }

@@ -179,3 +179,47 @@ fn with_slotpacks_own_header_or_cookie_the_tenants_credentials_pass() {
     ]);
     assert_eq!(status, 401);
 }
+
+#[test]
+fn a_request_in_flight_is_answered_when_the_orchestrator_stops() {
+    let mut s = Slotpack::start(&[]);
+    s.create_ok("gs", json!({}));
+    s.wait_pong("gs");
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // `Expect: 100-continue`: the interim answer comes once the proxy reads
+    // the body, so the request is surely in flight when the stop comes.
+    write!(
+        c,
+        "POST /api/tenants/gs/proxy/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // New connections are no longer taken...
+    slotpack_tests::wait_for(Duration::from_secs(20), "listener closed", || {
+        TcpStream::connect(&s.addr).is_err().then_some(())
+    });
+    // ...while the one in flight gets its whole answer.
+    c.write_all(b"helloworld").unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhelloworld"), "{text}");
+    assert!(s.stop().success(), "{}", s.stderr());
+}
