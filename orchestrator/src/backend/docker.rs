@@ -28,6 +28,8 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
+mod agent_volume;
+
 use super::{Backend, BackendError, FoundPool};
 use crate::db::{pool_id, pool_number, PoolRow};
 
@@ -41,8 +43,6 @@ pub const DEPLOYMENT_LABEL: &str = "slotpack.deployment";
 pub const AGENT_PORT: u16 = 8999;
 /// Where pool containers see the agent volume.
 pub const AGENT_DIR: &str = "/opt/slotpack";
-/// Where `SLOTPACK_POOL_IMAGE` holds the static agent.
-const AGENT_DIR_IN_POOL_IMAGE: &str = "/usr/local/bin";
 
 /// Pools as containers.
 pub struct DockerBackend {
@@ -128,56 +128,9 @@ impl DockerBackend {
         Ok(backend)
     }
 
-    /// Fill the agent volume from the pool image unless it is filled: Docker
-    /// copies an image's files into an empty named volume when a container
-    /// that mounts it there is created. Idempotent; also repairs a volume
-    /// left empty by a crash between its creation and the copy.
-    async fn ensure_agent_volume(&self, pool_id: &str) -> Result<(), BackendError> {
-        let mut labels = self.labels("agent");
-        labels.remove(POOL_LABEL);
-        self.docker
-            .create_volume(CreateVolumeOptions {
-                name: self.agent_volume.clone(),
-                labels: labels.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(other)?;
-        // One per pool: pools may be created side by side.
-        let name = format!("{}-fill-{pool_id}", self.agent_volume);
-        let _ = self.force_remove(&name).await;
-        let config = Config {
-            image: Some(self.image.clone()),
-            entrypoint: Some(vec![format!("{AGENT_DIR_IN_POOL_IMAGE}/slot-agent")]),
-            cmd: Some(vec!["--version".to_string()]),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!(
-                    "{}:{AGENT_DIR_IN_POOL_IMAGE}",
-                    self.agent_volume
-                )]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let made = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: name.clone(),
-                    platform: None,
-                }),
-                config,
-            )
-            .await;
-        let _ = self.force_remove(&name).await;
-        made.map_err(|e| other(format!("filling the agent volume: {e}")))?;
-        Ok(())
-    }
-
     /// Remove a container by name with its anonymous volumes (the pool
     /// image's `/pool`), if it is there.
-    async fn force_remove(&self, name: &str) -> Result<(), bollard::errors::Error> {
+    pub(super) async fn force_remove(&self, name: &str) -> Result<(), bollard::errors::Error> {
         let opts = RemoveContainerOptions {
             force: true,
             v: true,
@@ -186,28 +139,6 @@ impl DockerBackend {
         match self.docker.remove_container(name, Some(opts)).await {
             Err(e) if !is_not_found(&e) => Err(e),
             _ => Ok(()),
-        }
-    }
-
-    /// Remove this deployment's agent volumes of earlier pool images that
-    /// no container uses any more (Docker refuses those in use).
-    async fn drop_stale_agent_volumes(&self) {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{DEPLOYMENT_LABEL}={}", self.deployment)],
-        )]);
-        let Ok(list) = self
-            .docker
-            .list_volumes(Some(bollard::volume::ListVolumesOptions { filters }))
-            .await
-        else {
-            return;
-        };
-        let prefix = format!("{}-agent-", self.deployment);
-        for v in list.volumes.unwrap_or_default() {
-            if v.name.starts_with(&prefix) && v.name != self.agent_volume {
-                let _ = self.docker.remove_volume(&v.name, None).await;
-            }
         }
     }
 

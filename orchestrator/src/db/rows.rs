@@ -1,0 +1,153 @@
+//! Rows as the store hands them out.
+
+use crate::states::{Desired, PoolMode, PoolState};
+
+/// A pool as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    /// Number (never reused); the id is `pool-<number>`.
+    pub number: u64,
+    /// Port block index (reused once freed).
+    pub block: u32,
+    /// Port of slot 0.
+    pub base_port: u16,
+    /// Port of the agent API on 127.0.0.1.
+    pub agent_port: u16,
+    /// Uid of slot 0's programs (slot N: + N), kept as stored.
+    pub uid_base: u32,
+    /// Slots.
+    pub slots: u32,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Pool class.
+    pub class: Option<String>,
+    /// Image of its container (docker backend), fixed when it was made;
+    /// `None`: `SLOTPACK_POOL_IMAGE`.
+    pub image: Option<String>,
+    /// Shared, or one tenant's own.
+    pub mode: PoolMode,
+    /// Where its start stands.
+    pub status: PoolState,
+    /// The agent's API token.
+    pub token: String,
+    /// What the backend knows it by (pid, container id).
+    pub backend_ref: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+impl PoolRow {
+    /// The pool's id, `pool-<number>`.
+    pub fn id(&self) -> String {
+        pool_id(self.number)
+    }
+}
+
+/// `pool-<number>`.
+pub fn pool_id(number: u64) -> String {
+    format!("pool-{number}")
+}
+
+/// The number in `pool-<number>`.
+pub fn pool_number(id: &str) -> Option<u64> {
+    id.strip_prefix("pool-")?.parse().ok()
+}
+
+/// What a new pool needs; block and ports are allocated by [`Db::insert_pool`].
+#[derive(Debug, Clone)]
+pub struct NewPool {
+    /// Slots.
+    pub slots: u32,
+    /// Ports per block (`MAX_BOTS_PER_CONTAINER`), the same for every pool.
+    pub block_width: u32,
+    /// Port of slot 0 of block 0.
+    pub pool_base_port: u16,
+    /// Uid of slot 0 of block 0 (`SLOT_UID_BASE`).
+    pub uid_base: u32,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Class.
+    pub class: Option<String>,
+    /// Image (`None`: the default one).
+    pub image: Option<String>,
+    /// Shared, or one tenant's own.
+    pub mode: PoolMode,
+    /// Agent token.
+    pub token: String,
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    /// Tenant id.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// The accepted spec as JSON.
+    pub spec: String,
+    /// Pool number.
+    pub pool: u64,
+    /// Slot.
+    pub slot: u32,
+    /// Port.
+    pub port: u16,
+    /// Memory reserved in MiB.
+    pub memory_mb: u64,
+    /// CPU reserved in millicores.
+    pub cpu_millis: u64,
+    /// What is wanted of it.
+    pub desired: Desired,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Unix time after which the tenant is removed.
+    pub expires_at: Option<i64>,
+}
+
+/// An owner token as listed (its secret is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRow {
+    /// First 16 hex digits of the token's SHA-256: what revocation names.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRow {
+    /// Sequence number.
+    pub seq: i64,
+    /// RFC 3339 time.
+    pub at: String,
+    /// What happened (`tenant.placed`, `pool.created`, ...).
+    pub kind: String,
+    /// Tenant concerned.
+    pub tenant: Option<String>,
+    /// Pool concerned.
+    pub pool: Option<String>,
+    /// Free text.
+    pub detail: String,
+}
+
+/// One tenant's migration from its legacy container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Legacy container name.
+    pub container: String,
+    /// `docker inspect` JSON of the legacy container, taken before any change.
+    pub backup: String,
+    /// Last step reached (`backed-up`, `legacy-stopped`, `placed`, `verified`, `done`, `rolled-back`).
+    pub status: String,
+    /// Detail of the last step.
+    pub detail: String,
+}
