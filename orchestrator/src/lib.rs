@@ -26,6 +26,7 @@ pub mod routes;
 pub mod service;
 pub mod states;
 pub mod status;
+pub mod tenant_spec;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use slotpack_proto::protocol::{is_valid_id, ProgramSpec};
+use slotpack_proto::protocol::is_valid_id;
 use tokio::sync::Mutex;
 
 use crate::agent_client::{AgentClient, AgentError, Endpoint};
@@ -358,22 +358,6 @@ impl Orchestrator {
     }
 }
 
-/// The agent spec of a tenant in `slot`/`port`.
-pub fn program_spec(req: &CreateTenant, slot: u32, port: u16) -> ProgramSpec {
-    ProgramSpec {
-        command: req.command.clone(),
-        args: req.args.clone(),
-        env: req.env.clone(),
-        slot: Some(slot),
-        port: Some(port),
-        ping: req.ping.clone(),
-        restart: req.restart.clone(),
-        stop: req.stop.clone(),
-        max_memory_mb: Some(req.resources.memory_mb),
-        working_dir: req.working_dir.clone(),
-    }
-}
-
 /// The proxy route of `owner`'s tenant in `slot` of `pool`.
 fn route(owner: &str, pool: &PoolRow, slot: u32) -> Route {
     Route {
@@ -381,13 +365,6 @@ fn route(owner: &str, pool: &PoolRow, slot: u32) -> Route {
         port: pool.base_port + slot as u16,
         uid: pool.uid_base + slot,
     }
-}
-
-/// The agent spec a tenant row stands for, in `slot` and `port`.
-fn spec_at(t: &TenantRow, slot: u32, port: u16) -> Result<ProgramSpec> {
-    let req: CreateTenant =
-        serde_json::from_str(&t.spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    Ok(program_spec(&req, slot, port))
 }
 
 /// Tenant rows grouped by pool number, in their original order.
@@ -405,10 +382,6 @@ fn tenants_of<'a>(
     number: u64,
 ) -> &'a [&'a TenantRow] {
     grouped.get(&number).map_or(&[], Vec::as_slice)
-}
-
-fn stop_timeout_ms(t: &TenantRow) -> u64 {
-    serde_json::from_str::<CreateTenant>(&t.spec).map_or(10_000, |r| r.stop.timeout_ms)
 }
 
 /// The owner of tenants the admin creates without naming one; no owner

@@ -87,8 +87,8 @@ pub struct TenantRow {
     pub id: String,
     /// Owner.
     pub owner: String,
-    /// The accepted spec as JSON.
-    pub spec: String,
+    /// The accepted spec (stored versioned, see `tenant_spec`).
+    pub spec: crate::tenant_spec::TenantSpec,
     /// Pool number.
     pub pool: u64,
     /// Slot.

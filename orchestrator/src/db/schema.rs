@@ -75,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
         updated_at  TEXT NOT NULL
     );
     ALTER TABLE pools ADD COLUMN image TEXT;",
+    // 3: tenant specs in their own versioned format (`tenant_spec`), no
+    // longer the API body: wrapped as version 1, without id and owner
+    // (columns of the row).
+    "UPDATE tenants SET spec = json_object(
+        'version', 1,
+        'spec', json(json_remove(json(spec), '$.id', '$.owner'))
+    );",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).

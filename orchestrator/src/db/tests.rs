@@ -3,6 +3,7 @@
 use super::*;
 use crate::classes::ClassSpec;
 use crate::states::PoolMode;
+use crate::tenant_spec::TenantSpec;
 
 fn db(name: &str) -> (Db, std::path::PathBuf) {
     let p = std::env::temp_dir().join(format!("slotpack-db-{name}-{}.db", std::process::id()));
@@ -48,11 +49,11 @@ fn a_file_of_the_schema_before_versions_is_migrated_with_its_rows() {
         c.execute_batch(include_str!("../../testdata/schema-8d7e022.sql"))
             .unwrap();
         c.execute_batch(
-            "INSERT INTO pools (block, base_port, agent_port, slots, memory_mb, cpu_millis, mode, status, token, created_at)
+            r#"INSERT INTO pools (block, base_port, agent_port, slots, memory_mb, cpu_millis, mode, status, token, created_at)
              VALUES (0, 9000, 8999, 10, 4096, 4000, 'pooled', 'running', 't', 'then');
              INSERT INTO tenants (id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at)
-             VALUES ('old-1', 'alice', '{}', 1, 0, 9000, 256, 100, 'running', 'then');
-             INSERT INTO events (at, kind, detail) VALUES ('then', 'tenant.placed', 'old');",
+             VALUES ('old-1', 'alice', '{"id":"old-1","owner":"alice","command":"/bin/bot","args":["${PORT}"],"env":{"K":"v"},"resources":{"memoryMb":256,"cpuMillis":100},"ping":null,"restart":{"policy":"always"},"stop":{"signal":"INT","timeoutMs":3000},"poolClass":null,"maxLifetimeSeconds":null}', 1, 0, 9000, 256, 100, 'running', 'then');
+             INSERT INTO events (at, kind, detail) VALUES ('then', 'tenant.placed', 'old');"#,
         )
         .unwrap();
     }
@@ -63,7 +64,24 @@ fn a_file_of_the_schema_before_versions_is_migrated_with_its_rows() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     // The rows are there and every newer column and table works.
-    assert_eq!(db.tenant("old-1").unwrap().unwrap().owner, "alice");
+    let t = db.tenant("old-1").unwrap().unwrap();
+    assert_eq!(t.owner, "alice");
+    // The spec, once the API body, is now the versioned stored spec.
+    assert_eq!(t.spec.command, "/bin/bot");
+    assert_eq!(t.spec.args, ["${PORT}"]);
+    assert_eq!(t.spec.env["K"], "v");
+    assert_eq!(t.spec.stop.signal, "INT");
+    assert_eq!(t.spec.stop.timeout_ms, 3000);
+    assert_eq!(t.spec.resources.memory_mb, 256);
+    let raw: String = db
+        .conn()
+        .query_row("SELECT spec FROM tenants WHERE id = 'old-1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(raw["version"], 1);
+    assert!(raw["spec"].get("id").is_none(), "{raw}");
     db.fill_uid_bases(10_000).unwrap();
     let old = db.pool(1).unwrap().unwrap();
     assert_eq!((old.uid_base, old.image.clone()), (10_000, None));
@@ -107,7 +125,7 @@ fn tenant(id: &str, pool: u64, slot: u32, port: u16) -> TenantRow {
     TenantRow {
         id: id.into(),
         owner: "o".into(),
-        spec: "{}".into(),
+        spec: TenantSpec::decode(r#"{"version": 1, "spec": {"command": "/bin/true"}}"#).unwrap(),
         pool,
         slot,
         port,

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use super::{by_pool, stop_timeout_ms, tenants_of, Orchestrator, Result, ServiceError};
+use super::{by_pool, tenants_of, Orchestrator, Result, ServiceError};
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolRow, TenantRow};
 use crate::model::HealthReport;
@@ -64,7 +64,8 @@ impl Orchestrator {
         let why = format!("consolidation: {} emptied", source.id());
         let from = self.endpoint(&source);
         let stops = moving.iter().map(|m| {
-            let grace = Duration::from_millis(stop_timeout_ms(&m.tenant)) + Duration::from_secs(2);
+            let grace =
+                Duration::from_millis(m.tenant.spec.stop.timeout_ms) + Duration::from_secs(2);
             self.agents.delete(&from, &m.tenant.id, grace)
         });
         let mut down = Vec::with_capacity(moving.len());

@@ -155,12 +155,10 @@ impl Orchestrator {
                     self.routes_mut().remove(&t.id);
                     continue;
                 }
-                let req: CreateTenant = serde_json::from_str(&t.spec)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 let want = Request {
                     memory_mb: t.memory_mb,
                     cpu_millis: t.cpu_millis,
-                    class: req.pool_class.clone(),
+                    class: t.spec.pool_class.clone(),
                 };
                 let (prow, slot) = self.choose_slot(&mut idx, &want).await?;
                 let pool = prow.number;
@@ -169,17 +167,13 @@ impl Orchestrator {
                 idx.take(pool, slot, &want);
                 self.routes_mut()
                     .insert(t.id.clone(), route(&t.owner, &prow, slot));
-                moved.push((t.id, req, prow, slot, port, t.desired));
+                moved.push((t.id, t.spec, prow, slot, port, t.desired));
             }
         }
         // Committed: a failed PUT below is retried by the next reconciliation.
-        for (id, req, prow, slot, port, desired) in &moved {
+        for (id, spec, prow, slot, port, desired) in &moved {
             let ep = self.endpoint(prow);
-            if let Err(e) = self
-                .agents
-                .put(&ep, id, &program_spec(req, *slot, *port))
-                .await
-            {
+            if let Err(e) = self.agents.put(&ep, id, &spec.program(*slot, *port)).await {
                 tracing::warn!(tenant = %id, pool = %prow.id(), error = %e, "put to its agent failed");
             } else if *desired == Desired::Stopped {
                 let _ = self
@@ -284,7 +278,7 @@ impl Orchestrator {
             .filter(|s| {
                 let stored = tenants.iter().find(|t| t.id == s.id);
                 match (
-                    stored.and_then(|t| spec_at(t, t.slot, t.port).ok()),
+                    stored.map(|t| t.spec.program(t.slot, t.port)),
                     &s.spec_digest,
                 ) {
                     (Some(spec), Some(d)) => slotpack_proto::protocol::spec_digest(&spec) != *d,
@@ -385,7 +379,9 @@ impl Orchestrator {
         slot: u32,
         port: u16,
     ) -> Result<()> {
-        self.agents.put(ep, &t.id, &spec_at(t, slot, port)?).await?;
+        self.agents
+            .put(ep, &t.id, &t.spec.program(slot, port))
+            .await?;
         Ok(())
     }
 

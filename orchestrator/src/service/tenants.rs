@@ -12,6 +12,7 @@ use crate::agent_client::Endpoint;
 use crate::db::{pool_id, PoolRow, TenantRow};
 use crate::placement::{Decision, Request};
 use crate::states::{Desired, PoolMode};
+use crate::tenant_spec::TenantSpec;
 
 impl Orchestrator {
     /// Mark a tenant as being deleted: the proxy stops at once.
@@ -71,7 +72,7 @@ impl Orchestrator {
             slotpack_proto::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
                 .map_err(ServiceError::BadRequest)?;
         }
-        slotpack_proto::protocol::check_spec(&program_spec(&req, 0, 0))
+        slotpack_proto::protocol::check_spec(&TenantSpec::of(&req).program(0, 0))
             .map_err(ServiceError::BadRequest)?;
         Ok(req)
     }
@@ -110,15 +111,15 @@ impl Orchestrator {
     ) -> Result<(Tenant, bool)> {
         let req = self.check_create(caller, req)?;
         self.check_isolation(req.owner.as_deref().unwrap_or_default())?;
-        let stored =
-            serde_json::to_string(&req).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let stored = TenantSpec::of(&req);
+        let owner = req.owner.clone().unwrap_or_default();
         let want = Request {
             memory_mb: req.resources.memory_mb,
             cpu_millis: req.resources.cpu_millis,
             class: req.pool_class.clone(),
         };
         let mut idx = self.placer.lock().await;
-        if let Some(old) = self.already(caller, &req.id, &stored)? {
+        if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
             drop(idx);
             return Ok((self.view(&old).await?, false));
         }
@@ -139,7 +140,7 @@ impl Orchestrator {
                 let started = self.start_reserved(reserved).await?;
                 idx = self.placer.lock().await;
                 idx.upsert(Self::capacity(&started, &[]));
-                if let Some(old) = self.already(caller, &req.id, &stored)? {
+                if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
                     // The same request won meanwhile; the new pool stays free.
                     drop(idx);
                     return Ok((self.view(&old).await?, false));
@@ -149,7 +150,7 @@ impl Orchestrator {
         };
         let row = TenantRow {
             id: req.id.clone(),
-            owner: req.owner.clone().unwrap_or_default(),
+            owner,
             spec: stored,
             pool: prow.number,
             slot,
@@ -170,7 +171,7 @@ impl Orchestrator {
             .db
             .pool(row.pool)?
             .ok_or_else(|| ServiceError::Internal("pool vanished".into()))?;
-        let spec = program_spec(&req, row.slot, row.port);
+        let spec = row.spec.program(row.slot, row.port);
         let status = match self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
             Ok(st) => st,
             Err(e) => {
@@ -193,12 +194,13 @@ impl Orchestrator {
         &self,
         caller: &Caller,
         id: &str,
-        stored: &str,
+        owner: &str,
+        stored: &TenantSpec,
     ) -> Result<Option<TenantRow>> {
         let Some(old) = self.db.tenant(id)? else {
             return Ok(None);
         };
-        if old.spec == stored && old.desired != Desired::Deleting {
+        if old.owner == owner && old.spec == *stored && old.desired != Desired::Deleting {
             return Ok(Some(old));
         }
         if !caller.may_see(&old.owner) {
@@ -257,7 +259,6 @@ impl Orchestrator {
         pool: &PoolRow,
         st: Option<&ProgramStatus>,
     ) -> Tenant {
-        let req: Option<CreateTenant> = serde_json::from_str(&t.spec).ok();
         Tenant {
             id: t.id.clone(),
             owner: t.owner.clone(),
@@ -270,7 +271,7 @@ impl Orchestrator {
                 memory_mb: t.memory_mb,
                 cpu_millis: t.cpu_millis,
             },
-            pool_class: req.and_then(|r| r.pool_class),
+            pool_class: t.spec.pool_class.clone(),
             created_at: t.created_at.clone(),
             expires_at: t.expires_at,
             message: st.and_then(|s| s.message.clone()),
@@ -328,7 +329,7 @@ impl Orchestrator {
 
     pub(super) async fn finish_delete(&self, t: &TenantRow, why: &str) -> Result<()> {
         let pool = self.pool_of(t)?;
-        let stop = Duration::from_millis(stop_timeout_ms(t)) + Duration::from_secs(2);
+        let stop = Duration::from_millis(t.spec.stop.timeout_ms) + Duration::from_secs(2);
         self.agents
             .delete(&self.endpoint(&pool), &t.id, stop)
             .await?;
@@ -346,7 +347,7 @@ impl Orchestrator {
             Desired::Running
         };
         self.db.set_desired(id, desired)?;
-        let stop = Duration::from_millis(stop_timeout_ms(&t)) + Duration::from_secs(2);
+        let stop = Duration::from_millis(t.spec.stop.timeout_ms) + Duration::from_secs(2);
         if desired == Desired::Running {
             // The stored spec first (no change if the agent holds it): a
             // program the agent lost, or whose spec was changed behind our
