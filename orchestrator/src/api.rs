@@ -61,11 +61,19 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %e, "internal error");
+            // The whole chain goes to the log; the caller learns nothing of it.
+            let mut chain = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                src = s.source();
+            }
+            tracing::error!(error = %chain, "internal error");
             "internal error; see the server log".to_string()
         } else {
             e.to_string()
@@ -368,4 +376,65 @@ async fn metrics(State(app): State<App>) -> Response {
         app.svc.metrics().render(&snap),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_client::AgentError;
+    use crate::backend::BackendError;
+    use crate::db::DbError;
+
+    fn answer(e: ServiceError) -> (StatusCode, serde_json::Value) {
+        let r = ApiError::from(e).into_response();
+        let status = r.status();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = rt
+            .block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn service_errors_map_to_statuses_and_keep_internals_out_of_answers() {
+        let addr: std::net::SocketAddr = "127.0.0.1:8999".parse().unwrap();
+        let (s, b) = answer(ServiceError::from(DbError::Conflict("port taken".into())));
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("conflict"))
+        );
+        assert_eq!(b["error"]["message"], "port taken");
+        // The agent's own 400 is the caller's spec: its message, as a 400.
+        let refused = AgentError::Status {
+            addr,
+            status: StatusCode::BAD_REQUEST,
+            body: r#"{"success":false,"error":{"code":"bad_request","message":"cannot run /x"}}"#
+                .into(),
+        };
+        let (s, b) = answer(ServiceError::from(refused));
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["error"]["message"], "cannot run /x");
+        // An agent or backend that is not there: 503 saying so.
+        let gone = ServiceError::from(AgentError::Unreachable(addr, "refused".into()));
+        assert!(std::error::Error::source(&gone).is_some(), "source dropped");
+        let (s, b) = answer(gone);
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"));
+        let (s, _) = answer(ServiceError::from(BackendError::Other(
+            "engine down".into(),
+        )));
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        // A database failure keeps its source for the log, never shows it.
+        let db = ServiceError::from(DbError::Io(std::io::Error::other("disk full")));
+        let src = std::error::Error::source(&db).map(|e| e.to_string());
+        assert_eq!(src.as_deref(), Some("database file: disk full"));
+        let (s, b) = answer(db);
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(b["error"]["message"], "internal error; see the server log");
+    }
 }

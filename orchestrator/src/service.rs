@@ -21,7 +21,7 @@ use slotpack_proto::protocol::is_valid_id;
 use tokio::sync::Mutex;
 
 use crate::agent_client::{AgentClient, AgentError, Endpoint};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::config::ServeConfig;
 use crate::db::{Db, DbError, PoolRow, TenantRow};
 use crate::metrics::Metrics;
@@ -70,20 +70,42 @@ pub enum ServiceError {
     /// Conflicts with existing state.
     #[error("{0}")]
     Conflict(String),
-    /// A pool or agent is not available right now.
+    /// An agent did not answer as it should (503).
     #[error("{0}")]
-    Unavailable(String),
-    /// Our own fault.
+    Agent(#[source] AgentError),
+    /// The backend could not start or remove a pool (503).
+    #[error("{0}")]
+    Backend(#[source] BackendError),
+    /// The database failed (500).
+    #[error("database failed")]
+    Store(#[source] DbError),
+    /// A state this process should never reach (500).
     #[error("{0}")]
     Internal(String),
 }
 
+impl ServiceError {
+    /// Whether retrying later may succeed: a pool or agent is not available
+    /// right now (503), as opposed to our own fault (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ServiceError::Agent(_) | ServiceError::Backend(_))
+    }
+}
+
 impl From<DbError> for ServiceError {
+    /// A uniqueness rule the schema enforced is the caller's conflict;
+    /// anything else is kept, with its source, as a database failure.
     fn from(e: DbError) -> Self {
         match e {
             DbError::Conflict(m) => ServiceError::Conflict(m),
-            e => ServiceError::Internal(e.to_string()),
+            e => ServiceError::Store(e),
         }
+    }
+}
+
+impl From<BackendError> for ServiceError {
+    fn from(e: BackendError) -> Self {
+        ServiceError::Backend(e)
     }
 }
 
@@ -97,7 +119,7 @@ impl From<AgentError> for ServiceError {
                     .map_or_else(|_| body.clone(), |b| b.error.message);
                 ServiceError::BadRequest(message)
             }
-            _ => ServiceError::Unavailable(e.to_string()),
+            _ => ServiceError::Agent(e),
         }
     }
 }

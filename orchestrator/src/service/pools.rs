@@ -93,7 +93,7 @@ impl Orchestrator {
                 let _ = self.backend.remove_pool(&row).await;
                 self.db
                     .delete_pool(row.number, &format!("start failed: {e}"))?;
-                return Err(ServiceError::Unavailable(e.to_string()));
+                return Err(ServiceError::Backend(e));
             }
         }
         self.metrics.pools_created.inc();
@@ -234,7 +234,7 @@ impl Orchestrator {
         self.backend
             .remove_pool(pool)
             .await
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+            .map_err(ServiceError::Backend)
     }
 
     /// Remove empty pools (keeping enough for the warm slots), and pools the
