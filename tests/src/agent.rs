@@ -21,16 +21,26 @@ pub fn free_port_block(n: u16) -> u16 {
 }
 
 /// Find `width` consecutive free loopback ports; blocks handed out in one
-/// test process never overlap, and the start differs between processes.
+/// test process never overlap, whatever their widths, and the start differs
+/// between processes.
 pub fn free_ports(width: u16) -> u16 {
     // 20000..32768: below the kernel's (and Docker's) ephemeral port range,
-    // where outgoing connections and randomly published ports land.
-    let step = width.next_power_of_two().max(32);
-    let slots = 12_768 / step;
-    let seed = (std::process::id() % u32::from(slots)) as u16;
+    // where outgoing connections and randomly published ports land. Handed
+    // out in units of 32 ports: a block takes as many whole units as it
+    // needs from one counter, so no two blocks of this process share a port
+    // (blocks of different sizes once did, and a test's agent found a slot
+    // port it should hold bound by another test's probe).
+    const UNIT: u16 = 32;
+    const UNITS: u16 = 12_768 / UNIT;
+    let need = width.div_ceil(UNIT);
+    let seed = (std::process::id() % u32::from(UNITS)) as u16;
     loop {
-        let k = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        let base = 20_000 + ((seed * 7 + k) % slots) * step;
+        let k = NEXT_BLOCK.fetch_add(need, Ordering::SeqCst);
+        let first = (seed * 7 + k) % UNITS;
+        if first + need > UNITS {
+            continue; // would run past the range: take the next units
+        }
+        let base = 20_000 + first * UNIT;
         let free =
             (base..base + width).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
