@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use slotpack_proto::protocol::{ProgramSpec, ProgramStatus};
+use slotpack_proto::protocol::{ProgramAction, ProgramSpec, ProgramStatus};
 
 /// Errors talking to an agent.
 #[derive(Debug, thiserror::Error)]
@@ -250,14 +250,14 @@ impl AgentClient {
         &self,
         ep: &Endpoint,
         id: &str,
-        action: &str,
+        action: ProgramAction,
         stop_timeout: Duration,
     ) -> Result<ProgramStatus, AgentError> {
         let b = self
             .call(
                 ep,
                 Method::POST,
-                &format!("/v1/programs/{id}/{action}"),
+                &format!("/v1/programs/{id}/{}", action.as_str()),
                 None,
                 stop_timeout,
             )

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 
 use slotpack_proto::http_error::{json_body, query, with_json_errors, ApiError};
+use slotpack_proto::protocol::ProgramAction;
 
 use crate::auth::{presented_token, AuthVia};
 use crate::classes::{ClassInfo, ClassList, ClassSpec};
@@ -301,16 +302,16 @@ async fn tenant_action(
     Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Json<TenantEnvelope>> {
-    if !matches!(action.as_str(), "start" | "stop" | "restart") {
+    let Some(action) = ProgramAction::parse(&action) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no action {action:?}: want start, stop or restart"),
         ));
-    }
+    };
     Ok(Json(TenantEnvelope {
         success: true,
-        tenant: app.svc.act(&caller, &id, &action).await?,
+        tenant: app.svc.act(&caller, &id, action).await?,
     }))
 }
 

@@ -20,6 +20,7 @@ pub use schema::SCHEMA_VERSION;
 use crate::blocks;
 use crate::states::{Desired, PoolState};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use slotpack_proto::protocol::TenantId;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +209,7 @@ impl Db {
         let r = tx.execute(
             "INSERT INTO tenants (id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![t.id, t.owner, t.spec, t.pool, t.slot, t.port, t.memory_mb, t.cpu_millis, t.desired, t.created_at, t.expires_at],
+            params![t.id.as_str(), t.owner, t.spec, t.pool, t.slot, t.port, t.memory_mb, t.cpu_millis, t.desired, t.created_at, t.expires_at],
         );
         match r {
             Err(rusqlite::Error::SqliteFailure(e, msg))
@@ -224,7 +225,7 @@ impl Db {
         };
         tx.execute(
             "INSERT INTO events (at, kind, tenant, pool, detail) VALUES (?1, 'tenant.placed', ?2, ?3, ?4)",
-            params![now(), t.id, pool_id(t.pool), format!("slot {}, port {}", t.slot, t.port)],
+            params![now(), t.id.as_str(), pool_id(t.pool), format!("slot {}, port {}", t.slot, t.port)],
         )?;
         tx.commit()?;
         Ok(())
@@ -337,8 +338,11 @@ fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
 }
 
 fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
+    let id: String = r.get(0)?;
     Ok(TenantRow {
-        id: r.get(0)?,
+        id: TenantId::parse(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
         owner: r.get(1)?,
         spec: r.get(2)?,
         pool: r.get(3)?,

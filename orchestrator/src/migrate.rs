@@ -416,7 +416,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     let mut seen: HashMap<String, ()> = HashMap::new();
     for (i, (inspect, c)) in cands.iter().enumerate() {
         progress(i, total, &format!("migrating {}", c.tenant.id));
-        seen.insert(c.tenant.id.clone(), ());
+        seen.insert(c.tenant.id.to_string(), ());
         match ctx.migrate_one(inspect, c).await {
             Ok(()) => ok += 1,
             Err(e) => failed.push(format!("{e:#}")),

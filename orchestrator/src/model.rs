@@ -41,8 +41,8 @@ fn default_cpu() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTenant {
     /// Tenant id, `^[a-z0-9][a-z0-9_-]{0,62}$`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
-    pub id: String,
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub id: slotpack_proto::protocol::TenantId,
     /// Owner (admin only; an owner token always creates for its owner).
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]

@@ -310,7 +310,7 @@ impl Orchestrator {
             .filter(|t| t.desired != Desired::Deleting)
             .filter_map(|t| {
                 Some((
-                    t.id.clone(),
+                    t.id.to_string(),
                     route(&t.owner, by_number.get(&t.pool)?, t.slot),
                 ))
             })

@@ -164,7 +164,7 @@ mod tests {
             (p.slot, p.port, p.max_memory_mb),
             (Some(2), Some(9002), Some(64))
         );
-        assert_eq!(p.stop.signal, "INT");
+        assert_eq!(p.stop.signal.as_str(), "INT");
         assert_eq!(p.working_dir.as_deref(), Some("/app"));
     }
 

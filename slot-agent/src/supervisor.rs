@@ -37,7 +37,7 @@ use slotpack_proto::clock::{now_rfc3339, rfc3339};
 use slotpack_proto::ping::PingResult;
 use slotpack_proto::procfs;
 use slotpack_proto::protocol::{
-    LastExit, LastPing, ProgramSpec, ProgramState, ProgramStatus, StateEvent,
+    LastExit, LastPing, ProgramSpec, ProgramState, ProgramStatus, StateEvent, StopSignal,
 };
 
 /// Handle to the supervisor shared by the API, the reaper and the timers.
@@ -373,16 +373,15 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
     }
 }
 
-/// The signal named by a stop spec (`TERM`, `KILL`, ...).
-pub fn signal_of(name: &str) -> Option<Signal> {
-    Some(match name {
-        "TERM" => Signal::SIGTERM,
-        "INT" => Signal::SIGINT,
-        "HUP" => Signal::SIGHUP,
-        "QUIT" => Signal::SIGQUIT,
-        "KILL" => Signal::SIGKILL,
-        "USR1" => Signal::SIGUSR1,
-        "USR2" => Signal::SIGUSR2,
-        _ => return None,
-    })
+/// The signal a stop spec names.
+pub fn signal_of(s: StopSignal) -> Signal {
+    match s {
+        StopSignal::Term => Signal::SIGTERM,
+        StopSignal::Int => Signal::SIGINT,
+        StopSignal::Hup => Signal::SIGHUP,
+        StopSignal::Quit => Signal::SIGQUIT,
+        StopSignal::Kill => Signal::SIGKILL,
+        StopSignal::Usr1 => Signal::SIGUSR1,
+        StopSignal::Usr2 => Signal::SIGUSR2,
+    }
 }

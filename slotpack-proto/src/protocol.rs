@@ -121,9 +121,9 @@ pub struct RestartSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StopSpec {
-    /// Signal name without `SIG`: TERM, INT, HUP, QUIT, KILL, USR1, USR2.
-    #[serde(default = "default_stop_signal")]
-    pub signal: String,
+    /// The signal sent first (name without `SIG`).
+    #[serde(default)]
+    pub signal: StopSignal,
     /// Time to wait before SIGKILL of the whole process group.
     #[serde(default = "default_stop_timeout")]
     pub timeout_ms: u64,
@@ -132,14 +132,82 @@ pub struct StopSpec {
 impl Default for StopSpec {
     fn default() -> Self {
         Self {
-            signal: default_stop_signal(),
+            signal: StopSignal::default(),
             timeout_ms: default_stop_timeout(),
         }
     }
 }
 
-fn default_stop_signal() -> String {
-    "TERM".to_string()
+/// What may be asked of a program (`POST …/{id}/{action}` on the agent and
+/// on the orchestrator's tenants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProgramAction {
+    /// Start it (desired running).
+    Start,
+    /// Stop it (desired stopped).
+    Stop,
+    /// End its run and start it again at once.
+    Restart,
+}
+
+impl ProgramAction {
+    /// Every action, in the order error messages list them.
+    pub const ALL: [ProgramAction; 3] = [
+        ProgramAction::Start,
+        ProgramAction::Stop,
+        ProgramAction::Restart,
+    ];
+
+    /// Its name in a path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramAction::Start => "start",
+            ProgramAction::Stop => "stop",
+            ProgramAction::Restart => "restart",
+        }
+    }
+
+    /// The action named `s`, if any.
+    pub fn parse(s: &str) -> Option<ProgramAction> {
+        ProgramAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// The signals a program may be stopped with: the one list, parsed once
+/// (an unknown name is a 400 naming these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StopSignal {
+    /// SIGTERM (the default).
+    #[default]
+    Term,
+    /// SIGINT.
+    Int,
+    /// SIGHUP.
+    Hup,
+    /// SIGQUIT.
+    Quit,
+    /// SIGKILL.
+    Kill,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+}
+
+impl StopSignal {
+    /// Its name without `SIG`, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopSignal::Term => "TERM",
+            StopSignal::Int => "INT",
+            StopSignal::Hup => "HUP",
+            StopSignal::Quit => "QUIT",
+            StopSignal::Kill => "KILL",
+            StopSignal::Usr1 => "USR1",
+            StopSignal::Usr2 => "USR2",
+        }
+    }
 }
 fn default_stop_timeout() -> u64 {
     10_000
@@ -324,11 +392,83 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
+/// A tenant's id, which is also its program's id on the agent: valid by
+/// construction (`^[a-z0-9][a-z0-9_-]{0,62}$`), so code holding one never
+/// checks it again. Reads as a `&str` wherever one is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// `s` if it is a valid id, else why not.
+    pub fn parse(s: &str) -> Result<TenantId, String> {
+        if is_valid_id(s) {
+            Ok(TenantId(s.to_string()))
+        } else {
+            Err(format!(
+                "invalid id {s:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$"
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TenantId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for TenantId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for TenantId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> String {
+        id.0
+    }
+}
+
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TenantId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Environment names the agent sets for every program.
 pub const RESERVED_ENV: [&str; 5] = ["PORT", "SLOT", "TENANT_ID", "HOME", "HOST"];
-
-/// Stop signal names a spec may use.
-pub const STOP_SIGNALS: [&str; 7] = ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"];
 
 /// The allowed range of every number in a [`ProgramSpec`] (inclusive).
 #[derive(Debug, Clone)]
@@ -435,13 +575,6 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
     }
     if let Some(v) = r.backoff_ms {
         in_range("restart.backoffMs", v, &RANGES.delay_ms)?;
-    }
-    if !STOP_SIGNALS.contains(&spec.stop.signal.as_str()) {
-        return Err(format!(
-            "stop.signal {:?} unknown: want one of {}",
-            spec.stop.signal,
-            STOP_SIGNALS.join(" ")
-        ));
     }
     in_range(
         "stop.timeoutMs",

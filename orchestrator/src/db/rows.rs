@@ -84,7 +84,7 @@ pub struct NewPool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
     /// Tenant id.
-    pub id: String,
+    pub id: slotpack_proto::protocol::TenantId,
     /// Owner.
     pub owner: String,
     /// The accepted spec (stored versioned, see `tenant_spec`).

@@ -4,6 +4,7 @@ use super::*;
 use crate::classes::ClassSpec;
 use crate::states::PoolMode;
 use crate::tenant_spec::TenantSpec;
+use slotpack_proto::protocol::TenantId;
 
 fn db(name: &str) -> (Db, std::path::PathBuf) {
     let p = std::env::temp_dir().join(format!("slotpack-db-{name}-{}.db", std::process::id()));
@@ -70,7 +71,7 @@ fn a_file_of_the_schema_before_versions_is_migrated_with_its_rows() {
     assert_eq!(t.spec.command, "/bin/bot");
     assert_eq!(t.spec.args, ["${PORT}"]);
     assert_eq!(t.spec.env["K"], "v");
-    assert_eq!(t.spec.stop.signal, "INT");
+    assert_eq!(t.spec.stop.signal.as_str(), "INT");
     assert_eq!(t.spec.stop.timeout_ms, 3000);
     assert_eq!(t.spec.resources.memory_mb, 256);
     let raw: String = db
@@ -123,7 +124,7 @@ fn close_path(path: std::path::PathBuf) {
 
 fn tenant(id: &str, pool: u64, slot: u32, port: u16) -> TenantRow {
     TenantRow {
-        id: id.into(),
+        id: TenantId::parse(id).unwrap(),
         owner: "o".into(),
         spec: TenantSpec::decode(r#"{"version": 1, "spec": {"command": "/bin/true"}}"#).unwrap(),
         pool,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::model::{CreateTenant, Resources};
+use slotpack_proto::protocol::TenantId;
 
 /// A legacy container and the tenant it becomes.
 #[derive(Debug, Clone)]
@@ -120,8 +121,10 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
         .filter(|c| *c > 0)
         .map_or(100, |c| c / 1_000_000);
     let ping_path = label("slotpack.ping-path").unwrap_or_else(|| "/api/v1/ping".into());
+    let id = label("slotpack.tenant").unwrap_or_else(|| tenant_id_from(&name));
+    let id = TenantId::parse(&id).map_err(|e| format!("{name}: label slotpack.tenant: {e}"))?;
     let tenant = CreateTenant {
-        id: label("slotpack.tenant").unwrap_or_else(|| tenant_id_from(&name)),
+        id,
         owner: label("slotpack.owner"),
         command: argv[0].clone(),
         args,

@@ -148,7 +148,7 @@ impl Orchestrator {
                 .move_tenant(&tenant.id, to.number, m.to_slot, port, &why)?;
             idx.take(to.number, m.to_slot, &request_of(&tenant, &to));
             self.routes_mut().insert(
-                tenant.id.clone(),
+                tenant.id.to_string(),
                 super::route(&tenant.owner, &to, m.to_slot),
             );
             moving.push(Moving {

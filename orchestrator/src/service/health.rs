@@ -12,6 +12,7 @@ use crate::db::{PoolRow, TenantRow};
 use crate::placement::Request;
 use crate::reconcile::{plan, Action};
 use crate::states::{Desired, PoolState};
+use slotpack_proto::protocol::ProgramAction;
 
 impl Orchestrator {
     /// One health tick: check every agent, restart dead pools, reconcile
@@ -166,7 +167,7 @@ impl Orchestrator {
                 self.db.move_tenant(&t.id, pool, slot, port, &why)?;
                 idx.take(pool, slot, &want);
                 self.routes_mut()
-                    .insert(t.id.clone(), route(&t.owner, &prow, slot));
+                    .insert(t.id.to_string(), route(&t.owner, &prow, slot));
                 moved.push((t.id, t.spec, prow, slot, port, t.desired));
             }
         }
@@ -178,13 +179,13 @@ impl Orchestrator {
             } else if *desired == Desired::Stopped {
                 let _ = self
                     .agents
-                    .action(&ep, id, "stop", Duration::from_secs(12))
+                    .action(&ep, id, ProgramAction::Stop, Duration::from_secs(12))
                     .await;
             }
         }
         self.remove_pool(dead, &why).await?;
         self.note_restart(dead.number, true);
-        Ok(moved.into_iter().map(|m| m.0).collect())
+        Ok(moved.into_iter().map(|m| m.0.into()).collect())
     }
 
     /// Check one pool: agent health (restart the pool if its process is
@@ -270,8 +271,10 @@ impl Orchestrator {
                 return done(ph, bots, issues, actions, vec![], vec![]);
             }
         };
-        let desired: BTreeMap<String, Desired> =
-            tenants.iter().map(|t| (t.id.clone(), t.desired)).collect();
+        let desired: BTreeMap<String, Desired> = tenants
+            .iter()
+            .map(|t| (t.id.to_string(), t.desired))
+            .collect();
         let seen: BTreeMap<String, _> = observed.iter().map(|s| (s.id.clone(), s.state)).collect();
         let drifted: std::collections::BTreeSet<String> = observed
             .iter()
@@ -406,7 +409,9 @@ impl Orchestrator {
                 self.put_program(ep, t, t.slot, t.port).await?;
             }
             Action::Start(id) => {
-                self.agents.action(ep, id, "start", Duration::ZERO).await?;
+                self.agents
+                    .action(ep, id, ProgramAction::Start, Duration::ZERO)
+                    .await?;
             }
             // Stops and deletes only begin here: no tenant's stop timeout
             // holds the tick. What is still stopping is seen again next tick.

@@ -81,7 +81,7 @@ impl Orchestrator {
                     bots_count: bots.len() as u32,
                     capacity: p.slots,
                     utilization_percent: (bots.len() as u32 * 100 + p.slots / 2) / p.slots.max(1),
-                    bots: bots.iter().map(|t| t.id.clone()).collect(),
+                    bots: bots.iter().map(|t| t.id.to_string()).collect(),
                     mode: p.mode.to_string(),
                     base_port: p.base_port,
                     memory_used_mb: bots.iter().map(|t| t.memory_mb).sum(),
@@ -98,7 +98,7 @@ impl Orchestrator {
             .count() as u32;
         let healthy_bots = tenants
             .iter()
-            .filter(|t| t.desired == Desired::Running && healthy_ids.contains(&t.id))
+            .filter(|t| t.desired == Desired::Running && healthy_ids.contains(t.id.as_str()))
             .count() as u32;
         let total_bots = tenants
             .iter()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use slotpack_proto::protocol::{is_valid_id, ProgramStatus};
+use slotpack_proto::protocol::{is_valid_id, ProgramAction, ProgramStatus};
 
 use super::*;
 use crate::agent_client::Endpoint;
@@ -29,12 +29,7 @@ impl Orchestrator {
         mut req: CreateTenant,
     ) -> Result<CreateTenant> {
         let bad = |m: String| Err(ServiceError::BadRequest(m));
-        if !is_valid_id(&req.id) {
-            return bad(format!(
-                "invalid tenant id {:?}: want ^[a-z0-9][a-z0-9_-]{{0,62}}$",
-                req.id
-            ));
-        }
+        // The id is valid by its type (checked when the body was read).
         let owner = match (caller, req.owner.take()) {
             (Caller::Admin, Some(o)) => o,
             (Caller::Admin, None) => ADMIN_OWNER.to_string(),
@@ -164,7 +159,7 @@ impl Orchestrator {
         self.db.insert_tenant(&row)?;
         idx.take(prow.number, slot, &want);
         self.routes_mut()
-            .insert(row.id.clone(), route(&row.owner, &prow, slot));
+            .insert(row.id.to_string(), route(&row.owner, &prow, slot));
         drop(idx);
         // Committed: from here on the reconciler would finish the job after a crash.
         let pool = self
@@ -260,7 +255,7 @@ impl Orchestrator {
         st: Option<&ProgramStatus>,
     ) -> Tenant {
         Tenant {
-            id: t.id.clone(),
+            id: t.id.to_string(),
             owner: t.owner.clone(),
             desired: t.desired.to_string(),
             state: st.map_or("unknown".into(), |s| s.state.as_str().to_string()),
@@ -316,7 +311,7 @@ impl Orchestrator {
         }
         Ok(tenants
             .iter()
-            .filter_map(|t| Some(self.compose(t, pools.get(&t.pool)?, observed.get(&t.id))))
+            .filter_map(|t| Some(self.compose(t, pools.get(&t.pool)?, observed.get(t.id.as_str()))))
             .collect())
     }
 
@@ -337,11 +332,11 @@ impl Orchestrator {
     }
 
     /// `start`, `stop` or `restart` a tenant.
-    pub async fn act(&self, caller: &Caller, id: &str, action: &str) -> Result<Tenant> {
+    pub async fn act(&self, caller: &Caller, id: &str, action: ProgramAction) -> Result<Tenant> {
         let t = self.visible(caller, id)?;
         let pool = self.pool_of(&t)?;
         let ep = self.endpoint(&pool);
-        let desired = if action == "stop" {
+        let desired = if action == ProgramAction::Stop {
             Desired::Stopped
         } else {
             Desired::Running
@@ -390,7 +385,7 @@ impl Orchestrator {
         let pooled = pool.mode == PoolMode::Pooled;
         Ok(BotInfo {
             success: true,
-            instance_id: t.id,
+            instance_id: t.id.into(),
             is_pooled: pooled,
             mode: pool.mode.to_string(),
             connection: Connection {

@@ -372,7 +372,7 @@ impl Supervisor {
         }
         run.stage = Stage::Stopping(why);
         let pid = run.pid;
-        let sig = signal_of(&p.spec.stop.signal).unwrap_or(Signal::SIGTERM);
+        let sig = signal_of(p.spec.stop.signal);
         let (gen, timeout) = (p.gen, Duration::from_millis(p.spec.stop.timeout_ms));
         self.host.signal_group(pid, sig);
         self.emit(id);

@@ -19,7 +19,7 @@ fn ids() {
 fn spec_defaults_and_unknown_fields() {
     let s: ProgramSpec = serde_json::from_str(r#"{"command":"/bin/true","slot":1}"#).unwrap();
     assert_eq!(s.restart.policy, RestartPolicy::Always);
-    assert_eq!(s.stop.signal, "TERM");
+    assert_eq!(s.stop.signal, StopSignal::Term);
     assert!(s.ping.is_none());
     let e = serde_json::from_str::<ProgramSpec>(r#"{"command":"x","slot":1,"bogus":1}"#);
     assert!(e.unwrap_err().to_string().contains("bogus"));
@@ -78,4 +78,16 @@ fn design_example_parses() {
     assert_eq!(s.restart.max_attempts, Some(3));
     assert_eq!(s.ping.unwrap().interval_ms, Some(30_000));
     assert_eq!(s.max_memory_mb, Some(512));
+}
+
+#[test]
+fn a_tenant_id_is_valid_by_construction() {
+    assert_eq!(TenantId::parse("bot-1").unwrap().as_str(), "bot-1");
+    for bad in ["", "Bot", "-x", "a b", "../x", &"a".repeat(64)] {
+        assert!(TenantId::parse(bad).is_err(), "{bad:?}");
+    }
+    let id: TenantId = serde_json::from_str(r#""ok_1""#).unwrap();
+    assert_eq!(id, "ok_1");
+    let err = serde_json::from_str::<TenantId>(r#""NO""#).unwrap_err();
+    assert!(err.to_string().contains("invalid id"), "{err}");
 }
