@@ -167,6 +167,17 @@ pub struct Orchestrator {
 
 /// One pool's part of a health tick: what was found, what was done, and the
 /// reconciliation steps still to apply.
+/// What one pool showed in a health tick, before the database is read.
+struct Observed {
+    pool: PoolRow,
+    health: PoolHealth,
+    /// What its agent runs; `None` when it could not be asked.
+    programs: Option<Vec<slotpack_proto::protocol::ProgramStatus>>,
+    issues: Vec<String>,
+    actions: Vec<String>,
+}
+
+/// One pool's check: health, issues and the reconciliation steps planned.
 struct PoolCheck {
     ep: Endpoint,
     pool_id: String,

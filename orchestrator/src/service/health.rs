@@ -12,7 +12,7 @@ use crate::db::{PoolRow, TenantRow};
 use crate::placement::Request;
 use crate::reconcile::{plan, Action};
 use crate::states::{Desired, PoolState};
-use slotpack_proto::protocol::ProgramAction;
+use slotpack_proto::protocol::{ProgramAction, TenantId};
 
 impl Orchestrator {
     /// One health tick: check every agent, restart dead pools, reconcile
@@ -73,8 +73,20 @@ impl Orchestrator {
             .into_iter()
             .filter(|p| p.status != PoolState::Starting)
             .collect();
-        let mut checks =
-            futures_util::future::join_all(pools.iter().map(|p| self.check_pool(p))).await;
+        let observed =
+            futures_util::future::join_all(pools.iter().map(|p| self.observe_pool(p))).await;
+        // Observe first, then read desired, once for every pool: a program
+        // on an agent always has its row committed before it was PUT, so no
+        // tenant created meanwhile is mistaken for an orphan.
+        let tenants = self.db.tenants()?;
+        let grouped = by_pool(&tenants);
+        let mut checks: Vec<PoolCheck> = observed
+            .into_iter()
+            .map(|o| {
+                let rows = tenants_of(&grouped, o.pool.number);
+                self.plan_pool(o, rows)
+            })
+            .collect();
         for c in &mut checks {
             r.pools.push(c.health.clone());
             r.bots.append(&mut c.bots);
@@ -99,12 +111,16 @@ impl Orchestrator {
         self.followup.store(!not_down.is_empty(), Relaxed);
         // Lifetimes: the deletion begins here; a tenant still stopping is
         // forgotten by a later tick's reconciliation (the tick never waits).
+        // The rows read above: one whose deletion began meanwhile (by the
+        // API or a step above) is not marked again.
         let now = unix_now();
-        for t in self.db.tenants()? {
+        for t in &tenants {
             if t.expires_at.is_some_and(|e| e <= now) && t.desired != Desired::Deleting {
-                self.mark_deleting(&t.id)?;
+                if !self.mark_deleting(&t.id)? {
+                    continue;
+                }
                 let why = "maxLifetimeSeconds reached";
-                let pool = self.pool_of(&t)?;
+                let pool = self.pool_of(t)?;
                 match self.agents.begin_delete(&self.endpoint(&pool), &t.id).await {
                     Ok(gone) => {
                         if gone {
@@ -142,35 +158,46 @@ impl Orchestrator {
     pub(super) async fn evacuate(&self, dead: &PoolRow) -> Result<Vec<String>> {
         let why = format!("{} could not be restarted", dead.id());
         let mut moved = Vec::new();
-        {
-            let mut idx = self.placer.lock().await;
-            idx.remove(dead.number);
-            for t in self
-                .db
-                .tenants()?
-                .into_iter()
-                .filter(|t| t.pool == dead.number)
-            {
-                if t.desired == Desired::Deleting {
-                    self.db.delete_tenant(&t.id, &why)?;
-                    self.routes_mut().remove(&t.id);
-                    continue;
-                }
-                let want = Request {
-                    memory_mb: t.memory_mb,
-                    cpu_millis: t.cpu_millis,
-                    class: t.spec.pool_class.clone(),
-                };
-                let (prow, slot) = self.choose_slot(&mut idx, &want).await?;
-                let pool = prow.number;
-                let port = prow.base_port + slot as u16;
-                self.db.move_tenant(&t.id, pool, slot, port, &why)?;
-                idx.take(pool, slot, &want);
-                self.routes_mut()
-                    .insert(t.id.to_string(), route(&t.owner, &prow, slot));
-                moved.push((t.id, t.spec, prow, slot, port, t.desired));
+        let mut idx = self.placer.lock().await;
+        idx.remove(dead.number);
+        let ids: Vec<TenantId> = self
+            .db
+            .tenants()?
+            .into_iter()
+            .filter(|t| t.pool == dead.number)
+            .map(|t| t.id)
+            .collect();
+        for id in ids {
+            // Read under the lock: a new pool's start below lets it go, and
+            // the tenant may have been deleted meanwhile.
+            let Some(t) = self.db.tenant(&id)?.filter(|t| t.pool == dead.number) else {
+                continue;
+            };
+            if t.desired == Desired::Deleting {
+                self.db.delete_tenant(&t.id, &why)?;
+                self.routes_mut().remove(&t.id);
+                continue;
             }
+            let want = Request {
+                memory_mb: t.memory_mb,
+                cpu_millis: t.cpu_millis,
+                class: t.spec.pool_class.clone(),
+            };
+            let (again, prow, slot) = self.choose_slot(idx, &want).await?;
+            idx = again;
+            // The row once more, now that the lock may have been let go.
+            let Some(t) = self.db.tenant(&id)?.filter(|t| t.pool == dead.number) else {
+                continue;
+            };
+            let pool = prow.number;
+            let port = prow.base_port + slot as u16;
+            self.db.move_tenant(&t.id, pool, slot, port, &why)?;
+            idx.take(pool, slot, &want);
+            self.routes_mut()
+                .insert(t.id.to_string(), route(&t.owner, &prow, slot));
+            moved.push((t.id, t.spec, prow, slot, port, t.desired));
         }
+        drop(idx);
         // Committed: a failed PUT below is retried by the next reconciliation.
         for (id, spec, prow, slot, port, desired) in &moved {
             let ep = self.endpoint(prow);
@@ -188,21 +215,12 @@ impl Orchestrator {
         Ok(moved.into_iter().map(|m| m.0.into()).collect())
     }
 
-    /// Check one pool: agent health (restart the pool if its process is
-    /// gone), then reconcile its programs with the database.
-    pub(super) async fn check_pool(&self, pool: &PoolRow) -> PoolCheck {
-        let (mut issues, mut actions, mut bots) = (vec![], vec![], vec![]);
+    /// Phase one of a pool's check: agent health (restart the pool if its
+    /// process is gone, move its tenants away once restarts keep failing),
+    /// then the programs its agent runs.
+    pub(super) async fn observe_pool(&self, pool: &PoolRow) -> Observed {
+        let (mut issues, mut actions) = (vec![], vec![]);
         let ep = self.endpoint(pool);
-        let done = |health, bots, issues, actions, tenants, pending| PoolCheck {
-            ep: self.endpoint(pool),
-            pool_id: pool.id(),
-            health,
-            bots,
-            issues,
-            actions,
-            tenants,
-            pending,
-        };
         let id = pool.id();
         let t0 = Instant::now();
         let mut health = self.agents.health(&ep).await;
@@ -234,42 +252,60 @@ impl Orchestrator {
                                 )),
                                 Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
                             }
-                            let ph = PoolHealth {
-                                id,
-                                healthy: false,
-                                latency_ms: None,
-                            };
-                            return done(ph, bots, issues, actions, vec![], vec![]);
                         }
                     }
                 }
             }
         }
         let latency = t0.elapsed().as_secs_f64() * 1000.0;
-        let ph = PoolHealth {
-            id: id.clone(),
-            healthy: health.is_ok(),
-            latency_ms: health.is_ok().then_some(latency),
+        let programs = match &health {
+            Err(_) => None,
+            Ok(_) => match self.agents.list(&ep).await {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    issues.push(format!("{id}: listing programs: {e}"));
+                    None
+                }
+            },
         };
-        if health.is_err() {
-            return done(ph, bots, issues, actions, vec![], vec![]);
+        Observed {
+            health: PoolHealth {
+                id,
+                healthy: health.is_ok(),
+                latency_ms: health.is_ok().then_some(latency),
+            },
+            pool: pool.clone(),
+            programs,
+            issues,
+            actions,
         }
-        // Observe first, then read desired: a program on the agent always
-        // has its row committed before it was PUT, so no new tenant is
-        // mistaken for an orphan.
-        let observed = match self.agents.list(&ep).await {
-            Ok(o) => o,
-            Err(e) => {
-                issues.push(format!("{id}: listing programs: {e}"));
-                return done(ph, bots, issues, actions, vec![], vec![]);
-            }
+    }
+
+    /// Phase two of a pool's check: what its agent runs against the pool's
+    /// rows (read once per tick for all pools, after every pool was
+    /// observed) → the pool's health, issues and reconciliation steps.
+    pub(super) fn plan_pool(&self, o: Observed, tenants: &[&TenantRow]) -> PoolCheck {
+        let Observed {
+            pool,
+            health,
+            programs,
+            mut issues,
+            actions,
+        } = o;
+        let id = pool.id();
+        let mut check = PoolCheck {
+            ep: self.endpoint(&pool),
+            pool_id: id.clone(),
+            health,
+            bots: vec![],
+            issues: vec![],
+            actions,
+            tenants: vec![],
+            pending: vec![],
         };
-        let tenants: Vec<TenantRow> = match self.db.tenants() {
-            Ok(t) => t.into_iter().filter(|t| t.pool == pool.number).collect(),
-            Err(e) => {
-                issues.push(e.to_string());
-                return done(ph, bots, issues, actions, vec![], vec![]);
-            }
+        let Some(observed) = programs else {
+            check.issues = issues;
+            return check;
         };
         let desired: BTreeMap<String, Desired> = tenants
             .iter()
@@ -303,7 +339,7 @@ impl Orchestrator {
                         s.state.as_str()
                     ));
                 }
-                bots.push(BotHealth {
+                check.bots.push(BotHealth {
                     id: s.id.clone(),
                     pool_id: id.clone(),
                     state: s.state.as_str().to_string(),
@@ -312,14 +348,13 @@ impl Orchestrator {
                 });
             }
         }
-        for id in &drifted {
-            issues.push(format!(
-                "{id}: its spec in {} was changed behind our back",
-                pool.id()
-            ));
+        for t in &drifted {
+            issues.push(format!("{t}: its spec in {id} was changed behind our back"));
         }
-        let pending = plan(&desired, &seen, &drifted);
-        done(ph, bots, issues, actions, tenants, pending)
+        check.pending = plan(&desired, &seen, &drifted);
+        check.issues = issues;
+        check.tenants = tenants.iter().map(|t| (*t).clone()).collect();
+        check
     }
 
     /// Record an agent's message about a tenant as an event (`tenant.memory`

@@ -24,35 +24,34 @@ impl Orchestrator {
         decision
     }
 
-    /// [`Self::decide`], starting a new pool when needed with the placement
-    /// lock held (for moves inside a health tick, which are rare).
-    pub(super) async fn choose_slot(
-        &self,
-        idx: &mut PoolIndex,
+    /// [`Self::decide`] for `want` under the placement lock `idx`. When a
+    /// new pool is needed its rows are reserved under the lock, the lock is
+    /// let go while the pool starts (up to 30 s in Docker), and taken again
+    /// to add the pool to the index: nobody else places into it meanwhile
+    /// (it joins the index only then), so its slot 0 is `want`'s. Returns
+    /// the lock (held again), the pool and the slot.
+    pub(super) async fn choose_slot<'a>(
+        &'a self,
+        idx: tokio::sync::MutexGuard<'a, PoolIndex>,
         want: &Request,
-    ) -> Result<(PoolRow, u32)> {
-        match self.decide(idx, want) {
+    ) -> Result<(tokio::sync::MutexGuard<'a, PoolIndex>, PoolRow, u32)> {
+        match self.decide(&idx, want) {
             Decision::Place { pool, slot } => {
                 let row = self
                     .db
                     .pool(pool)?
                     .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
-                Ok((row, slot))
+                Ok((idx, row, slot))
             }
-            Decision::NewPool => Ok((self.new_pool(idx, want.class.clone()).await?, 0)),
+            Decision::NewPool => {
+                let reserved = self.reserve_pool(want.class.clone())?;
+                drop(idx);
+                let started = self.start_reserved(reserved).await?;
+                let mut idx = self.placer.lock().await;
+                idx.upsert(Self::capacity(&started, &[]));
+                Ok((idx, started, 0))
+            }
         }
-    }
-
-    /// Insert and start a pool, and add it to the index (placement lock held).
-    pub(super) async fn new_pool(
-        &self,
-        idx: &mut PoolIndex,
-        class: Option<String>,
-    ) -> Result<PoolRow> {
-        let row = self.start_reserved(self.reserve_pool(class)?).await?;
-        // A legacy pool is not accepting: it belongs to the one tenant it is made for.
-        idx.upsert(Self::capacity(&row, &[]));
-        Ok(row)
     }
 
     /// Store a new pool of `class` (`starting`): its port block and slot

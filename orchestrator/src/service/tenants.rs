@@ -10,16 +10,17 @@ use slotpack_proto::protocol::{is_valid_id, ProgramAction, ProgramStatus};
 use super::*;
 use crate::agent_client::Endpoint;
 use crate::db::{pool_id, PoolRow, TenantRow};
-use crate::placement::{Decision, Request};
+use crate::placement::Request;
 use crate::states::{Desired, PoolMode};
 use crate::tenant_spec::TenantSpec;
 
 impl Orchestrator {
-    /// Mark a tenant as being deleted: the proxy stops at once.
-    pub(super) fn mark_deleting(&self, id: &str) -> Result<()> {
-        self.db.set_desired(id, Desired::Deleting)?;
+    /// Mark a tenant as being deleted: the proxy stops at once. Returns
+    /// whether this changed anything (false: gone, or already deleting).
+    pub(super) fn mark_deleting(&self, id: &str) -> Result<bool> {
+        let changed = self.db.set_desired(id, Desired::Deleting)?;
         self.routes_mut().remove(id);
-        Ok(())
+        Ok(changed)
     }
 
     /// Check a create request; returns the owner and the stored request.
@@ -113,36 +114,20 @@ impl Orchestrator {
             cpu_millis: req.resources.cpu_millis,
             class: req.pool_class.clone(),
         };
-        let mut idx = self.placer.lock().await;
+        let idx = self.placer.lock().await;
         if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
             drop(idx);
             return Ok((self.view(&old).await?, false));
         }
-        let (prow, slot) = match self.decide(&idx, &want) {
-            Decision::Place { pool, slot } => {
-                let row = self
-                    .db
-                    .pool(pool)?
-                    .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
-                (row, slot)
-            }
-            Decision::NewPool => {
-                // The pool's rows are taken under the lock; it starts without
-                // it (up to 30 s), so other creates are not held. Nobody else
-                // places into it: it joins the index only below.
-                let reserved = self.reserve_pool(want.class.clone())?;
-                drop(idx);
-                let started = self.start_reserved(reserved).await?;
-                idx = self.placer.lock().await;
-                idx.upsert(Self::capacity(&started, &[]));
-                if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
-                    // The same request won meanwhile; the new pool stays free.
-                    drop(idx);
-                    return Ok((self.view(&old).await?, false));
-                }
-                (started, 0)
-            }
-        };
+        // A new pool, if one is needed, starts without the lock (up to
+        // 30 s), so other creates are not held.
+        let (mut idx, prow, slot) = self.choose_slot(idx, &want).await?;
+        if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
+            // The same request won while the lock was let go; a new pool
+            // stays free.
+            drop(idx);
+            return Ok((self.view(&old).await?, false));
+        }
         let row = TenantRow {
             id: req.id.clone(),
             owner,
