@@ -43,7 +43,7 @@ pub struct AppInner {
 impl App {
     /// State for one API worker, with its own proxy client.
     pub fn new(svc: Arc<Orchestrator>) -> Self {
-        let proxy = proxy::Proxy::new(svc.clone());
+        let proxy = proxy::Proxy::new(svc.port_guard());
         App(Arc::new(AppInner { svc, proxy }))
     }
 }
@@ -190,13 +190,34 @@ fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, Au
     Ok((caller, via))
 }
 
-/// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy`: [`proxy::handle`].
+/// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy`: the caller's
+/// tenant, reached through [`proxy::Proxy`]; counted, and a tenant that does
+/// not answer is a 502 in the JSON envelope.
 async fn proxy_route(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     req: Request,
 ) -> Response {
-    app.proxy.handle(&caller, req).await
+    let id = proxy::tenant_of(req.uri().path()).to_string();
+    let target = match app.svc.proxy_target(&caller, &id) {
+        Ok(t) => t,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    match app.proxy.forward(target, req).await {
+        Ok(resp) => {
+            app.svc.metrics().proxied(Some(resp.status().as_u16()));
+            resp
+        }
+        Err(msg) => {
+            app.svc.metrics().proxied(None);
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("tenant {id}: {msg}"),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// The auth middleware: puts the [`Caller`] into the request's extensions.

@@ -9,16 +9,13 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use slotpack_proto::http_error::ApiError;
-
 use crate::auth::{AuthVia, TOKEN_COOKIE};
 use crate::routes::Routes;
-use crate::service::{Caller, Orchestrator};
 
 /// Pooled keep-alive client to the tenants.
 pub type ProxyClient = Client<CheckedConnector, Body>;
@@ -181,35 +178,55 @@ fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy` (the tenant's `/`).
-/// Both come from the raw path: nothing is decoded (a tenant id has no
-/// character that needs encoding, so an encoded one matches no tenant).
-pub async fn handle(app: &Proxy, caller: &Caller, req: Request) -> Response {
-    let raw = req.uri().path().to_string();
-    let id = raw.split('/').nth(3).unwrap_or("");
-    let path = upstream_path(&raw);
-    forward(app, caller, id, &path, req).await
+/// The tenant id of a `/api/tenants/{id}/proxy...` path, as sent (nothing
+/// is decoded: a tenant id has no character that needs encoding, so an
+/// encoded one matches no tenant).
+pub fn tenant_of(raw_path: &str) -> &str {
+    raw_path.split('/').nth(3).unwrap_or("")
 }
 
-/// The proxy of one API worker: the orchestrator (routes, metrics), its own
-/// upstream client, and the port check of tunnelled connections.
+/// The proxy of one API worker: its own upstream client and the port check
+/// of tunnelled connections. Pure HTTP: which tenant a caller may reach,
+/// the JSON error envelope and the metrics are the API's.
 pub struct Proxy {
-    svc: Arc<Orchestrator>,
     client: ProxyClient,
     guard: PortGuard,
 }
 
 impl Proxy {
-    /// A proxy with its own upstream connection pool.
-    pub fn new(svc: Arc<Orchestrator>) -> Self {
-        let guard = svc.port_guard();
+    /// A proxy with its own upstream connection pool; `guard` (the local
+    /// backend as root) checks who listens on a port before connecting.
+    pub fn new(guard: PortGuard) -> Self {
         let client = client(guard.clone());
-        Self { svc, client, guard }
+        Self { client, guard }
     }
 
-    /// Proxy `req` (a `/api/tenants/{id}/proxy/...` request) for `caller`.
-    pub async fn handle(&self, caller: &Caller, req: Request) -> Response {
-        handle(self, caller, req).await
+    /// Forward `req` (a `/api/tenants/{id}/proxy/...` request, raw path
+    /// kept) to the tenant at `target`; `Err` says why it did not answer.
+    pub async fn forward(&self, target: SocketAddr, req: Request) -> Result<Response, String> {
+        let raw = req.uri().path().to_string();
+        let id = tenant_of(&raw);
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let path_q = format!("{}{query}", upstream_path(&raw));
+        let prefix = format!("/api/tenants/{id}/proxy");
+        let fwd = Forwarded {
+            client: req.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
+            prefix: &prefix,
+            via: req
+                .extensions()
+                .get::<AuthVia>()
+                .copied()
+                .unwrap_or(AuthVia::Standard),
+        };
+        if req.headers().contains_key(header::UPGRADE) {
+            tunnel(&self.guard, target, &path_q, &fwd, req).await
+        } else {
+            plain(self, target, &path_q, &fwd, req).await
+        }
     }
 }
 
@@ -221,50 +238,6 @@ pub fn upstream_path(raw: &str) -> String {
     match raw.splitn(6, '/').nth(5) {
         Some(rest) => format!("/{rest}"),
         None => "/".to_string(),
-    }
-}
-
-async fn forward(app: &Proxy, caller: &Caller, id: &str, path: &str, req: Request) -> Response {
-    let target = match app.svc.proxy_target(caller, id) {
-        Ok(t) => t,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let query = req
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let path_q = format!("{path}{query}");
-    let prefix = format!("/api/tenants/{id}/proxy");
-    let fwd = Forwarded {
-        client: req.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
-        prefix: &prefix,
-        via: req
-            .extensions()
-            .get::<AuthVia>()
-            .copied()
-            .unwrap_or(AuthVia::Standard),
-    };
-    let upgrade = req.headers().contains_key(header::UPGRADE);
-    let r = if upgrade {
-        tunnel(&app.guard, target, &path_q, &fwd, req).await
-    } else {
-        plain(app, target, &path_q, &fwd, req).await
-    };
-    match r {
-        Ok(resp) => {
-            app.svc.metrics().proxied(Some(resp.status().as_u16()));
-            resp
-        }
-        Err(msg) => {
-            app.svc.metrics().proxied(None);
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                format!("tenant {id}: {msg}"),
-            )
-            .into_response()
-        }
     }
 }
 
