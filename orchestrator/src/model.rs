@@ -349,7 +349,7 @@ pub struct TokenList {
     /// Always true.
     pub success: bool,
     /// Every owner token.
-    pub tokens: Vec<crate::db::TokenRow>,
+    pub tokens: Vec<TokenRow>,
 }
 
 /// One Prometheus target group (`GET /api/pool/metrics-targets`, the
@@ -360,4 +360,16 @@ pub struct TargetGroup {
     pub targets: Vec<String>,
     /// `pool`, `class`, `deployment`, `backend`, `container` of that agent.
     pub labels: BTreeMap<String, String>,
+}
+
+/// An owner token as listed (its secret is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRow {
+    /// First 16 hex digits of the token's SHA-256: what revocation names.
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
 }

@@ -107,17 +107,8 @@ pub struct TenantRow {
     pub expires_at: Option<i64>,
 }
 
-/// An owner token as listed (its secret is never stored).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenRow {
-    /// First 16 hex digits of the token's SHA-256: what revocation names.
-    pub id: String,
-    /// Owner.
-    pub owner: String,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-}
+/// An owner token as listed (an API shape; see `model`).
+pub use crate::model::TokenRow;
 
 /// One lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
