@@ -165,8 +165,6 @@ pub struct Orchestrator {
     warming: Mutex<()>,
 }
 
-/// One pool's part of a health tick: what was found, what was done, and the
-/// reconciliation steps still to apply.
 /// What one pool showed in a health tick, before the database is read.
 struct Observed {
     pool: PoolRow,
@@ -177,7 +175,8 @@ struct Observed {
     actions: Vec<String>,
 }
 
-/// One pool's check: health, issues and the reconciliation steps planned.
+/// One pool's part of a health tick: what was found, what was done, and the
+/// reconciliation steps still to apply.
 struct PoolCheck {
     ep: Endpoint,
     pool_id: String,
