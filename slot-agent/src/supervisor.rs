@@ -1,7 +1,7 @@
 //! The supervisor: sole owner of program state. Spawns programs, reacts to
 //! their exits, pings and memory, and applies the restart policy.
 //!
-//! A program's [`Phase`] is an enum carrying its data: down with the state it
+//! A program's `Phase` is an enum carrying its data: down with the state it
 //! rests in, or up with its run (pid, start, stage, ping counts). Everything
 //! the machine does (spawn, signal, reap, timers, ping loops, ports) goes
 //! through [`host::Host`], so this file is a state machine the unit tests

@@ -55,7 +55,7 @@ pub fn pool_number(id: &str) -> Option<u64> {
     id.strip_prefix("pool-")?.parse().ok()
 }
 
-/// What a new pool needs; block and ports are allocated by [`Db::insert_pool`].
+/// What a new pool needs; block and ports are allocated by [`super::Db::insert_pool`].
 #[derive(Debug, Clone)]
 pub struct NewPool {
     /// Slots.

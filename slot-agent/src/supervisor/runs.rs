@@ -1,6 +1,6 @@
 //! The life of runs: start (spawn through the host), exit (reaped), the
 //! restart policy, stop with its SIGKILL timer, timers, pings, memory and
-//! port policing. Every transition sets the program's [`Phase`] and tells
+//! port policing. Every transition sets the program's `Phase` and tells
 //! subscribers.
 
 use super::*;
