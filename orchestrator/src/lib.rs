@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
+pub mod nodes;
 pub mod openapi;
 pub mod placement;
 pub mod proxy;
