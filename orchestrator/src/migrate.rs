@@ -14,8 +14,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bollard::container::{
-    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 use clap::Args;
@@ -83,7 +84,7 @@ impl Ctx {
     async fn legacy_containers(&self, pattern: Option<&str>) -> anyhow::Result<Vec<Value>> {
         let list = self
             .docker
-            .list_containers(Some(ListContainersOptions::<String> {
+            .list_containers(Some(ListContainersOptions {
                 all: true,
                 ..Default::default()
             }))
@@ -282,7 +283,7 @@ impl Ctx {
             let backup: Value = serde_json::from_str(&m.backup)?;
             self.recreate(container, &backup).await?;
         }
-        match self.docker.start_container::<String>(container, None).await {
+        match self.docker.start_container(container, None).await {
             Err(e) if !is_status(&e, 304) => bail!("starting {container}: {e}"),
             _ => {}
         }
@@ -290,13 +291,13 @@ impl Ctx {
     }
 
     async fn recreate(&self, name: &str, backup: &Value) -> anyhow::Result<()> {
-        let mut config: Config<String> = serde_json::from_value(backup["Config"].clone())?;
+        let mut config: ContainerCreateBody = serde_json::from_value(backup["Config"].clone())?;
         config.host_config = serde_json::from_value(backup["HostConfig"].clone()).ok();
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: name.to_string(),
-                    platform: None,
+                    name: Some(name.to_string()),
+                    ..Default::default()
                 }),
                 config,
             )

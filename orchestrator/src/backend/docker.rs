@@ -17,12 +17,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bollard::container::{
-    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StartContainerOptions,
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
-use bollard::models::{HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
-use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions,
+};
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -167,9 +169,9 @@ impl DockerBackend {
         let id = pool.id();
         self.ensure_agent_volume(&id).await?;
         self.docker
-            .create_volume(CreateVolumeOptions {
-                name: self.volume(&id),
-                labels: self.labels(&id),
+            .create_volume(VolumeCreateRequest {
+                name: Some(self.volume(&id)),
+                labels: Some(self.labels(&id)),
                 ..Default::default()
             })
             .await
@@ -180,13 +182,13 @@ impl DockerBackend {
                 host_port: Some(port.to_string()),
             }])
         };
-        let mut exposed = HashMap::new();
+        let mut exposed = Vec::new();
         let mut bindings = HashMap::new();
-        exposed.insert(format!("{AGENT_PORT}/tcp"), HashMap::new());
+        exposed.push(format!("{AGENT_PORT}/tcp"));
         bindings.insert(format!("{AGENT_PORT}/tcp"), local(pool.agent_port));
         for slot in 0..pool.slots {
             let port = pool.base_port + slot as u16;
-            exposed.insert(format!("{port}/tcp"), HashMap::new());
+            exposed.push(format!("{port}/tcp"));
             bindings.insert(format!("{port}/tcp"), local(port));
         }
         let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -205,7 +207,7 @@ impl DockerBackend {
             "--inherit-env".into(),
         ];
         let cpu_millis = pool.cpu_millis.min(self.engine_millis);
-        let config = Config {
+        let config = ContainerCreateBody {
             image: Some(pool.image.clone().unwrap_or_else(|| self.image.clone())),
             entrypoint: Some(vec![format!("{AGENT_DIR}/slot-agent")]),
             // Root, whatever the image's USER: the agent gives each slot its
@@ -236,8 +238,8 @@ impl DockerBackend {
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: self.name(&pool.id()),
-                    platform: None,
+                    name: Some(self.name(&pool.id())),
+                    ..Default::default()
                 }),
                 config,
             )
@@ -262,7 +264,7 @@ impl DockerBackend {
         };
         if !running {
             self.docker
-                .start_container(&name, None::<StartContainerOptions<String>>)
+                .start_container(&name, None)
                 .await
                 .map_err(|e| err(e.to_string()))?;
         }
@@ -349,8 +351,8 @@ impl DockerBackend {
                 vec!["die".to_string(), "destroy".to_string()],
             ),
         ]);
-        let opts = bollard::system::EventsOptions::<String> {
-            filters,
+        let opts = EventsOptions {
+            filters: Some(filters),
             ..Default::default()
         };
         let deployment = self.deployment.clone();
@@ -409,7 +411,10 @@ impl Backend for DockerBackend {
                 .docker
                 .stop_container(
                     &self.name(&pool.id()),
-                    Some(bollard::container::StopContainerOptions { t: 30 }),
+                    Some(StopContainerOptions {
+                        t: Some(30),
+                        ..Default::default()
+                    }),
                 )
                 .await;
             self.remove_by_pool_id(&pool.id()).await
@@ -445,7 +450,7 @@ impl Backend for DockerBackend {
                 .docker
                 .list_containers(Some(ListContainersOptions {
                     all: true,
-                    filters,
+                    filters: Some(filters),
                     ..Default::default()
                 }))
                 .await

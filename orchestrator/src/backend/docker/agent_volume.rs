@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 
-use bollard::container::{Config, CreateContainerOptions};
-use bollard::models::HostConfig;
-use bollard::volume::CreateVolumeOptions;
+use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
+use bollard::query_parameters::{CreateContainerOptions, ListVolumesOptions};
 
 use super::{other, DockerBackend, DEPLOYMENT_LABEL, POOL_LABEL};
 use crate::backend::BackendError;
@@ -23,9 +22,9 @@ impl DockerBackend {
         let mut labels = self.labels("agent");
         labels.remove(POOL_LABEL);
         self.docker
-            .create_volume(CreateVolumeOptions {
-                name: self.agent_volume.clone(),
-                labels: labels.clone(),
+            .create_volume(VolumeCreateRequest {
+                name: Some(self.agent_volume.clone()),
+                labels: Some(labels.clone()),
                 ..Default::default()
             })
             .await
@@ -33,7 +32,7 @@ impl DockerBackend {
         // One per pool: pools may be created side by side.
         let name = format!("{}-fill-{pool_id}", self.agent_volume);
         let _ = self.force_remove(&name).await;
-        let config = Config {
+        let config = ContainerCreateBody {
             image: Some(self.image.clone()),
             entrypoint: Some(vec![format!("{AGENT_DIR_IN_POOL_IMAGE}/slot-agent")]),
             cmd: Some(vec!["--version".to_string()]),
@@ -51,8 +50,8 @@ impl DockerBackend {
             .docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: name.clone(),
-                    platform: None,
+                    name: Some(name.clone()),
+                    ..Default::default()
                 }),
                 config,
             )
@@ -71,7 +70,9 @@ impl DockerBackend {
         )]);
         let Ok(list) = self
             .docker
-            .list_volumes(Some(bollard::volume::ListVolumesOptions { filters }))
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
             .await
         else {
             return;
@@ -79,7 +80,13 @@ impl DockerBackend {
         let prefix = format!("{}-agent-", self.deployment);
         for v in list.volumes.unwrap_or_default() {
             if v.name.starts_with(&prefix) && v.name != self.agent_volume {
-                let _ = self.docker.remove_volume(&v.name, None).await;
+                let _ = self
+                    .docker
+                    .remove_volume(
+                        &v.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await;
             }
         }
     }
