@@ -41,7 +41,7 @@ pub struct ServeConfig {
     /// API address.
     #[arg(long, env = "SLOTPACK_LISTEN", default_value = "127.0.0.1:8088")]
     pub listen: SocketAddr,
-    /// `local` or `docker`.
+    /// `local`, `docker` or `swarm`.
     #[arg(long, env = "SLOTPACK_BACKEND", default_value = "local")]
     pub backend: String,
     /// Database, local pools' state and logs.

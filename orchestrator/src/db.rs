@@ -122,9 +122,9 @@ impl Db {
         let (block, base, last) = (b.block, b.base_port, u32::from(b.base_port) + p.slots - 1);
         let created = now();
         tx.execute(
-            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, image, mode, status, token, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'starting', ?11, ?12)",
-            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.image, p.mode, p.token, created],
+            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, image, mode, status, token, created_at, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'starting', ?11, ?12, ?13)",
+            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.image, p.mode, p.token, created, p.node],
         )?;
         let number = tx.last_insert_rowid() as u64;
         tx.execute(
@@ -314,7 +314,7 @@ impl Db {
     }
 }
 
-const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at, image FROM pools";
+const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at, image, node FROM pools";
 const TENANT_SELECT: &str = "SELECT id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at FROM tenants";
 
 fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
@@ -334,6 +334,7 @@ fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
         backend_ref: r.get(12)?,
         created_at: r.get(13)?,
         image: r.get(14)?,
+        node: r.get(15)?,
     })
 }
 

@@ -36,6 +36,7 @@ use anyhow::{bail, Context};
 
 use crate::backend::docker::DockerBackend;
 use crate::backend::local::LocalBackend;
+use crate::backend::swarm::SwarmBackend;
 use crate::backend::Backend;
 use crate::config::ServeConfig;
 use crate::service::Orchestrator;
@@ -126,7 +127,11 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
             DockerBackend::connect(&cfg.deployment, &cfg.pool_image, cfg.pool_pids_limit, env)
                 .await?,
         ),
-        other => bail!("unknown backend {other:?}: want local or docker"),
+        "swarm" => Arc::new(
+            SwarmBackend::connect(&cfg.deployment, &cfg.pool_image, cfg.pool_pids_limit, env)
+                .await?,
+        ),
+        other => bail!("unknown backend {other:?}: want local, docker or swarm"),
     };
     Ok(Arc::new(Orchestrator::new(cfg, db, backend)?))
 }

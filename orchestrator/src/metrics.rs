@@ -109,6 +109,11 @@ pub struct Snapshot {
     pub tenants: BTreeMap<String, u64>,
     /// Sum of agent-reported restarts at the latest tick.
     pub restarts: u64,
+    /// Cluster nodes by state (`active`, `paused`, `drained`, `down`);
+    /// empty on one-host backends.
+    pub nodes: BTreeMap<String, u64>,
+    /// Pools per cluster node.
+    pub node_pools: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -142,6 +147,20 @@ impl Snapshot {
             "state",
             &mut self.tenants.iter().map(|(k, v)| (k.as_str(), *v)),
         )?;
+        if !self.nodes.is_empty() || !self.node_pools.is_empty() {
+            by(
+                "slotpack_nodes",
+                "Cluster nodes by state (swarm backend).",
+                "state",
+                &mut self.nodes.iter().map(|(k, v)| (k.as_str(), *v)),
+            )?;
+            by(
+                "slotpack_node_pools",
+                "Pools per cluster node (swarm backend).",
+                "node",
+                &mut self.node_pools.iter().map(|(k, v)| (k.as_str(), *v)),
+            )?;
+        }
         let restarts = IntGauge::new(
             "slotpack_tenant_restarts",
             "Restarts of current tenants counted by their agents.",
@@ -204,6 +223,8 @@ mod tests {
             slots_free: 17,
             tenants: [("running".to_string(), 3)].into(),
             restarts: 4,
+            nodes: [("active".to_string(), 2)].into(),
+            node_pools: [("n1".to_string(), 2), ("n2".to_string(), 0)].into(),
         };
         let t = m.render(&snap);
         for line in [
@@ -222,8 +243,14 @@ mod tests {
             "slotpack_slots{state=\"free\"} 17",
             "slotpack_tenants{state=\"running\"} 3",
             "slotpack_tenant_restarts 4",
+            "slotpack_nodes{state=\"active\"} 2",
+            "slotpack_node_pools{node=\"n1\"} 2",
+            "slotpack_node_pools{node=\"n2\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
         }
+        // One host: no node series at all.
+        let t = m.render(&Snapshot::default());
+        assert!(!t.contains("slotpack_node"), "{t}");
     }
 }

@@ -215,6 +215,9 @@ pub struct PoolInfo {
     pub class: Option<String>,
     /// Image of the pool's container (`null`: `SLOTPACK_POOL_IMAGE`).
     pub image: Option<String>,
+    /// Cluster node the pool runs on (swarm backend; `null` on one host).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// Totals and healthy counts.

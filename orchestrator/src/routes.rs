@@ -8,7 +8,10 @@ use std::collections::HashMap;
 pub struct Route {
     /// Owner (who may use the route).
     pub owner: String,
-    /// Port on 127.0.0.1.
+    /// Address its port is reached on (127.0.0.1 but on a cluster, where
+    /// it is the pool's node).
+    pub ip: std::net::IpAddr,
+    /// Port.
     pub port: u16,
     /// Uid of the tenant's slot user.
     pub uid: u32,
@@ -67,6 +70,7 @@ mod tests {
     fn route(port: u16, uid: u32) -> Route {
         Route {
             owner: "o".into(),
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
             port,
             uid,
         }

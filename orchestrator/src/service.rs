@@ -319,10 +319,10 @@ impl Orchestrator {
             .iter()
             .filter(|t| t.desired != Desired::Deleting)
             .filter_map(|t| {
-                Some((
-                    t.id.to_string(),
-                    route(&t.owner, by_number.get(&t.pool)?, t.slot),
-                ))
+                Some((t.id.to_string(), {
+                    let p = by_number.get(&t.pool)?;
+                    route(&t.owner, p, self.backend.agent_addr(p), t.slot)
+                }))
             })
             .collect();
         Ok(())
@@ -390,10 +390,12 @@ impl Orchestrator {
     }
 }
 
-/// The proxy route of `owner`'s tenant in `slot` of `pool`.
-fn route(owner: &str, pool: &PoolRow, slot: u32) -> Route {
+/// The proxy route of `owner`'s tenant in `slot` of `pool`, whose agent
+/// is at `agent` (its slot ports are on the same host).
+fn route(owner: &str, pool: &PoolRow, agent: std::net::SocketAddr, slot: u32) -> Route {
     Route {
         owner: owner.to_string(),
+        ip: agent.ip(),
         port: pool.base_port + slot as u16,
         uid: pool.uid_base + slot,
     }

@@ -37,15 +37,31 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
         s.health.bots.healthy,
         s.health.bots.total
     );
+    // The node column only where pools have nodes (a cluster backend).
+    let nodes = s.pools.iter().any(|p| p.node.is_some());
+    let node = |n: Option<&str>| {
+        if nodes {
+            format!("{:<26} ", n.unwrap_or("-"))
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<10} {:<20} {:<14} {:<12} {:>6} {:>6}  tenants",
-        "pool", "name", "class", "status", "used", "util"
+        "{:<10} {:<20} {}{:<14} {:<12} {:>6} {:>6}  tenants",
+        "pool",
+        "name",
+        node(Some("node")),
+        "class",
+        "status",
+        "used",
+        "util"
     );
     for p in &s.pools {
         println!(
-            "{:<10} {:<20} {:<14} {:<12} {:>3}/{:<2} {:>5}%  {}",
+            "{:<10} {:<20} {}{:<14} {:<12} {:>3}/{:<2} {:>5}%  {}",
             p.id,
             p.container_name,
+            node(p.node.as_deref()),
             p.class.as_deref().unwrap_or("default"),
             p.status,
             p.bots_count,

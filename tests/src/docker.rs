@@ -166,6 +166,24 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
+        // Swarm services first (their tasks would come back), where the
+        // engine is in a swarm; then what is left.
+        let label = format!("label=slotpack.deployment={}", self.0);
+        let services = Command::new("docker")
+            .args(["service", "ls", "-q", "--filter", &label])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in services.lines() {
+            let _ = Command::new("docker").args(["service", "rm", id]).output();
+        }
+        if !services.trim().is_empty() {
+            crate::wait_for(
+                std::time::Duration::from_secs(60),
+                "the services' tasks are gone",
+                || self.ids("containers").is_empty().then_some(()),
+            );
+        }
         for id in self.ids("containers") {
             let _ = Command::new("docker")
                 .args(["rm", "-f", "-v", &id])
@@ -175,6 +193,76 @@ impl Drop for Deployment {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f", &v])
                 .output();
+        }
+    }
+}
+
+/// A swarm for a test: the engine joins a single-node one (`docker swarm
+/// init --advertise-addr 127.0.0.1`, which works offline) unless it is in
+/// one already, and leaves it on drop only if it joined here, removing the
+/// `docker_gwbridge` network joining made.
+pub struct Swarm {
+    joined: bool,
+    bridge_made: bool,
+}
+
+impl Swarm {
+    /// Be in a swarm, as a manager.
+    pub fn join() -> Swarm {
+        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        if state == "active" {
+            return Swarm {
+                joined: false,
+                bridge_made: false,
+            };
+        }
+        let bridge = |name: &str| {
+            Command::new("docker")
+                .args(["network", "inspect", name])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let had_bridge = bridge("docker_gwbridge");
+        docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        Swarm {
+            joined: true,
+            // Made lazily by the engine once a task publishes a port.
+            bridge_made: !had_bridge,
+        }
+    }
+
+    /// This engine's node id.
+    pub fn node(&self) -> String {
+        docker(&["info", "--format", "{{.Swarm.NodeID}}"])
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if self.joined {
+            let _ = Command::new("docker")
+                .args(["swarm", "leave", "--force"])
+                .output();
+            if self.bridge_made {
+                // In use for a moment after leaving.
+                let removed = || {
+                    let gone = Command::new("docker")
+                        .args(["network", "inspect", "docker_gwbridge"])
+                        .output()
+                        .is_ok_and(|o| !o.status.success());
+                    let _ = Command::new("docker")
+                        .args(["network", "rm", "docker_gwbridge"])
+                        .output();
+                    gone.then_some(())
+                };
+                let _ = std::panic::catch_unwind(|| {
+                    crate::wait_for(
+                        std::time::Duration::from_secs(30),
+                        "docker_gwbridge removed",
+                        removed,
+                    )
+                });
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod docker;
 pub mod local;
+/// Pools as Docker Swarm services on chosen nodes.
+pub mod swarm;
 
 use std::net::SocketAddr;
 
@@ -43,7 +45,7 @@ pub fn container_name(deployment: &str, pool_id: &str) -> String {
 
 /// A place where pools (slot-agents) run.
 pub trait Backend: Send + Sync {
-    /// `local` or `docker`.
+    /// `local`, `docker` or `swarm`.
     fn name(&self) -> &'static str;
     /// Name shown as `containerName` (and the docker container's name).
     fn container_name(&self, pool: &PoolRow) -> String;
@@ -78,6 +80,22 @@ pub trait Backend: Send + Sync {
     /// Pool ids as their pools die, if the backend can tell at once
     /// (otherwise the health tick notices).
     fn deaths(&self) -> Option<BoxStream<'static, String>> {
+        None
+    }
+    /// The cluster's nodes as last read (`None`: a one-host backend, whose
+    /// pools have no node).
+    fn nodes(&self) -> Option<Vec<crate::nodes::Node>> {
+        None
+    }
+    /// Read the cluster's nodes again (each health tick does, before it
+    /// looks at the pools).
+    fn refresh_nodes(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// The host clients reach `pool`'s slot ports on, when it is not
+    /// `SLOTPACK_PUBLIC_HOST` (a cluster node's address).
+    fn public_host(&self, pool: &PoolRow) -> Option<String> {
+        let _ = pool;
         None
     }
 }

@@ -26,6 +26,8 @@ pub struct PoolRow {
     /// Image of its container (docker backend), fixed when it was made;
     /// `None`: `SLOTPACK_POOL_IMAGE`.
     pub image: Option<String>,
+    /// The cluster node it is pinned to (swarm backend); `None` elsewhere.
+    pub node: Option<String>,
     /// Shared, or one tenant's own.
     pub mode: PoolMode,
     /// Where its start stands.
@@ -74,6 +76,8 @@ pub struct NewPool {
     pub class: Option<String>,
     /// Image (`None`: the default one).
     pub image: Option<String>,
+    /// Node chosen for it (swarm backend).
+    pub node: Option<String>,
     /// Shared, or one tenant's own.
     pub mode: PoolMode,
     /// Agent token.

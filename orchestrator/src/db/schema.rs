@@ -82,6 +82,8 @@ const MIGRATIONS: &[&str] = &[
         'version', 1,
         'spec', json(json_remove(json(spec), '$.id', '$.owner'))
     );",
+    // 4: the cluster node a pool is pinned to (swarm backend).
+    "ALTER TABLE pools ADD COLUMN node TEXT;",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).

@@ -33,6 +33,7 @@ fn new_pool() -> NewPool {
         cpu_millis: 4000,
         class: None,
         image: None,
+        node: None,
         mode: PoolMode::Pooled,
         token: "t".into(),
     }

@@ -149,7 +149,7 @@ impl Orchestrator {
             idx.take(to.number, m.to_slot, &request_of(&tenant, &to));
             self.routes_mut().insert(
                 tenant.id.to_string(),
-                super::route(&tenant.owner, &to, m.to_slot),
+                super::route(&tenant.owner, &to, self.backend.agent_addr(&to), m.to_slot),
             );
             moving.push(Moving {
                 tenant,

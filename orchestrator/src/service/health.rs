@@ -65,6 +65,10 @@ impl Orchestrator {
                 .push(format!("orphaned pool {f} (not in the database)"));
             r.issues.push(format!("removing orphaned pool {f}: {e}"));
         }
+        // Nodes first: a pool whose node is lost or drained moves below.
+        if let Err(e) = self.backend.refresh_nodes().await {
+            r.issues.push(format!("listing the cluster's nodes: {e}"));
+        }
         // A `starting` pool belongs to whoever starts it (a create or the
         // warm refill; after a crash, start-up recovery): left alone here.
         let pools: Vec<PoolRow> = self
@@ -136,6 +140,25 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Whether `pool` must leave its node (a cluster backend's node that is
+    /// gone, down or drained): the node and why.
+    pub(super) fn must_leave(&self, pool: &PoolRow) -> Option<(String, &'static str)> {
+        let nodes = self.backend.nodes()?;
+        let node = pool.node.clone()?;
+        let placed = [crate::nodes::Placed {
+            pool: pool.number,
+            node: node.clone(),
+            memory_mb: pool.memory_mb,
+            cpu_millis: pool.cpu_millis,
+        }];
+        crate::nodes::must_leave(&nodes, &placed)
+            .first()
+            .map(|(_, why)| match why {
+                crate::nodes::Leave::Lost => (node.clone(), "lost or down"),
+                crate::nodes::Leave::Drained => (node.clone(), "drained"),
+            })
+    }
+
     /// Count a restart of `pool`: a success resets, a failure adds one;
     /// returns the failures in a row.
     pub(super) fn note_restart(&self, pool: u64, ok: bool) -> u32 {
@@ -155,8 +178,8 @@ impl Orchestrator {
 
     /// Move every tenant of a pool that cannot be brought back to other
     /// pools (or a new one), then remove the pool. Returns the moved ids.
-    pub(super) async fn evacuate(&self, dead: &PoolRow) -> Result<Vec<String>> {
-        let why = format!("{} could not be restarted", dead.id());
+    pub(super) async fn evacuate(&self, dead: &PoolRow, why: &str) -> Result<Vec<String>> {
+        let why = why.to_string();
         let mut moved = Vec::new();
         let mut idx = self.placer.lock().await;
         idx.remove(dead.number);
@@ -193,8 +216,10 @@ impl Orchestrator {
             let port = prow.base_port + slot as u16;
             self.db.move_tenant(&t.id, pool, slot, port, &why)?;
             idx.take(pool, slot, &want);
-            self.routes_mut()
-                .insert(t.id.to_string(), route(&t.owner, &prow, slot));
+            self.routes_mut().insert(
+                t.id.to_string(),
+                route(&t.owner, &prow, self.backend.agent_addr(&prow), slot),
+            );
             moved.push((t.id, t.spec, prow, slot, port, t.desired));
         }
         drop(idx);
@@ -222,6 +247,32 @@ impl Orchestrator {
         let (mut issues, mut actions) = (vec![], vec![]);
         let ep = self.endpoint(pool);
         let id = pool.id();
+        if let Some((node, why)) = self.must_leave(pool) {
+            let why = format!("its node {node} is {why}");
+            issues.push(format!("{id}: {why}"));
+            match self.evacuate(pool, &why).await {
+                Ok(moved) => actions.push(format!(
+                    "{id}: {why}: moved {} to other pools and removed {id}",
+                    if moved.is_empty() {
+                        "no tenants".to_string()
+                    } else {
+                        moved.join(", ")
+                    }
+                )),
+                Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
+            }
+            return Observed {
+                health: PoolHealth {
+                    id,
+                    healthy: false,
+                    latency_ms: None,
+                },
+                pool: pool.clone(),
+                programs: None,
+                issues,
+                actions,
+            };
+        }
         let t0 = Instant::now();
         let mut health = self.agents.health(&ep).await;
         if let Err(e) = &health {
@@ -245,7 +296,8 @@ impl Orchestrator {
                             .set_pool_status(pool.number, PoolState::Failed, None);
                         issues.push(format!("{id}: restart {failures} failed: {e}"));
                         if failures >= self.cfg.max_restart_attempts.max(1) {
-                            match self.evacuate(pool).await {
+                            let why = format!("{id} could not be restarted");
+                            match self.evacuate(pool, &why).await {
                                 Ok(moved) => actions.push(format!(
                                     "{id} could not be restarted: moved {} to other pools and removed {id}",
                                     if moved.is_empty() { "no tenants".to_string() } else { moved.join(", ") }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::*;
 use crate::classes::{ClassInfo, ClassList, ClassSpec, Size};
 use crate::db::{pool_id, NewPool, PoolRow};
+use crate::nodes::{self, Need, Placed};
 use crate::placement::{place, Decision, PoolIndex, Request};
 use crate::states::{PoolMode, PoolState};
 
@@ -60,6 +61,7 @@ impl Orchestrator {
         let legacy = !self.cfg.pool_mode_enabled;
         let (size, image) = self.class_of(&class)?;
         let slots = if legacy { 1 } else { size.slots };
+        let node = self.node_for(&size)?;
         Ok(self.db.insert_pool(
             &NewPool {
                 slots,
@@ -70,6 +72,7 @@ impl Orchestrator {
                 cpu_millis: size.cpu_millis,
                 class,
                 image,
+                node,
                 mode: if legacy {
                     PoolMode::Legacy
                 } else {
@@ -79,6 +82,42 @@ impl Orchestrator {
             },
             |b| self.backend.ports_free(b, slots),
         )?)
+    }
+
+    /// The node a new pool of `size` goes to, on a cluster backend: the
+    /// placement strategy over the nodes' capacity minus what the stored
+    /// pools reserve (`nodes::choose`). `None` on one-host backends.
+    pub(super) fn node_for(&self, size: &Size) -> Result<Option<String>> {
+        let Some(nodes) = self.backend.nodes() else {
+            return Ok(None);
+        };
+        let placed: Vec<Placed> = self
+            .db
+            .pools()?
+            .into_iter()
+            .filter_map(|p| {
+                Some(Placed {
+                    pool: p.number,
+                    node: p.node?,
+                    memory_mb: p.memory_mb,
+                    cpu_millis: p.cpu_millis,
+                })
+            })
+            .collect();
+        let need = Need {
+            memory_mb: size.memory_mb,
+            cpu_millis: size.cpu_millis,
+            labels: Default::default(),
+        };
+        match nodes::choose(&nodes, &placed, &need, self.cfg.placement) {
+            Some(n) => Ok(Some(n.id.clone())),
+            None => Err(ServiceError::Backend(crate::backend::BackendError::Other(
+                format!(
+                    "no ready, active node has room for a pool of {} MiB and {} millicores",
+                    size.memory_mb, size.cpu_millis
+                ),
+            ))),
+        }
     }
 
     /// Start a reserved pool (no lock needed: health ticks leave `starting`

@@ -88,6 +88,7 @@ impl Orchestrator {
                     memory_mb: p.memory_mb,
                     class: p.class.clone(),
                     image: p.image.clone(),
+                    node: p.node.clone(),
                     id,
                 }
             })
@@ -141,6 +142,21 @@ impl Orchestrator {
         if let Ok(pools) = self.db.pools() {
             for p in pools {
                 *s.pools.entry(p.status.to_string()).or_default() += 1;
+                if let Some(n) = &p.node {
+                    *s.node_pools.entry(n.clone()).or_default() += 1;
+                }
+            }
+        }
+        if let Some(nodes) = self.backend.nodes() {
+            for n in nodes {
+                let state = match (n.ready, n.availability) {
+                    (false, _) => "down",
+                    (true, crate::nodes::Availability::Active) => "active",
+                    (true, crate::nodes::Availability::Pause) => "paused",
+                    (true, crate::nodes::Availability::Drain) => "drained",
+                };
+                *s.nodes.entry(state.to_string()).or_default() += 1;
+                s.node_pools.entry(n.id).or_default();
             }
         }
         {

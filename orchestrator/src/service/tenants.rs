@@ -143,8 +143,10 @@ impl Orchestrator {
         };
         self.db.insert_tenant(&row)?;
         idx.take(prow.number, slot, &want);
-        self.routes_mut()
-            .insert(row.id.to_string(), route(&row.owner, &prow, slot));
+        self.routes_mut().insert(
+            row.id.to_string(),
+            route(&row.owner, &prow, self.backend.agent_addr(&prow), slot),
+        );
         drop(idx);
         // Committed: from here on the reconciler would finish the job after a crash.
         let pool = self
@@ -259,7 +261,10 @@ impl Orchestrator {
     }
 
     pub(super) fn placement(&self, t: &TenantRow, pool: &PoolRow) -> Placement {
-        let host = self.cfg.public_host.clone();
+        let host = self
+            .backend
+            .public_host(pool)
+            .unwrap_or_else(|| self.cfg.public_host.clone());
         Placement {
             pool_id: pool.id(),
             container_name: self.backend.container_name(pool),
@@ -355,9 +360,7 @@ impl Orchestrator {
     pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<std::net::SocketAddr> {
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
         match routes.get(id) {
-            Some(r) if caller.may_see(&r.owner) => {
-                Ok(std::net::SocketAddr::from(([127, 0, 0, 1], r.port)))
-            }
+            Some(r) if caller.may_see(&r.owner) => Ok(std::net::SocketAddr::new(r.ip, r.port)),
             _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
         }
     }
