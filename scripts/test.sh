@@ -23,6 +23,9 @@ if docker info >/dev/null 2>&1; then
   # A runtime image that is not ours (Debian + Python), for the pool-class
   # and migration tests.
   bash scripts/build-python-image.sh
+  # A second Docker engine, run in a container as a swarm worker, for the
+  # node-loss tests of the swarm backend.
+  bash scripts/build-node-image.sh
 elif [ "${CI:-}" = "true" ]; then
   echo "error: CI=true but the Docker engine does not answer" >&2
   exit 1

@@ -197,38 +197,154 @@ impl Drop for Deployment {
     }
 }
 
-/// A swarm for a test: the engine joins a single-node one (`docker swarm
-/// init --advertise-addr 127.0.0.1`, which works offline) unless it is in
-/// one already, and leaves it on drop only if it joined here, removing the
-/// `docker_gwbridge` network joining made.
+/// The image of a second Docker node (`scripts/build-node-image.sh`).
+pub const NODE_IMAGE: &str = "slotpack-test/node:bookworm";
+
+/// A swarm for a test: the engine makes a fresh one (`docker swarm init`,
+/// which works offline) advertised on the `docker0` bridge, so that a
+/// worker node in a container can join it; on drop the worker goes, the
+/// engine leaves the swarm, and the `docker_gwbridge` network and the
+/// worker's cgroups go too. Refuses an engine that is in a swarm already
+/// (someone else's).
 pub struct Swarm {
-    joined: bool,
     bridge_made: bool,
+    /// The worker node, if one was asked for.
+    pub worker: Option<Worker>,
+}
+
+/// A second Docker engine in a container of ours (Debian's docker.io,
+/// vfs storage, its own cgroup parent), joined as a swarm worker with the
+/// pool image loaded.
+pub struct Worker {
+    /// Its container's id.
+    pub container: String,
+    /// Its swarm node id.
+    pub node: String,
+    /// Its address (on the `docker0` bridge).
+    pub addr: String,
+    cgroup: String,
+}
+
+/// The address of the `docker0` bridge on this host.
+fn bridge_addr() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .expect("ip addr");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no docker0 address: {text}"))
+        .to_string()
 }
 
 impl Swarm {
-    /// Be in a swarm, as a manager.
+    /// A fresh single-node swarm (this engine, a manager).
     pub fn join() -> Swarm {
         let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-        if state == "active" {
-            return Swarm {
-                joined: false,
-                bridge_made: false,
-            };
-        }
-        let bridge = |name: &str| {
-            Command::new("docker")
-                .args(["network", "inspect", name])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        let had_bridge = bridge("docker_gwbridge");
-        docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        assert_ne!(
+            state, "active",
+            "the engine is in a swarm already: not ours to use"
+        );
+        let had_bridge = Command::new("docker")
+            .args(["network", "inspect", "docker_gwbridge"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        docker(&["swarm", "init", "--advertise-addr", &bridge_addr()]);
         Swarm {
-            joined: true,
             // Made lazily by the engine once a task publishes a port.
             bridge_made: !had_bridge,
+            worker: None,
         }
+    }
+
+    /// A fresh swarm of this engine and one worker node named `name`.
+    pub fn with_worker(name: &str) -> Swarm {
+        let mut swarm = Swarm::join();
+        let cgroup = format!("slotpack-{name}");
+        let container = docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            "managed-by=slotpack",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "NET_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            NODE_IMAGE,
+            "dockerd",
+            "--host=unix:///var/run/docker.sock",
+            "--storage-driver=vfs",
+            &format!("--cgroup-parent=/{cgroup}"),
+        ]);
+        let addr = docker(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            &container,
+        ]);
+        swarm.worker = Some(Worker {
+            container: container.clone(),
+            node: String::new(),
+            addr,
+            cgroup,
+        });
+        crate::wait_for(
+            std::time::Duration::from_secs(30),
+            "the worker's dockerd",
+            || {
+                Command::new("docker")
+                    .args(["exec", &container, "docker", "info"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+                    .then_some(())
+            },
+        );
+        // No registry: the worker gets the pool image from this engine.
+        let loaded = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {} | docker exec -i {container} docker load",
+                pool_image()
+            ))
+            .output()
+            .expect("docker save | load");
+        assert!(loaded.status.success(), "{loaded:?}");
+        let token = docker(&["swarm", "join-token", "-q", "worker"]);
+        let manager = format!("{}:2377", bridge_addr());
+        docker(&[
+            "exec", &container, "docker", "swarm", "join", "--token", &token, &manager,
+        ]);
+        let node = docker(&[
+            "exec",
+            &container,
+            "docker",
+            "info",
+            "--format",
+            "{{.Swarm.NodeID}}",
+        ]);
+        crate::wait_for(
+            std::time::Duration::from_secs(30),
+            "the worker is ready",
+            || {
+                (docker(&["node", "inspect", "-f", "{{.Status.State}}", &node]) == "ready")
+                    .then_some(())
+            },
+        );
+        if let Some(w) = swarm.worker.as_mut() {
+            w.node = node;
+        }
+        swarm
     }
 
     /// This engine's node id.
@@ -239,30 +355,58 @@ impl Swarm {
 
 impl Drop for Swarm {
     fn drop(&mut self) {
-        if self.joined {
+        if let Some(w) = &self.worker {
+            // Its dockerd and everything it ran end with the container.
             let _ = Command::new("docker")
-                .args(["swarm", "leave", "--force"])
+                .args(["rm", "-f", "-v", &w.container])
                 .output();
-            if self.bridge_made {
-                // In use for a moment after leaving.
-                let removed = || {
-                    let gone = Command::new("docker")
-                        .args(["network", "inspect", "docker_gwbridge"])
-                        .output()
-                        .is_ok_and(|o| !o.status.success());
-                    let _ = Command::new("docker")
-                        .args(["network", "rm", "docker_gwbridge"])
-                        .output();
-                    gone.then_some(())
-                };
-                let _ = std::panic::catch_unwind(|| {
-                    crate::wait_for(
-                        std::time::Duration::from_secs(30),
-                        "docker_gwbridge removed",
-                        removed,
-                    )
-                });
-            }
+            // The cgroups its engine made below its own parent.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "find /sys/fs/cgroup/*/{} -depth -type d -exec rmdir {{}} + 2>/dev/null",
+                    w.cgroup
+                ))
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["swarm", "leave", "--force"])
+            .output();
+        if self.bridge_made {
+            // In use for a moment after leaving.
+            let removed = || {
+                let gone = Command::new("docker")
+                    .args(["network", "inspect", "docker_gwbridge"])
+                    .output()
+                    .is_ok_and(|o| !o.status.success());
+                let _ = Command::new("docker")
+                    .args(["network", "rm", "docker_gwbridge"])
+                    .output();
+                gone.then_some(())
+            };
+            let _ = std::panic::catch_unwind(|| {
+                crate::wait_for(
+                    std::time::Duration::from_secs(30),
+                    "docker_gwbridge removed",
+                    removed,
+                )
+            });
         }
     }
+}
+
+/// Whether the worker-node image exists (in CI it must).
+pub fn require_node_image(test: &str) -> bool {
+    let there = Command::new("docker")
+        .args(["image", "inspect", NODE_IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !there {
+        assert!(
+            !crate::in_ci(),
+            "{test}: image {NODE_IMAGE} missing (scripts/build-node-image.sh); CI must run it"
+        );
+        eprintln!("skipping {test}: run scripts/build-node-image.sh");
+    }
+    there
 }

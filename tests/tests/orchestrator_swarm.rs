@@ -1,15 +1,24 @@
-//! The swarm backend against a real Docker Swarm (a single-node one the test
-//! makes, offline, if the engine is in none; required when CI=true): pools
-//! are services pinned to the node slotpack chose, with host-mode ports and
-//! a node-local state volume; create, proxy, health, recovery after the
-//! task's container is killed, node in status and metrics, clean removal.
+//! The swarm backend against a real Docker Swarm the tests make offline
+//! (required when CI=true): this engine as the manager and, for node loss,
+//! a second Docker engine in a container of ours as a worker. Pools are
+//! services pinned to the node slotpack chose, with host-mode ports and a
+//! node-local state volume: create, proxy, health, recovery after a kill,
+//! node in status and metrics, pools leaving a drained or lost node, clean
+//! removal.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use slotpack_tests::docker::{docker, pool_image, require_docker, Deployment, Swarm};
+use slotpack_tests::docker::{
+    docker, pool_image, require_docker, require_node_image, Deployment, Swarm,
+};
+use slotpack_tests::http::request;
 use slotpack_tests::orchestrator::Slotpack;
 use slotpack_tests::wait_for;
+
+/// One swarm at a time: the tests of this file share the engine's.
+static ENGINE: Mutex<()> = Mutex::new(());
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -31,6 +40,7 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
     if !require_docker("swarm backend") {
         return;
     }
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let swarm = Swarm::join();
     let node = swarm.node();
     let dep = format!("sw{}", std::process::id());
@@ -113,7 +123,8 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
         "{metrics}"
     );
     let bot = s.call("GET", "/api/pool/bot/s-1", "").json();
-    assert_eq!(bot["connection"]["host"], "127.0.0.1", "{bot}");
+    let addr = docker(&["node", "inspect", "-f", "{{.Status.Addr}}", &node]);
+    assert_eq!(bot["connection"]["host"], addr.as_str(), "{bot}");
     assert_eq!(bot["connection"]["port"], p1);
     // Through the proxy.
     let r = s.call("GET", "/api/tenants/s-2/proxy/api/v1/ping", "");
@@ -163,4 +174,135 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
     assert_eq!(docker(&["service", "ls", "-q", "--filter", &label]), "");
     assert!(guard.ids("containers").is_empty());
     assert!(guard.ids("volumes").is_empty());
+}
+
+/// The tenant's placement: (host, port, pool).
+fn placement(s: &Slotpack, id: &str) -> (String, u16, String) {
+    let t = s.call("GET", &format!("/api/tenants/{id}"), "").json();
+    let p = &t["tenant"]["placement"];
+    (
+        p["host"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{t}"))
+            .to_string(),
+        p["port"].as_u64().unwrap_or_default() as u16,
+        p["poolId"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Wait until `id` answers its ping where its placement says.
+fn pong_where_placed(s: &Slotpack, id: &str) -> (String, u16, String) {
+    wait_for(LONG, &format!("{id} answers where it is placed"), || {
+        let (host, port, pool) = placement(s, id);
+        request(&format!("{host}:{port}"), "GET", "/api/v1/ping", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200 && r.text().contains("pong"))
+            .map(|_| (host, port, pool))
+    })
+}
+
+fn availability(node: &str, what: &str) {
+    docker(&["node", "update", "--availability", what, node]);
+}
+
+#[test]
+fn pools_leave_a_drained_or_lost_node_for_another_with_their_tenants() {
+    if !require_docker("swarm nodes") || !require_node_image("swarm nodes") {
+        return;
+    }
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dep = format!("swn{}", std::process::id());
+    let swarm = Swarm::with_worker(&format!("{dep}-node2"));
+    let manager = swarm.node();
+    let worker = swarm.worker.as_ref().expect("worker");
+    let (node2, addr2) = (worker.node.clone(), worker.addr.clone());
+    let guard = Deployment(dep.clone());
+    let s = Slotpack::start(&[
+        ("SLOTPACK_BACKEND", "swarm"),
+        ("SLOTPACK_DEPLOYMENT", &dep),
+        ("SLOTPACK_POOL_IMAGE", &pool_image()),
+        ("SLOTPACK_POOL_MEMORY", "256m"),
+        ("SLOTPACK_POOL_CPUS", "0.5"),
+        // The orchestrator's own loop notices lost nodes.
+        ("HEALTH_CHECK_INTERVAL", "1000"),
+    ]);
+
+    // The manager takes nothing new: the first pool goes to the worker.
+    availability(&manager, "pause");
+    s.create_ok("n-1", in_container());
+    s.create_ok("n-2", in_container());
+    availability(&manager, "active");
+    let (host, port1, pool) = pong_where_placed(&s, "n-1");
+    assert_eq!((host.as_str(), pool.as_str()), (addr2.as_str(), "pool-1"));
+    pong_where_placed(&s, "n-2");
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["pools"][0]["node"], node2.as_str(), "{st}");
+    // The proxy reaches a tenant on the other node.
+    let r = s.call("GET", "/api/tenants/n-1/proxy/api/v1/ping", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Drain the worker: its pool moves to the manager, tenants keep their
+    // ids, new ports are reported.
+    availability(&node2, "drain");
+    let moved = wait_for(LONG, "n-1 moved off the drained node", || {
+        let (host, port, pool) = placement(&s, "n-1");
+        (pool != "pool-1").then_some((host, port, pool))
+    });
+    let (host, port, pool) = pong_where_placed(&s, "n-1");
+    assert_eq!((host.clone(), port, pool.clone()), moved);
+    assert_ne!(host, addr2);
+    assert_ne!(port, port1, "the new pool has its own ports");
+    pong_where_placed(&s, "n-2");
+    let ev = s
+        .call("GET", "/api/events?tenant=n-1", "")
+        .json()
+        .to_string();
+    assert!(
+        ev.contains("tenant.moved") && ev.contains("drained"),
+        "{ev}"
+    );
+    let st = s.call("GET", "/api/pool/status", "").json();
+    let pools = st["pools"].as_array().unwrap();
+    assert!(pools.iter().all(|p| p["node"] == manager.as_str()), "{st}");
+    // The drained pool's service is gone.
+    let left = docker(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=slotpack.deployment={dep}"),
+    ]);
+    assert!(!left.contains(&format!("{dep}-pool-1")), "{left}");
+
+    // Node loss: a pool on the worker (n-3 fills the manager's pool, n-4
+    // needs a new one), then the worker's engine is killed.
+    availability(&node2, "active");
+    availability(&manager, "pause");
+    s.create_ok("n-3", in_container());
+    s.create_ok("n-4", in_container());
+    availability(&manager, "active");
+    pong_where_placed(&s, "n-3");
+    let (host, _, lost_pool) = pong_where_placed(&s, "n-4");
+    assert_eq!(host, addr2);
+    let killed = Instant::now();
+    docker(&["kill", &worker.container]);
+    let (host, _, pool) = wait_for(LONG, "n-4 healthy on another node", || {
+        let (host, port, pool) = placement(&s, "n-4");
+        (pool != lost_pool)
+            .then(|| request(&format!("{host}:{port}"), "GET", "/api/v1/ping", &[], b"").ok())
+            .flatten()
+            .filter(|r| r.status == 200)
+            .map(|_| (host, port, pool))
+    });
+    let took = killed.elapsed();
+    assert_ne!(host, addr2);
+    eprintln!(
+        "node loss to all its tenants healthy elsewhere: {:.1} s (moved to {pool})",
+        took.as_secs_f64()
+    );
+    let h = s.health_check();
+    assert_eq!(h["bots"].as_array().map(Vec::len), Some(4), "{h}");
+    drop(s);
+    drop(guard);
 }

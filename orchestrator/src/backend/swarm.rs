@@ -301,7 +301,14 @@ impl SwarmBackend {
             reason,
         };
         let service_id = match self.docker.inspect_service(&name, None).await {
-            Ok(s) => s.id.unwrap_or_else(|| name.clone()),
+            Ok(s) => {
+                // Swarm restarts the task itself; if its node is gone, no
+                // wait helps: the pool must move (see `nodes::must_leave`).
+                if let Some(why) = self.node_unfit(pool).await {
+                    return Err(err(why));
+                }
+                s.id.unwrap_or_else(|| name.clone())
+            }
             Err(e) if is_status(&e, 404) => {
                 let spec = self.spec(pool).map_err(|e| err(e.to_string()))?;
                 let made = self
@@ -316,6 +323,7 @@ impl SwarmBackend {
         // The published port accepts before the agent listens: ask it.
         let addr = self.agent_addr(pool);
         let deadline = Instant::now() + START_WAIT;
+        let mut next_node_check = Instant::now() + Duration::from_secs(1);
         loop {
             let r = slotpack_proto::ping::ping(
                 slotpack_proto::protocol::PingKind::Http,
@@ -333,7 +341,34 @@ impl SwarmBackend {
                     START_WAIT.as_secs()
                 )));
             }
+            // A node lost while we wait ends the wait.
+            if Instant::now() >= next_node_check {
+                if let Some(why) = self.node_unfit(pool).await {
+                    return Err(err(why));
+                }
+                next_node_check = Instant::now() + Duration::from_secs(1);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Why `pool`'s node can run nothing now (down, gone or drained), as
+    /// the engine says at this moment; `None` if it can.
+    async fn node_unfit(&self, pool: &PoolRow) -> Option<String> {
+        let node = pool.node.as_deref()?;
+        match self.docker.inspect_node(node).await {
+            Err(e) if is_status(&e, 404) => Some(format!("node {node} left the swarm")),
+            Err(_) => None,
+            Ok(n) => {
+                let n = node_of(n)?;
+                if !n.ready {
+                    Some(format!("node {node} is down"))
+                } else if n.availability == Availability::Drain {
+                    Some(format!("node {node} is drained"))
+                } else {
+                    None
+                }
+            }
         }
     }
 

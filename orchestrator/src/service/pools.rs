@@ -45,6 +45,18 @@ impl Orchestrator {
                 Ok((idx, row, slot))
             }
             Decision::NewPool => {
+                // On a cluster the node is chosen from a fresh node list:
+                // read without the lock, then decide again (another create
+                // may have made room meanwhile).
+                drop(idx);
+                self.backend.refresh_nodes().await?;
+                let idx = self.placer.lock().await;
+                if let Decision::Place { pool, slot } = self.decide(&idx, want) {
+                    let row = self.db.pool(pool)?.ok_or_else(|| {
+                        ServiceError::Internal(format!("{} vanished", pool_id(pool)))
+                    })?;
+                    return Ok((idx, row, slot));
+                }
                 let reserved = self.reserve_pool(want.class.clone())?;
                 drop(idx);
                 let started = self.start_reserved(reserved).await?;
@@ -242,6 +254,10 @@ impl Orchestrator {
         // while a pool starts, so creates go on meanwhile.
         let _one = self.warming.lock().await;
         loop {
+            if let Err(e) = self.backend.refresh_nodes().await {
+                tracing::warn!(error = %e, "no warm pool");
+                return;
+            }
             let reserved = {
                 let idx = self.placer.lock().await;
                 if idx.free_slots(&None) >= u64::from(self.cfg.warm_slots) {
