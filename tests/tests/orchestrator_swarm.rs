@@ -123,6 +123,24 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
         "{metrics}"
     );
     let bot = s.call("GET", "/api/pool/bot/s-1", "").json();
+    // `slotpack status` shows the node column on a cluster.
+    let out = std::process::Command::new(slotpack_tests::bin("slotpack"))
+        .args([
+            "status",
+            "--listen",
+            &s.addr,
+            "--token",
+            slotpack_tests::orchestrator::ADMIN,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("pool-1"))
+        .unwrap_or_default();
+    assert!(row.contains(&node) && row.contains("s-1 s-2"), "{text}");
     let addr = docker(&["node", "inspect", "-f", "{{.Status.Addr}}", &node]);
     assert_eq!(bot["connection"]["host"], addr.as_str(), "{bot}");
     assert_eq!(bot["connection"]["port"], p1);
