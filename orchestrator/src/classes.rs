@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use slotpack_proto::protocol::in_range;
@@ -20,6 +21,10 @@ pub const MEMORY_MB: RangeInclusive<u64> = 16..=1 << 22;
 pub const CPU_MILLIS: RangeInclusive<u64> = 10..=1_000_000;
 /// Longest image reference.
 pub const IMAGE_MAX_LEN: usize = 255;
+/// Most node labels a class may ask for, and the longest key and value.
+pub const NODE_LABELS_MAX: usize = 16;
+/// Longest node label key or value.
+pub const NODE_LABEL_MAX_LEN: usize = 128;
 
 /// What a class is: `PUT /api/pool/classes/{name}` body; sizes left out
 /// take the default class's.
@@ -45,6 +50,11 @@ pub struct ClassSpec {
     #[serde(default)]
     #[schema(minimum = 10, maximum = 1_000_000)]
     pub cpu_millis: Option<u64>,
+    /// Swarm backend: node labels (`docker node update --label-add`) a
+    /// node must carry to run this class's pools; ignored by the other
+    /// backends. At most 16, keys and values of at most 128 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
 }
 
 /// The size of a class's pools, all defaults filled in.
@@ -87,6 +97,9 @@ pub struct ClassInfo {
     pub pools: u32,
     /// Set by the config file (re-applied at every start).
     pub from_config: bool,
+    /// Node labels its pools' nodes must carry (swarm backend).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
 }
 
 /// `GET /api/pool/classes` answer.
@@ -129,6 +142,20 @@ pub fn check(name: &str, spec: &ClassSpec, max_slots: u32) -> Result<(), String>
     if let Some(c) = spec.cpu_millis {
         in_range("cpuMillis", c, &CPU_MILLIS)?;
     }
+    if spec.node_labels.len() > NODE_LABELS_MAX {
+        return Err(format!(
+            "nodeLabels: at most {NODE_LABELS_MAX} labels, not {}",
+            spec.node_labels.len()
+        ));
+    }
+    for (k, v) in &spec.node_labels {
+        let bad = |s: &str| s.len() > NODE_LABEL_MAX_LEN || s.chars().any(char::is_control);
+        if k.is_empty() || bad(k) || bad(v) {
+            return Err(format!(
+                "nodeLabels: invalid label {k:?}={v:?}: want a key of 1 to {NODE_LABEL_MAX_LEN} and a value of at most {NODE_LABEL_MAX_LEN} characters, no control characters"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -146,6 +173,7 @@ pub fn from_toml(table: &toml::Table) -> Result<Vec<(String, ClassSpec)>, String
             slots: None,
             memory_mb: None,
             cpu_millis: None,
+            node_labels: BTreeMap::new(),
         };
         let int = |k: &str, v: &toml::Value| {
             v.as_integer()
@@ -183,9 +211,17 @@ pub fn from_toml(table: &toml::Table) -> Result<Vec<(String, ClassSpec)>, String
                             .map_err(|e| format!("classes.{name}.cpus: {e}"))?,
                     );
                 }
+                "node_labels" => {
+                    let t = v
+                        .as_table()
+                        .ok_or_else(|| format!("classes.{name}.node_labels: want a table"))?;
+                    for (lk, lv) in t {
+                        spec.node_labels.insert(lk.clone(), text(&format!("node_labels.{lk}"), lv)?);
+                    }
+                }
                 other => {
                     return Err(format!(
-                        "classes.{name}: unknown key {other:?} (want image, slots, memory, memory_mb, cpus, cpu_millis)"
+                        "classes.{name}: unknown key {other:?} (want image, slots, memory, memory_mb, cpus, cpu_millis, node_labels)"
                     ))
                 }
             }
@@ -226,6 +262,7 @@ mod tests {
             slots: None,
             memory_mb: None,
             cpu_millis: None,
+            node_labels: BTreeMap::new(),
         }
     }
 
@@ -286,6 +323,41 @@ mod tests {
         assert!(from_toml(&bad).unwrap_err().contains("imgae"));
         let none: toml::Table = "[x]\nslots = 3\n".parse().unwrap();
         assert!(from_toml(&none).unwrap_err().contains("image is required"));
+    }
+
+    #[test]
+    fn node_labels_are_bounded_and_read_from_toml() {
+        let mut c = spec("slotpack/pool");
+        c.node_labels.insert("zone".into(), "b".into());
+        assert!(check("zoned", &c, 10).is_ok());
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["nodeLabels"]["zone"], "b");
+        assert!(serde_json::to_value(spec("x"))
+            .unwrap()
+            .get("nodeLabels")
+            .is_none());
+        let mut long = c.clone();
+        long.node_labels.insert("k".repeat(129), "v".into());
+        assert!(check("zoned", &long, 10)
+            .unwrap_err()
+            .contains("nodeLabels"));
+        let mut ctl = c.clone();
+        ctl.node_labels.insert("k".into(), "a\nb".into());
+        assert!(check("zoned", &ctl, 10).is_err());
+        let mut many = c.clone();
+        for i in 0..NODE_LABELS_MAX {
+            many.node_labels.insert(format!("k{i}"), "v".into());
+        }
+        assert!(check("zoned", &many, 10)
+            .unwrap_err()
+            .contains("at most 16"));
+        let t: toml::Table =
+            toml::from_str("[zoned]\nimage = \"slotpack/pool\"\nnode_labels = { zone = \"b\" }\n")
+                .unwrap();
+        assert_eq!(from_toml(&t).unwrap()[0].1.node_labels["zone"], "b");
+        let t: toml::Table =
+            toml::from_str("[zoned]\nimage = \"x\"\nnode_labels = { zone = 1 }\n").unwrap();
+        assert!(from_toml(&t).unwrap_err().contains("node_labels.zone"));
     }
 
     #[test]

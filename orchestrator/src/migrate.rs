@@ -146,6 +146,7 @@ impl Ctx {
                 slots: None,
                 memory_mb: None,
                 cpu_millis: None,
+                node_labels: Default::default(),
             };
             self.api.put_class(&name, &spec).await?;
         }
@@ -157,6 +158,7 @@ impl Ctx {
             cpu_millis: 0,
             pools: 0,
             from_config: false,
+            node_labels: Default::default(),
         });
         Ok(Some(name))
     }

@@ -150,6 +150,40 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
     let h = s.health_check();
     assert_eq!(h["issues"], json!([]), "{h}");
 
+    // A class may ask for node labels: only nodes that carry them get its
+    // pools; none does → 503 saying so, and nothing is left behind.
+    docker(&["node", "update", "--label-add", "slotpack.zone=a", &node]);
+    let class = |name: &str, zone: &str| {
+        let body = json!({"image": pool_image(), "nodeLabels": {"slotpack.zone": zone}});
+        let r = s.call(
+            "PUT",
+            &format!("/api/pool/classes/{name}"),
+            &body.to_string(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    };
+    class("zone-a", "a");
+    class("zone-b", "b");
+    let mut zoned = in_container();
+    zoned["poolClass"] = json!("zone-b");
+    let r = s.create("z-b", zoned.clone());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("slotpack.zone"), "{}", r.text());
+    assert_eq!(s.call("GET", "/api/tenants/z-b", "").status, 404);
+    zoned["poolClass"] = json!("zone-a");
+    s.create_ok("z-a", zoned);
+    let za = s.wait_pong("z-a");
+    let st = s.call("GET", "/api/pool/status", "").json();
+    let zpool = st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["class"] == "zone-a")
+        .unwrap_or_else(|| panic!("{st}"));
+    assert_eq!(zpool["node"], node.as_str(), "{st}");
+    assert!(za > 0);
+    assert_eq!(s.call("DELETE", "/api/tenants/z-a", "").status, 200);
+
     // A class of another image is refused: every node would need it.
     let r = s.call(
         "PUT",

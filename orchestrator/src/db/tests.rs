@@ -92,6 +92,7 @@ fn a_file_of_the_schema_before_versions_is_migrated_with_its_rows() {
         slots: Some(2),
         memory_mb: None,
         cpu_millis: None,
+        node_labels: [("zone".to_string(), "a".to_string())].into(),
     };
     db.put_class("py", &spec, false).unwrap();
     let mut np = new_pool();

@@ -71,9 +71,14 @@ impl Orchestrator {
     /// users are taken. Quick; called with the placement lock held.
     pub(super) fn reserve_pool(&self, class: Option<String>) -> Result<PoolRow> {
         let legacy = !self.cfg.pool_mode_enabled;
-        let (size, image) = self.class_of(&class)?;
+        let (size, spec) = self.class_of(&class)?;
         let slots = if legacy { 1 } else { size.slots };
-        let node = self.node_for(&size)?;
+        let labels = spec
+            .as_ref()
+            .map(|c| c.node_labels.clone())
+            .unwrap_or_default();
+        let node = self.node_for(&size, labels)?;
+        let image = spec.map(|c| c.image);
         Ok(self.db.insert_pool(
             &NewPool {
                 slots,
@@ -99,7 +104,11 @@ impl Orchestrator {
     /// The node a new pool of `size` goes to, on a cluster backend: the
     /// placement strategy over the nodes' capacity minus what the stored
     /// pools reserve (`nodes::choose`). `None` on one-host backends.
-    pub(super) fn node_for(&self, size: &Size) -> Result<Option<String>> {
+    pub(super) fn node_for(
+        &self,
+        size: &Size,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
         let Some(nodes) = self.backend.nodes() else {
             return Ok(None);
         };
@@ -119,14 +128,20 @@ impl Orchestrator {
         let need = Need {
             memory_mb: size.memory_mb,
             cpu_millis: size.cpu_millis,
-            labels: Default::default(),
+            labels,
         };
         match nodes::choose(&nodes, &placed, &need, self.cfg.placement) {
             Some(n) => Ok(Some(n.id.clone())),
             None => Err(ServiceError::Backend(crate::backend::BackendError::Other(
                 format!(
-                    "no ready, active node has room for a pool of {} MiB and {} millicores",
-                    size.memory_mb, size.cpu_millis
+                    "no ready, active node{} has room for a pool of {} MiB and {} millicores",
+                    if need.labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with the labels {:?}", need.labels)
+                    },
+                    size.memory_mb,
+                    size.cpu_millis
                 ),
             ))),
         }
@@ -152,7 +167,7 @@ impl Orchestrator {
 
     /// The size of `class`'s pools and their image (`None`: the default
     /// class, or a class without an image of its own).
-    pub(super) fn class_of(&self, class: &Option<String>) -> Result<(Size, Option<String>)> {
+    pub(super) fn class_of(&self, class: &Option<String>) -> Result<(Size, Option<ClassSpec>)> {
         let default = self.default_size();
         let Some(name) = class else {
             return Ok((default, None));
@@ -170,7 +185,7 @@ impl Orchestrator {
                 known.join(", ")
             ))
         })?;
-        Ok((spec.size(default), Some(spec.image)))
+        Ok((spec.size(default), Some(spec)))
     }
 
     /// Size of the default class's pools.
@@ -225,6 +240,7 @@ impl Orchestrator {
                     cpu_millis: size.cpu_millis,
                     pools,
                     from_config,
+                    node_labels: spec.node_labels,
                 }
             })
             .collect();
