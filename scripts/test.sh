@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_cmd unshare util-linux
 ensure_cmd readelf binutils
+# The swarm tests advertise the swarm on docker0 (`ip addr`).
+ensure_cmd ip iproute2
 # A real Prometheus server and promtool for the observability test.
 ensure_cmd promtool prometheus
 

@@ -48,14 +48,17 @@ impl Orchestrator {
                 // On a cluster the node is chosen from a fresh node list:
                 // read without the lock, then decide again (another create
                 // may have made room meanwhile).
-                drop(idx);
-                self.backend.refresh_nodes().await?;
-                let idx = self.placer.lock().await;
-                if let Decision::Place { pool, slot } = self.decide(&idx, want) {
-                    let row = self.db.pool(pool)?.ok_or_else(|| {
-                        ServiceError::Internal(format!("{} vanished", pool_id(pool)))
-                    })?;
-                    return Ok((idx, row, slot));
+                let mut idx = idx;
+                if self.backend.nodes().is_some() {
+                    drop(idx);
+                    self.backend.refresh_nodes().await?;
+                    idx = self.placer.lock().await;
+                    if let Decision::Place { pool, slot } = self.decide(&idx, want) {
+                        let row = self.db.pool(pool)?.ok_or_else(|| {
+                            ServiceError::Internal(format!("{} vanished", pool_id(pool)))
+                        })?;
+                        return Ok((idx, row, slot));
+                    }
                 }
                 let reserved = self.reserve_pool(want.class.clone())?;
                 drop(idx);
@@ -165,8 +168,8 @@ impl Orchestrator {
         Ok(self.db.pool(row.number)?.unwrap_or(row))
     }
 
-    /// The size of `class`'s pools and their image (`None`: the default
-    /// class, or a class without an image of its own).
+    /// The size of `class`'s pools and the class itself (`None`: the
+    /// default class).
     pub(super) fn class_of(&self, class: &Option<String>) -> Result<(Size, Option<ClassSpec>)> {
         let default = self.default_size();
         let Some(name) = class else {
@@ -270,9 +273,11 @@ impl Orchestrator {
         // while a pool starts, so creates go on meanwhile.
         let _one = self.warming.lock().await;
         loop {
-            if let Err(e) = self.backend.refresh_nodes().await {
-                tracing::warn!(error = %e, "no warm pool");
-                return;
+            if self.backend.nodes().is_some() {
+                if let Err(e) = self.backend.refresh_nodes().await {
+                    tracing::warn!(error = %e, "no warm pool");
+                    return;
+                }
             }
             let reserved = {
                 let idx = self.placer.lock().await;
