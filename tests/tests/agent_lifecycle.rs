@@ -275,6 +275,10 @@ fn a_deletion_under_way_is_finished_by_an_agent_restarted_after_a_crash() {
         ),
     );
     let pid = a.wait_running("stubborn");
+    // Serving: it has written its start-up line. (A program that writes to
+    // its log pipe after the agent died gets EPIPE, and test-tenant exits
+    // on that; the agent's restart ends such programs anyway.)
+    a.wait_slot(0, "/api/v1/ping");
     // Begun, not waited for: the program ignores SIGTERM for two minutes.
     let r = a.call("DELETE", "/v1/programs/stubborn?wait=false", "");
     assert_eq!(r.status, 202, "{}", r.text());
@@ -296,6 +300,9 @@ fn end_leftovers_ends_what_an_agent_killed_hard_left_and_nothing_else() {
         tenant_spec(0, &[], json!({"restart": {"startSecs": 0}})),
     );
     let pid = a.wait_running("left");
+    // Serving, so its start-up line is written before the agent dies (see
+    // the test above).
+    a.wait_slot(0, "/api/v1/ping");
     let exit = a.signal_and_wait(Signal::SIGKILL);
     assert!(!exit.success());
     assert!(alive(pid), "the program went with the agent");
