@@ -22,6 +22,7 @@ use bollard::Docker;
 use clap::Args;
 use serde_json::Value;
 
+use crate::backend::engine::is_status;
 use crate::classes::{ClassList, ClassSpec};
 use crate::client::ApiClient;
 use crate::db::Db;
@@ -306,10 +307,6 @@ impl Ctx {
             .await?;
         Ok(())
     }
-}
-
-fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
 
 fn progress(done: usize, total: usize, what: &str) {

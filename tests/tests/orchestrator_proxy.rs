@@ -7,6 +7,18 @@ use std::time::Duration;
 use serde_json::json;
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
 
+/// Read one response head (through the blank line), byte by byte so that
+/// nothing after it is consumed.
+fn read_head(c: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    head
+}
+
 #[test]
 fn proxies_any_method_with_query_and_large_bodies() {
     let s = Slotpack::start(&[]);
@@ -51,12 +63,7 @@ fn proxies_websockets() {
         "GET /api/tenants/ws/proxy/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
+    let head = read_head(&mut c);
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
@@ -194,12 +201,7 @@ fn a_request_in_flight_is_answered_when_the_orchestrator_stops() {
         "POST /api/tenants/gs/proxy/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
     )
     .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
+    let head = read_head(&mut c);
     assert!(
         head.starts_with(b"HTTP/1.1 100"),
         "{}",

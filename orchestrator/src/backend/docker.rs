@@ -23,7 +23,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::future::BoxFuture;
@@ -32,6 +32,9 @@ use futures_util::{FutureExt, StreamExt};
 
 mod agent_volume;
 
+use super::engine::{
+    agent_args, agent_env, is_status, other, pool_labels, remove_volume, wait_for_agent,
+};
 use super::{Backend, BackendError, FoundPool};
 use crate::db::{pool_id, pool_number, PoolRow};
 
@@ -67,20 +70,6 @@ fn of_deployment(labels: Option<&HashMap<String, String>>, deployment: &str) -> 
         Some(d) => d == deployment,
         None => deployment == crate::config::DEFAULT_DEPLOYMENT,
     }
-}
-
-fn other(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Other(e.to_string())
-}
-
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 impl DockerBackend {
@@ -139,7 +128,7 @@ impl DockerBackend {
             ..Default::default()
         };
         match self.docker.remove_container(name, Some(opts)).await {
-            Err(e) if !is_not_found(&e) => Err(e),
+            Err(e) if !is_status(&e, 404) => Err(e),
             _ => Ok(()),
         }
     }
@@ -153,11 +142,7 @@ impl DockerBackend {
     }
 
     fn labels(&self, id: &str) -> HashMap<String, String> {
-        HashMap::from([
-            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-            (DEPLOYMENT_LABEL.to_string(), self.deployment.clone()),
-            (POOL_LABEL.to_string(), id.to_string()),
-        ])
+        pool_labels(&self.deployment, id)
     }
 
     /// Whether labels are of this deployment.
@@ -191,21 +176,8 @@ impl DockerBackend {
             exposed.push(format!("{port}/tcp"));
             bindings.insert(format!("{port}/tcp"), local(port));
         }
-        let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push(format!("SLOT_AGENT_TOKEN={}", pool.token));
-        let cmd = vec![
-            "--listen".to_string(),
-            format!("0.0.0.0:{AGENT_PORT}"),
-            "--state-dir".into(),
-            "/pool".into(),
-            "--base-port".into(),
-            pool.base_port.to_string(),
-            "--slots".into(),
-            pool.slots.to_string(),
-            "--slot-uid-base".into(),
-            pool.uid_base.to_string(),
-            "--inherit-env".into(),
-        ];
+        let env = agent_env(&self.env, pool);
+        let cmd = agent_args(pool);
         let cpu_millis = pool.cpu_millis.min(self.engine_millis);
         let config = ContainerCreateBody {
             image: Some(pool.image.clone().unwrap_or_else(|| self.image.clone())),
@@ -256,7 +228,7 @@ impl DockerBackend {
         };
         let running = match self.docker.inspect_container(&name, None).await {
             Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
-            Err(e) if is_not_found(&e) => {
+            Err(e) if is_status(&e, 404) => {
                 self.create(pool).await.map_err(|e| err(e.to_string()))?;
                 false
             }
@@ -268,25 +240,11 @@ impl DockerBackend {
                 .await
                 .map_err(|e| err(e.to_string()))?;
         }
-        // The published port accepts before the agent listens: ask it.
-        let addr = self.agent_addr(pool);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = slotpack_proto::ping::ping(
-                slotpack_proto::protocol::PingKind::Http,
-                addr,
-                "/v1/health",
-                Duration::from_secs(1),
-            )
-            .await;
-            if r.ok {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(err("agent did not answer within 30 s".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_for_agent(self.agent_addr(pool), Duration::from_secs(30), || async {
+            None
+        })
+        .await
+        .map_err(err)?;
         let c = self
             .docker
             .inspect_container(&name, None)
@@ -305,9 +263,7 @@ impl DockerBackend {
             ..Default::default()
         };
         match self.docker.remove_container(&name, Some(opts)).await {
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
+            Err(e) if is_status(&e, 409) => {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while self.docker.inspect_container(&name, None).await.is_ok() {
                     if Instant::now() > deadline {
@@ -316,26 +272,11 @@ impl DockerBackend {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            Err(e) if !is_not_found(&e) => return Err(other(e)),
+            Err(e) if !is_status(&e, 404) => return Err(other(e)),
             _ => {}
         }
         // The volume may still be in use for a moment by a container being removed.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self
-                .docker
-                .remove_volume(&self.volume(id), Some(RemoveVolumeOptions { force: true }))
-                .await
-            {
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409, ..
-                }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Err(e) if !is_not_found(&e) => return Err(other(e)),
-                _ => return Ok(()),
-            }
-        }
+        remove_volume(&self.docker, &self.volume(id)).await
     }
 
     /// Pool ids of our containers that die or are removed, as they happen.

@@ -1,6 +1,7 @@
 //! Where pools run. The service talks to pools only through [`Backend`].
 
 pub mod docker;
+pub mod engine;
 pub mod local;
 /// Pools as Docker Swarm services on chosen nodes.
 pub mod swarm;

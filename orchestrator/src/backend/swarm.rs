@@ -25,13 +25,15 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     ListContainersOptions, ListNodesOptions, ListServicesOptions, ListTasksOptions,
-    RemoveVolumeOptions,
 };
 use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::docker::{AGENT_PORT, DEPLOYMENT_LABEL, MANAGED_BY, POOL_LABEL};
+use super::docker::{AGENT_PORT, DEPLOYMENT_LABEL, POOL_LABEL};
+use super::engine::{
+    agent_args, agent_env, is_status, other, pool_labels, remove_volume, wait_for_agent,
+};
 use super::{Backend, BackendError, FoundPool};
 use crate::db::{pool_number, PoolRow};
 use crate::nodes::{Availability, Node};
@@ -51,14 +53,6 @@ pub struct SwarmBackend {
     self_node: String,
     /// The cluster's nodes as last read.
     nodes: RwLock<Vec<Node>>,
-}
-
-fn other(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Other(e.to_string())
-}
-
-fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
 
 /// A node as placement sees it, from the engine's description.
@@ -169,11 +163,7 @@ impl SwarmBackend {
     }
 
     fn labels(&self, id: &str) -> HashMap<String, String> {
-        HashMap::from([
-            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-            (DEPLOYMENT_LABEL.to_string(), self.deployment.clone()),
-            (POOL_LABEL.to_string(), id.to_string()),
-        ])
+        pool_labels(&self.deployment, id)
     }
 
     /// The service of `pool`: one replica of the pool image on its node.
@@ -202,21 +192,8 @@ impl SwarmBackend {
             let port = pool.base_port + slot as u16;
             ports.push(host(port, port));
         }
-        let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push(format!("SLOT_AGENT_TOKEN={}", pool.token));
-        let args = vec![
-            "--listen".to_string(),
-            format!("0.0.0.0:{AGENT_PORT}"),
-            "--state-dir".into(),
-            "/pool".into(),
-            "--base-port".into(),
-            pool.base_port.to_string(),
-            "--slots".into(),
-            pool.slots.to_string(),
-            "--slot-uid-base".into(),
-            pool.uid_base.to_string(),
-            "--inherit-env".into(),
-        ];
+        let env = agent_env(&self.env, pool);
+        let args = agent_args(pool);
         let seconds = |s: i64| s * 1_000_000_000;
         Ok(ServiceSpec {
             name: Some(self.name(&id)),
@@ -320,36 +297,11 @@ impl SwarmBackend {
             }
             Err(e) => return Err(err(e.to_string())),
         };
-        // The published port accepts before the agent listens: ask it.
-        let addr = self.agent_addr(pool);
-        let deadline = Instant::now() + START_WAIT;
-        let mut next_node_check = Instant::now() + Duration::from_secs(1);
-        loop {
-            let r = slotpack_proto::ping::ping(
-                slotpack_proto::protocol::PingKind::Http,
-                addr,
-                "/v1/health",
-                Duration::from_secs(1),
-            )
-            .await;
-            if r.ok {
-                return Ok(service_id);
-            }
-            if Instant::now() > deadline {
-                return Err(err(format!(
-                    "agent at {addr} did not answer within {} s",
-                    START_WAIT.as_secs()
-                )));
-            }
-            // A node lost while we wait ends the wait.
-            if Instant::now() >= next_node_check {
-                if let Some(why) = self.node_unfit(pool).await {
-                    return Err(err(why));
-                }
-                next_node_check = Instant::now() + Duration::from_secs(1);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // A node lost while we wait ends the wait.
+        wait_for_agent(self.agent_addr(pool), START_WAIT, || self.node_unfit(pool))
+            .await
+            .map_err(err)?;
+        Ok(service_id)
     }
 
     /// Why `pool`'s node can run nothing now (down, gone or drained), as
@@ -409,20 +361,7 @@ impl SwarmBackend {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self
-                .docker
-                .remove_volume(&self.volume(id), Some(RemoveVolumeOptions { force: true }))
-                .await
-            {
-                Err(e) if is_status(&e, 409) && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) if !is_status(&e, 404) => return Err(other(e)),
-                _ => return Ok(()),
-            }
-        }
+        remove_volume(&self.docker, &self.volume(id)).await
     }
 }
 

@@ -36,7 +36,18 @@ impl Orchestrator {
         idx: tokio::sync::MutexGuard<'a, PoolIndex>,
         want: &Request,
     ) -> Result<(tokio::sync::MutexGuard<'a, PoolIndex>, PoolRow, u32)> {
-        match self.decide(&idx, want) {
+        let mut idx = idx;
+        let mut decision = self.decide(&idx, want);
+        if matches!(decision, Decision::NewPool) && self.backend.nodes().is_some() {
+            // On a cluster the node is chosen from a fresh node list: read
+            // without the lock, then decide again (another create may have
+            // made room meanwhile).
+            drop(idx);
+            self.backend.refresh_nodes().await?;
+            idx = self.placer.lock().await;
+            decision = self.decide(&idx, want);
+        }
+        match decision {
             Decision::Place { pool, slot } => {
                 let row = self
                     .db
@@ -45,21 +56,6 @@ impl Orchestrator {
                 Ok((idx, row, slot))
             }
             Decision::NewPool => {
-                // On a cluster the node is chosen from a fresh node list:
-                // read without the lock, then decide again (another create
-                // may have made room meanwhile).
-                let mut idx = idx;
-                if self.backend.nodes().is_some() {
-                    drop(idx);
-                    self.backend.refresh_nodes().await?;
-                    idx = self.placer.lock().await;
-                    if let Decision::Place { pool, slot } = self.decide(&idx, want) {
-                        let row = self.db.pool(pool)?.ok_or_else(|| {
-                            ServiceError::Internal(format!("{} vanished", pool_id(pool)))
-                        })?;
-                        return Ok((idx, row, slot));
-                    }
-                }
                 let reserved = self.reserve_pool(want.class.clone())?;
                 drop(idx);
                 let started = self.start_reserved(reserved).await?;

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{CreateContainerOptions, ListVolumesOptions};
 
-use super::{other, DockerBackend, DEPLOYMENT_LABEL, POOL_LABEL};
+use super::{DockerBackend, DEPLOYMENT_LABEL, POOL_LABEL};
+use crate::backend::engine::other;
 use crate::backend::BackendError;
 
 /// Where `SLOTPACK_POOL_IMAGE` holds the static agent.
