@@ -47,9 +47,18 @@ pub struct ServeConfig {
     /// Database, local pools' state and logs.
     #[arg(long, env = "SLOTPACK_DATA_DIR", default_value = "./slotpack-data")]
     pub data_dir: PathBuf,
-    /// Admin bearer token.
-    #[arg(long, env = "SLOTPACK_ADMIN_TOKEN", hide_env_values = true)]
+    /// Admin bearer token, from the environment or a config file only (the
+    /// flag form is refused: command lines are readable by every process).
+    #[arg(
+        long,
+        env = "SLOTPACK_ADMIN_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
     pub admin_token: Option<String>,
+    /// File holding the admin bearer token (first line).
+    #[arg(long, env = "SLOTPACK_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Start without an admin token (development only; every request is admin).
     #[arg(long)]
     pub insecure_dev: bool,

@@ -73,13 +73,18 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
             cfg.deployment
         );
     }
+    if let Some(path) = &cfg.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("admin token file {}", path.display()))?;
+        cfg.admin_token = text.lines().next().map(|l| l.trim().to_string());
+    }
     if cfg
         .admin_token
         .as_deref()
         .is_none_or(|t| t.trim().is_empty())
         && !cfg.insecure_dev
     {
-        bail!("refusing to start without an admin token: set SLOTPACK_ADMIN_TOKEN (or pass --insecure-dev for development)");
+        bail!("refusing to start without an admin token: set SLOTPACK_ADMIN_TOKEN or pass --admin-token-file FILE (or --insecure-dev for development)");
     }
     // Its parents as the umask makes them; the data dir itself 0711: slot
     // users traverse it (to their homes) but cannot list it.

@@ -46,6 +46,17 @@ fn main() -> std::process::ExitCode {
     };
     let (cmd, classes) = file;
     let matches = cmd.get_matches_from(&args);
+    // A command line is readable by every process on the host (a tenant's
+    // too, in `/proc/<pid>/cmdline`): no secret may come from it.
+    if let Some(("serve", m)) = matches.subcommand() {
+        if m.value_source("admin_token") == Some(clap::parser::ValueSource::CommandLine) {
+            eprintln!(
+                "slotpack: error: --admin-token is refused: every process on this host can \
+                 read a command line; set SLOTPACK_ADMIN_TOKEN or pass --admin-token-file FILE"
+            );
+            return std::process::ExitCode::from(2);
+        }
+    }
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Serve(cfg) = &mut cli.command {
         cfg.classes = classes;

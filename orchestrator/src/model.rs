@@ -18,6 +18,12 @@ pub struct Resources {
     /// CPU in millicores, 0 to a pool's CPU (`SLOTPACK_POOL_CPU_MILLIS`).
     #[serde(default = "default_cpu")]
     pub cpu_millis: u64,
+    /// Disk in MiB, 1 to 1048576 (default 1024): the size of the slot's
+    /// private temporary folders (`/tmp`, `/var/tmp`, `/dev/shm`,
+    /// `/run/lock` together; tmpfs, so they count in `memoryMb` as well).
+    #[serde(default = "default_disk")]
+    #[schema(minimum = 1, maximum = 1048576)]
+    pub disk_mb: u64,
 }
 
 impl Default for Resources {
@@ -25,6 +31,7 @@ impl Default for Resources {
         Self {
             memory_mb: default_memory(),
             cpu_millis: default_cpu(),
+            disk_mb: default_disk(),
         }
     }
 }
@@ -34,6 +41,9 @@ fn default_memory() -> u64 {
 }
 fn default_cpu() -> u64 {
     100
+}
+fn default_disk() -> u64 {
+    1024
 }
 
 /// `POST /api/tenants` body; also what is stored of a tenant.

@@ -99,6 +99,8 @@ impl TenantSpec {
             restart: self.restart.clone(),
             stop: self.stop.clone(),
             max_memory_mb: Some(self.resources.memory_mb),
+            cpu_millis: Some(self.resources.cpu_millis),
+            disk_mb: Some(self.resources.disk_mb),
             working_dir: self.working_dir.clone(),
         }
     }

@@ -27,6 +27,8 @@ pub struct Api {
     pub sup: Shared,
     /// The bearer token.
     pub token: Arc<str>,
+    /// What the sandbox enforces (see [`crate::sandbox::Sandbox::describe`]).
+    pub sandbox: Arc<str>,
 }
 
 impl From<SupervisorError> for ApiError {
@@ -107,6 +109,7 @@ async fn health(State(api): State<Api>) -> Json<Health> {
         status: "ok".into(),
         programs: s.len(),
         uptime_seconds: s.uptime().as_secs(),
+        sandbox: api.sandbox.to_string(),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ports;
 pub mod program_env;
+pub mod sandbox;
 pub mod store;
 pub mod supervisor;
 
@@ -97,7 +98,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let isolate = nix::unistd::geteuid().is_root();
     let store = prepare_state_dir(&cfg)?;
-    end_leftovers(&store, isolate.then_some(&cfg));
+    let sandbox = isolate.then(|| sandbox::Sandbox::detect(&sandbox::group_name(&cfg.state_dir)));
+    end_leftovers(&store, isolate.then_some(&cfg), sandbox.as_ref());
 
     // Handlers first, so no exit or signal is missed once programs run.
     let mut sigchld = signal(SignalKind::child()).map_err(AgentError::Signal)?;
@@ -111,7 +113,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             source,
         })?;
 
-    let sup = Supervisor::new(&cfg, store.clone(), isolate);
+    let police = sandbox.as_ref().is_none_or(|s| !s.binds_enforced());
+    let described = sandbox.as_ref().map_or("off".to_string(), |s| s.describe());
+    let sup = Supervisor::new(&cfg, store.clone(), isolate, sandbox.clone());
     {
         let mut s = lock(&sup);
         let records = store.load().map_err(|source| AgentError::StateDir {
@@ -137,12 +141,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         })
     };
-    let sampler = tokio::spawn(sample_loop(sup.clone(), cfg.sample_interval()));
+    let sampler = tokio::spawn(sample_loop(sup.clone(), cfg.sample_interval(), police));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(api::Api {
         sup: sup.clone(),
         token: Arc::from(token.as_str()),
+        sandbox: Arc::from(described.as_str()),
     });
     let server = tokio::spawn(async move {
         let r = axum::serve(listener, app)
@@ -155,12 +160,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     });
     eprintln!(
-        "slot-agent: listening on {} (pid {}, {} slots from port {}, isolation {})",
+        "slot-agent: listening on {} (pid {}, {} slots from port {}, isolation {}, sandbox: {})",
         cfg.listen,
         std::process::id(),
         cfg.slots,
         cfg.base_port,
-        if isolate { "on" } else { "off" }
+        if isolate { "on" } else { "off" },
+        described
     );
 
     tokio::select! {
@@ -168,9 +174,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         _ = sigint.recv() => {}
     }
     shutdown(&sup).await;
-    // What the slot users left (setsid escapes), in one sweep.
-    if let Some(uids) = lock(&sup).slot_uids() {
-        leftovers::end_processes(uids);
+    // What the slots left (setsid escapes): by cgroup, or by uid without.
+    match sandbox.as_ref().and_then(|s| s.cgroups.as_ref()) {
+        Some(c) => {
+            for slot in 0..cfg.slots {
+                c.kill(slot);
+            }
+        }
+        None => {
+            if let Some(uids) = lock(&sup).slot_uids() {
+                leftovers::end_processes(uids);
+            }
+        }
     }
     let _ = stop_tx.send(());
     sampler.abort();
@@ -207,15 +222,22 @@ async fn shutdown(sup: &Shared) {
     }
 }
 
-async fn sample_loop(sup: Shared, every: Duration) {
+/// Every `every`: memory per program (from the slot cgroups, or from
+/// `/proc` without them) and, where the kernel does not limit binds
+/// (`police`), listeners on slot ports.
+async fn sample_loop(sup: Shared, every: Duration, police: bool) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Ports are policed only with slot users (each slot its own uid).
-    let police = lock(&sup).slot_uids().is_some();
+    let police = police && lock(&sup).slot_uids().is_some();
+    let kernel = lock(&sup).kernel_limits();
     loop {
         tick.tick().await;
-        let procs = procfs::all();
-        let rss = procfs::rss_by_group(&procs);
+        let rss = if kernel {
+            Default::default()
+        } else {
+            procfs::rss_by_group(&procfs::all())
+        };
         let listeners = if police {
             procfs::listeners()
         } else {
@@ -248,11 +270,25 @@ fn prepare_state_dir(cfg: &AgentConfig) -> Result<store::Store, AgentError> {
 /// End process groups that a previous agent (killed before it could stop
 /// them) left running, so the slot ports are free again; with isolation,
 /// also every process of a slot user (whatever group it moved to).
-fn end_leftovers(store: &store::Store, isolated: Option<&AgentConfig>) {
+/// With slot cgroups only what is in them is ended: never a process of
+/// another agent or deployment that happens to run under the same uids.
+fn end_leftovers(
+    store: &store::Store,
+    isolated: Option<&AgentConfig>,
+    sandbox: Option<&sandbox::Sandbox>,
+) {
     let mut n = store.end_noted_groups();
-    if let Some(cfg) = isolated {
-        let base = cfg.slot_uid_base;
-        n += leftovers::end_processes(base..base.saturating_add(cfg.slots));
+    match (isolated, sandbox.and_then(|s| s.cgroups.as_ref())) {
+        (Some(cfg), Some(c)) => {
+            for slot in 0..cfg.slots {
+                n += c.kill(slot);
+            }
+        }
+        (Some(cfg), None) => {
+            let base = cfg.slot_uid_base;
+            n += leftovers::end_processes(base..base.saturating_add(cfg.slots));
+        }
+        (None, _) => {}
     }
     if n > 0 {
         eprintln!("slot-agent: ended {n} process(es) left by a previous agent");

@@ -1,7 +1,9 @@
 //! Slot ports nobody else may take. The agent holds the port of every slot
-//! whose program is not running: a socket bound on the IPv4 and the IPv6
-//! wildcard (v6-only), never listening and without `SO_REUSEADDR`, so no
-//! other process can bind that port on any address. The hold is released
+//! whose program is not running, TCP and UDP: a socket of each bound on the
+//! IPv4 and the IPv6 wildcard (v6-only), never listening and without
+//! `SO_REUSEADDR`, so no other process can bind that port on any address.
+//! (With Landlock a slot's TCP binds are also limited by the kernel to its
+//! own port; UDP has no such rule, so the holds are what keeps it.) The hold is released
 //! just before the slot's program is spawned and taken again when it ends.
 //!
 //! The short gap between release and the program's own bind is covered by
@@ -30,11 +32,13 @@ impl PortHolds {
         if self.held.contains_key(&port) {
             return true;
         }
-        let mut fds = Vec::with_capacity(2);
-        let v4 = bind_v4(port);
+        let mut fds = Vec::with_capacity(4);
+        let v4 = bind_v4(port, SockType::Stream);
         let ok = v4.is_some();
         fds.extend(v4);
-        fds.extend(bind_v6(port));
+        fds.extend(bind_v6(port, SockType::Stream));
+        fds.extend(bind_v4(port, SockType::Datagram));
+        fds.extend(bind_v6(port, SockType::Datagram));
         if !fds.is_empty() {
             self.held.insert(port, fds);
         }
@@ -52,14 +56,8 @@ impl PortHolds {
     }
 }
 
-fn bind_v4(port: u16) -> Option<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .ok()?;
+fn bind_v4(port: u16, kind: SockType) -> Option<OwnedFd> {
+    let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None).ok()?;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrIn::new(0, 0, 0, 0, port),
@@ -68,14 +66,8 @@ fn bind_v4(port: u16) -> Option<OwnedFd> {
     Some(fd)
 }
 
-fn bind_v6(port: u16) -> Option<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Inet6,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .ok()?;
+fn bind_v6(port: u16, kind: SockType) -> Option<OwnedFd> {
+    let fd = socket(AddressFamily::Inet6, kind, SockFlag::SOCK_CLOEXEC, None).ok()?;
     setsockopt(&fd, sockopt::Ipv6V6Only, &true).ok()?;
     let addr = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).ok()?;
@@ -99,8 +91,15 @@ mod tests {
         for addr in ["127.0.0.1", "0.0.0.0"] {
             assert!(std::net::TcpListener::bind((addr, port)).is_err(), "{addr}");
         }
+        for addr in ["127.0.0.2", "0.0.0.0"] {
+            assert!(
+                std::net::UdpSocket::bind((addr, port)).is_err(),
+                "udp {addr}"
+            );
+        }
         h.release(port);
         assert!(!h.holds(port));
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        assert!(std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
     }
 }

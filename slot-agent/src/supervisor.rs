@@ -110,6 +110,8 @@ enum Phase {
 #[derive(Debug)]
 struct Run {
     pid: i32,
+    /// The slot's OOM kill count when the run started.
+    ooms: u64,
     since: Instant,
     since_wall: SystemTime,
     stage: Stage,
@@ -223,8 +225,13 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Create the supervisor over `state_dir`; `isolate` runs each slot under its own uid.
-    pub fn new(cfg: &AgentConfig, store: Store, isolate: bool) -> Shared {
-        Supervisor::with_host(cfg, store, isolate, Box::new(OsHost::default()))
+    pub fn new(
+        cfg: &AgentConfig,
+        store: Store,
+        isolate: bool,
+        sandbox: Option<crate::sandbox::Sandbox>,
+    ) -> Shared {
+        Supervisor::with_host(cfg, store, isolate, Box::new(OsHost::sandboxed(sandbox)))
     }
 
     /// [`Supervisor::new`] on another host (the tests' fake).
@@ -339,7 +346,12 @@ impl Supervisor {
         Duration::from_millis(t)
     }
 
-    /// The uids of every slot user, when slots run under their own uids.
+    /// Whether the kernel enforces memory limits (slot cgroups).
+    pub fn kernel_limits(&self) -> bool {
+        self.host.kernel_limits()
+    }
+
+    /// The slot users' uids, when slots run under their own uids.
     pub fn slot_uids(&self) -> Option<std::ops::Range<u32>> {
         let b = self.settings.uid_base?;
         Some(b..b.saturating_add(self.settings.slots))

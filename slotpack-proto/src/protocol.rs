@@ -34,9 +34,18 @@ pub struct ProgramSpec {
     /// How the program is stopped.
     #[serde(default)]
     pub stop: StopSpec,
-    /// Resident memory limit of the program's process group, in MiB.
+    /// Memory limit of the program's slot, in MiB: with slot cgroups a
+    /// kernel limit that counts shmem and tmpfs; else the resident memory
+    /// of its process group, sampled.
     #[serde(default)]
     pub max_memory_mb: Option<u64>,
+    /// CPU share of the slot in millicores (a cgroup weight: idle CPU stays usable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    /// Size of the slot's private temporary folders in MiB (`/tmp`,
+    /// `/var/tmp`, `/dev/shm`, `/run/lock` together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
     /// Absolute folder the program starts in (a runtime image's `WORKDIR`);
     /// default its slot's home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,6 +354,10 @@ pub struct Health {
     pub programs: usize,
     /// Seconds since the agent started.
     pub uptime_seconds: u64,
+    /// What the kernel enforces per slot: `cgroup v1|v2|none, namespaces
+    /// on|off, landlock abi N`, or `off` (an agent not running as root).
+    #[serde(default)]
+    pub sandbox: String,
 }
 
 /// One `/v1/events` entry: a program changed state.
@@ -489,6 +502,10 @@ pub struct Ranges {
     pub stop_timeout_ms: std::ops::RangeInclusive<u64>,
     /// `maxMemoryMb`.
     pub memory_mb: std::ops::RangeInclusive<u64>,
+    /// `cpuMillis` (the orchestrator's `resources.cpuMillis`).
+    pub cpu_millis: std::ops::RangeInclusive<u64>,
+    /// `diskMb` (the orchestrator's `resources.diskMb`).
+    pub disk_mb: std::ops::RangeInclusive<u64>,
     /// `?tail=` of the logs routes (lines), the agent's and the orchestrator's.
     pub tail_lines: std::ops::RangeInclusive<u64>,
 }
@@ -503,6 +520,8 @@ pub const RANGES: Ranges = Ranges {
     start_secs: 0..=3_600,
     stop_timeout_ms: 0..=120_000,
     memory_mb: 1..=1_048_576,
+    cpu_millis: 0..=1_024_000,
+    disk_mb: 1..=1_048_576,
     tail_lines: 0..=100_000,
 };
 
@@ -583,6 +602,12 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
     )?;
     if let Some(v) = spec.max_memory_mb {
         in_range("maxMemoryMb", v, &RANGES.memory_mb)?;
+    }
+    if let Some(v) = spec.cpu_millis {
+        in_range("cpuMillis", v, &RANGES.cpu_millis)?;
+    }
+    if let Some(v) = spec.disk_mb {
+        in_range("diskMb", v, &RANGES.disk_mb)?;
     }
     Ok(())
 }

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
@@ -199,6 +199,19 @@ impl DockerBackend {
                 memory: Some((pool.memory_mb << 20) as i64),
                 nano_cpus: Some((cpu_millis * 1_000_000) as i64),
                 pids_limit: Some(self.pids_limit),
+                // The slot sandbox (see ARCHITECTURE.md, threat model): the
+                // agent makes per-slot cgroups in a cgroup namespace of the
+                // pool's own, and per-slot mounts, IPC namespaces and
+                // Landlock rulesets; it needs CAP_SYS_ADMIN for that, and
+                // Docker's default seccomp profile predates Landlock. No
+                // slot keeps any of it: slots drop every capability, run
+                // as their own uid with no_new_privs.
+                cap_add: Some(vec!["SYS_ADMIN".into()]),
+                cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+                security_opt: Some(vec![
+                    "seccomp=unconfined".into(),
+                    "apparmor=unconfined".into(),
+                ]),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,

@@ -132,6 +132,7 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
         resources: Resources {
             memory_mb,
             cpu_millis,
+            ..Resources::default()
         },
         ping: serde_json::from_value(
             json!({"kind": "http", "path": ping_path, "intervalMs": 5000}),

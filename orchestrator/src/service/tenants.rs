@@ -64,6 +64,12 @@ impl Orchestrator {
                 size.cpu_millis
             ));
         }
+        slotpack_proto::protocol::in_range(
+            "resources.diskMb",
+            r.disk_mb,
+            &slotpack_proto::protocol::RANGES.disk_mb,
+        )
+        .map_err(ServiceError::BadRequest)?;
         if let Some(v) = req.max_lifetime_seconds {
             slotpack_proto::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
                 .map_err(ServiceError::BadRequest)?;
@@ -252,6 +258,7 @@ impl Orchestrator {
             resources: Resources {
                 memory_mb: t.memory_mb,
                 cpu_millis: t.cpu_millis,
+                disk_mb: t.spec.resources.disk_mb,
             },
             pool_class: t.spec.pool_class.clone(),
             created_at: t.created_at.clone(),

@@ -24,6 +24,7 @@ use slotpack_proto::{ping, procfs};
 use super::{lock, Supervisor, Timer};
 use crate::logs::LogFile;
 use crate::ports::PortHolds;
+use crate::sandbox::{Limits, Sandbox};
 
 /// Everything a run is started with.
 pub struct Launch<'a> {
@@ -41,6 +42,16 @@ pub struct Launch<'a> {
     pub working_dir: PathBuf,
     /// The slot user, when slots run under their own uids.
     pub uid: Option<u32>,
+    /// The slot.
+    pub slot: u32,
+    /// The slot's port.
+    pub port: u16,
+    /// Memory limit in MiB (the slot's cgroup).
+    pub memory_mb: Option<u64>,
+    /// CPU share in millicores (the slot's cgroup).
+    pub cpu_millis: Option<u64>,
+    /// Size of the slot's private temporary folders in MiB.
+    pub tmp_mb: u64,
     /// Most processes the slot user may have.
     pub max_procs: u64,
     /// Where stdout and stderr go.
@@ -81,8 +92,16 @@ pub trait Host {
     fn reap_one(&mut self) -> Option<(i32, Exit)>;
     /// The start time of `pid` (clock ticks after boot; 0 if unknown).
     fn start_ticks(&self, pid: i32) -> u64;
-    /// End every process of the slot user `uid`.
-    fn end_user(&mut self, uid: u32);
+    /// End every process of `slot` (its cgroup; without one, every
+    /// process of its user `uid`).
+    fn end_slot(&mut self, slot: u32, uid: u32);
+    /// Whether the kernel enforces memory limits (slot cgroups), so the
+    /// supervisor only reports memory and never ends a run for it.
+    fn kernel_limits(&self) -> bool;
+    /// Memory `slot` uses (its cgroup), if known.
+    fn slot_memory(&self, slot: u32) -> Option<u64>;
+    /// Processes of `slot` the kernel's OOM killer has ended so far.
+    fn oom_kills(&self, slot: u32) -> u64;
     /// Remove what a slot leaves: its home, and with a slot user its files
     /// in the shared temporary folders.
     fn clear_slot(&mut self, home: &Path, uid: Option<u32>);
@@ -109,6 +128,21 @@ pub trait Host {
 #[derive(Default)]
 pub struct OsHost {
     ports: PortHolds,
+    sandbox: Option<Sandbox>,
+}
+
+impl OsHost {
+    /// A host whose slots run in `sandbox` (agents as root).
+    pub fn sandboxed(sandbox: Option<Sandbox>) -> OsHost {
+        OsHost {
+            ports: PortHolds::default(),
+            sandbox,
+        }
+    }
+
+    fn cgroups(&self) -> Option<&crate::sandbox::Cgroups> {
+        self.sandbox.as_ref().and_then(|s| s.cgroups.as_ref())
+    }
 }
 
 impl Host for OsHost {
@@ -130,10 +164,28 @@ impl Host for OsHost {
             .stderr(Stdio::from(write_end.try_clone()?))
             .stdout(Stdio::from(write_end))
             .process_group(0);
-        if let Some(uid) = l.uid {
-            cmd.uid(uid).gid(uid);
+        match (l.uid, &self.sandbox) {
+            (Some(uid), Some(sb)) => {
+                let limits = Limits {
+                    memory_bytes: l.memory_mb.map(|m| m << 20),
+                    cpu_millis: l.cpu_millis,
+                    pids: l.max_procs,
+                };
+                let prepared = sb.prepare(l.slot, uid, l.port, limits, l.tmp_mb)?;
+                // SAFETY: `enter` makes system calls only, on data made
+                // before the fork (see `sandbox`).
+                #[allow(unsafe_code)]
+                unsafe {
+                    cmd.pre_exec(move || prepared.enter());
+                }
+            }
+            (uid, _) => {
+                if let Some(uid) = uid {
+                    cmd.uid(uid).gid(uid);
+                }
+                confine(&mut cmd, uid.map(|_| l.max_procs));
+            }
         }
-        confine(&mut cmd, l.uid.map(|_| l.max_procs));
         let child = cmd.spawn();
         drop(cmd); // closes our copies of the pipe's write end
         let pid = child?.id() as i32;
@@ -167,12 +219,33 @@ impl Host for OsHost {
         procfs::stat(pid).map_or(0, |s| s.start_ticks)
     }
 
-    fn end_user(&mut self, uid: u32) {
-        crate::leftovers::end_processes(uid..uid + 1);
+    fn end_slot(&mut self, slot: u32, uid: u32) {
+        match self.cgroups() {
+            Some(c) => {
+                c.kill(slot);
+            }
+            None => {
+                crate::leftovers::end_processes(uid..uid + 1);
+            }
+        }
+    }
+
+    fn kernel_limits(&self) -> bool {
+        self.cgroups().is_some()
+    }
+
+    fn slot_memory(&self, slot: u32) -> Option<u64> {
+        self.cgroups().map(|c| c.memory(slot))
+    }
+
+    fn oom_kills(&self, slot: u32) -> u64 {
+        self.cgroups().map_or(0, |c| c.oom_kills(slot))
     }
 
     fn clear_slot(&mut self, home: &Path, uid: Option<u32>) {
-        if let Some(uid) = uid {
+        // With private temp folders nothing is outside the home.
+        let private = self.sandbox.as_ref().is_some_and(|s| s.namespaces);
+        if let (Some(uid), false) = (uid, private) {
             crate::leftovers::remove_files(uid);
         }
         let _ = fs::remove_dir_all(home);
@@ -203,8 +276,13 @@ impl Host for OsHost {
         });
     }
 
-    fn ping_loop(&mut self, sup: Weak<Mutex<Supervisor>>, id: &str, gen: u64, plan: PingPlan) {
+    fn ping_loop(&mut self, sup: Weak<Mutex<Supervisor>>, id: &str, gen: u64, mut plan: PingPlan) {
         let id = id.to_string();
+        // Where the kernel limits binds to a slot's own port, no other
+        // user can listen there: no need to read the socket tables.
+        if self.sandbox.as_ref().is_some_and(Sandbox::binds_enforced) {
+            plan.uid = None;
+        }
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(plan.spec.initial_delay_ms)).await;
             loop {

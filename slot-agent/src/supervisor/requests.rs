@@ -212,7 +212,7 @@ impl Supervisor {
         // one may be left for it to find.
         let uid = self.slot_uid(p.slot);
         if let Some(uid) = uid {
-            self.host.end_user(uid);
+            self.host.end_slot(p.slot, uid);
         }
         let home = self.settings.slots_dir.join(p.slot.to_string());
         self.host.clear_slot(&home, uid);

@@ -13,8 +13,31 @@ impl Supervisor {
         }
     }
 
-    /// Sample resident memory per program and enforce `maxMemoryMb`.
+    /// Sample memory per program: with slot cgroups the slot's use (the
+    /// kernel enforces the limit; a process it ended for memory is told),
+    /// else the resident memory of the program's group, ending a run past
+    /// `maxMemoryMb`.
     pub fn sample_memory(&mut self, rss_by_group: &HashMap<i32, u64>) {
+        if self.host.kernel_limits() {
+            let mut ooms = Vec::new();
+            for (id, p) in self.programs.iter_mut() {
+                let Phase::Up(run) = &mut p.phase else {
+                    p.rss = 0;
+                    continue;
+                };
+                p.rss = self.host.slot_memory(p.slot).unwrap_or(0);
+                let now = self.host.oom_kills(p.slot);
+                if now > run.ooms {
+                    run.ooms = now;
+                    ooms.push(id.clone());
+                }
+            }
+            for id in ooms {
+                let msg = self.oom_message(&id, false);
+                self.note(&id, &msg);
+            }
+            return;
+        }
         let mut over = Vec::new();
         for (id, p) in self.programs.iter_mut() {
             p.rss = p
@@ -50,6 +73,33 @@ impl Supervisor {
         }
     }
 
+    /// The message of a kernel OOM kill in `id`'s slot (`ended`: it ended
+    /// the run), kept as the program's message.
+    fn oom_message(&mut self, id: &str, ended: bool) -> String {
+        let p = self.programs.get_mut(id).expect("present");
+        let limit = p.spec.max_memory_mb.unwrap_or_default();
+        let first = p.restarts == 0 || p.message.as_deref().is_some_and(|m| m.contains(FIRST_RUN));
+        let what = if ended {
+            "ended the program"
+        } else {
+            "ended a process of the program"
+        };
+        let msg = if first {
+            format!(
+                "memory limit exceeded: the kernel {what} at the slot's limit of {limit} MiB \
+                 (shared memory and temp files count) {FIRST_RUN}: the limit is too small \
+                 for this program (raise resources.memoryMb)"
+            )
+        } else {
+            format!(
+                "memory limit exceeded: the kernel {what} at the slot's limit of {limit} MiB \
+                 (shared memory and temp files count)"
+            )
+        };
+        p.message = Some(msg.clone());
+        msg
+    }
+
     pub(super) fn restart_now(&mut self, id: &str) {
         let Some(p) = self.programs.get_mut(id) else {
             return;
@@ -83,8 +133,10 @@ impl Supervisor {
         match spawned {
             Ok(pid) => {
                 let start_secs = p.pacing.start_secs;
+                let ooms = self.host.oom_kills(p.slot);
                 p.phase = Phase::Up(Run {
                     pid,
+                    ooms,
                     since: Instant::now(),
                     since_wall: SystemTime::now(),
                     stage: if start_secs.is_zero() {
@@ -160,7 +212,7 @@ impl Supervisor {
                     if let Some(t) = self.program_in(thief) {
                         self.note(&t, &msg);
                     }
-                    self.host.end_user(uid);
+                    self.host.end_slot(thief, uid);
                 } else if let Some(v) = victim {
                     self.note(
                         &v,
@@ -226,6 +278,11 @@ impl Supervisor {
                 .map_or_else(|| home.clone(), PathBuf::from),
             home,
             uid,
+            slot: p.slot,
+            port: p.port,
+            memory_mb: p.spec.max_memory_mb,
+            cpu_millis: p.spec.cpu_millis,
+            tmp_mb: p.spec.disk_mb.unwrap_or(crate::sandbox::DEFAULT_TMP_MB),
             max_procs: s.max_procs,
             log: p.log.clone(),
         };
@@ -247,9 +304,10 @@ impl Supervisor {
         self.host.signal_group(pid, Signal::SIGKILL);
         // (While the agent shuts down, one sweep of all slot users at the
         // end does it.)
-        if let Some(uid) = self.programs.get(&id).and_then(|p| self.slot_uid(p.slot)) {
+        let slot = self.programs.get(&id).map(|p| p.slot);
+        if let Some((slot, uid)) = slot.and_then(|s| Some((s, self.slot_uid(s)?))) {
             if !self.shutting_down {
-                self.host.end_user(uid);
+                self.host.end_slot(slot, uid);
             }
         }
         if let Some(port) = self.programs.get(&id).map(|p| p.port) {
@@ -278,7 +336,8 @@ impl Supervisor {
             at: now_rfc3339(),
         });
         let uptime = run.as_ref().map_or(Duration::ZERO, |r| r.since.elapsed());
-        let kill = run.and_then(|r| match r.stage {
+        let ooms_before = run.as_ref().map_or(0, |r| r.ooms);
+        let mut kill = run.and_then(|r| match r.stage {
             Stage::Stopping(k) => Some(k),
             _ => None,
         });
@@ -290,6 +349,12 @@ impl Supervisor {
         if self.shutting_down || p.desired == Desired::Stopped {
             self.go_down(&id, ProgramState::Stopped);
             return;
+        }
+        // The kernel ended it for memory: say so, and pace it as a kill.
+        if kill.is_none() && slot.is_some_and(|s| self.host.oom_kills(s) > ooms_before) {
+            let msg = self.oom_message(&id, true);
+            self.note(&id, &msg);
+            kill = Some(Kill::Memory);
         }
         match kill {
             Some(Kill::Stop) | Some(Kill::Shutdown) => self.go_down(&id, ProgramState::Stopped),

@@ -3,7 +3,7 @@
 //! armed timers are recorded; exits, timer firings and ping results are
 //! injected by the test. Specs and logs go to a temporary folder.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -42,6 +42,10 @@ struct World {
     cleared: Vec<PathBuf>,
     held: BTreeSet<u16>,
     fail_spawn: bool,
+    /// Slot cgroups: the kernel enforces memory.
+    kernel: bool,
+    /// OOM kills per slot, as the kernel would count them.
+    ooms: std::collections::HashMap<u32, u64>,
 }
 
 struct FakeHost(Arc<Mutex<World>>);
@@ -73,8 +77,18 @@ impl Host for FakeHost {
     fn start_ticks(&self, pid: i32) -> u64 {
         pid as u64 * 10
     }
-    fn end_user(&mut self, uid: u32) {
+    fn end_slot(&mut self, _slot: u32, uid: u32) {
         self.0.lock().unwrap().ended_users.push(uid);
+    }
+    fn kernel_limits(&self) -> bool {
+        self.0.lock().unwrap().kernel
+    }
+    fn slot_memory(&self, slot: u32) -> Option<u64> {
+        let w = self.0.lock().unwrap();
+        w.kernel.then_some(u64::from(slot + 1) << 20)
+    }
+    fn oom_kills(&self, slot: u32) -> u64 {
+        self.0.lock().unwrap().ooms.get(&slot).copied().unwrap_or(0)
     }
     fn clear_slot(&mut self, home: &Path, _uid: Option<u32>) {
         self.0.lock().unwrap().cleared.push(home.to_path_buf());
@@ -407,6 +421,44 @@ fn pings_that_fail_before_the_first_good_one_are_forgiven_within_the_grace() {
     }
     assert_eq!(r.state("g"), ProgramState::Running);
     assert!(r.w().signals.is_empty());
+}
+
+#[test]
+fn with_slot_cgroups_memory_is_reported_and_an_oom_kill_is_told_and_paced() {
+    let r = Rig::new("oom", true);
+    r.w().kernel = true;
+    r.put(
+        "m",
+        spec(1, json!({"restart": {"startSecs": 0}, "maxMemoryMb": 10})),
+    )
+    .unwrap();
+    let pid = r.pid("m");
+    // The kernel enforces: a sample never ends the run, it reports the slot's use.
+    lock(&r.sup).sample_memory(&[(pid, 99 << 20)].into());
+    assert_eq!(r.state("m"), ProgramState::Running);
+    assert_eq!(r.status("m").rss_bytes, 2 << 20);
+    // A child ended by the OOM killer: told, the run goes on.
+    r.w().ooms.insert(1, 1);
+    lock(&r.sup).sample_memory(&HashMap::new());
+    let s = r.status("m");
+    assert_eq!(s.state, ProgramState::Running);
+    assert!(s.message.unwrap().contains("ended a process"));
+    // The program itself ended by it: a memory kill, restarted with backoff.
+    r.w().ooms.insert(1, 2);
+    r.exit(pid, Exit::Signal(Signal::SIGKILL));
+    let s = r.status("m");
+    assert_eq!(s.state, ProgramState::Backoff);
+    let msg = s.message.unwrap();
+    assert!(
+        msg.contains("memory limit exceeded") && msg.contains("ended the program"),
+        "{msg}"
+    );
+    assert!(msg.contains("10 MiB"), "{msg}");
+    // A plain crash after it is not taken for another OOM.
+    r.fire("m", Timer::Backoff);
+    let pid = r.pid("m");
+    r.exit(pid, Exit::Code(1));
+    assert!(r.w().ended_users.contains(&10_001));
 }
 
 #[test]
