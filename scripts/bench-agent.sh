@@ -13,3 +13,9 @@ fi
 mkdir -p bench-out
 python3 scripts/bench/agent_vs_supervisord.py target/agent/slot-agent "$venv/bin/supervisord" \
   bench-out/agent.json "$@"
+# The slot sandbox (as root: cgroups, namespaces, Landlock, socket guard):
+# 100 sandboxed starts, the agent's CPU and RSS at 100 pinged programs, a
+# neighbour's p99 beside a spinning slot (sandbox on, and off as the peer).
+cargo build --release --locked -p test-tenant
+python3 scripts/bench/sandbox.py target/agent/slot-agent target/release/test-tenant \
+  bench-out/sandbox.json

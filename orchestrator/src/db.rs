@@ -85,6 +85,19 @@ impl Db {
         Ok(())
     }
 
+    /// The slot uid ranges of every stored pool.
+    pub fn uid_ranges(&self) -> Result<Vec<std::ops::Range<u64>>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT COALESCE(uid_base, 0), slots FROM pools")?;
+        let v = st
+            .query_map([], |r| {
+                let (u, n): (u64, u64) = (r.get(0)?, r.get(1)?);
+                Ok(u..u + n)
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+
     /// Insert a pool in the lowest block whose ports and uids touch no
     /// stored pool's and pass `usable`; returns the stored row.
     pub fn insert_pool(

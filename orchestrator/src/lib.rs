@@ -28,6 +28,7 @@ pub mod service;
 pub mod states;
 pub mod status;
 pub mod tenant_spec;
+pub mod uid_ranges;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +41,49 @@ use crate::backend::swarm::SwarmBackend;
 use crate::backend::Backend;
 use crate::config::ServeConfig;
 use crate::service::Orchestrator;
+
+/// Refuse to start when this deployment's stored pools or its first block
+/// would share slot uids with another deployment on the host, an account
+/// or a foreign process; note its ranges in the host-wide registry.
+fn claim_uids(cfg: &ServeConfig, db: &db::Db) -> anyhow::Result<Option<uid_ranges::Registry>> {
+    let dir = std::env::var_os("SLOTPACK_UID_REGISTRY")
+        .map_or_else(|| PathBuf::from(uid_ranges::DEFAULT_DIR), PathBuf::from);
+    let Some(reg) = uid_ranges::Registry::open(&dir, &cfg.deployment, &cfg.data_dir) else {
+        tracing::warn!(dir = %dir.display(), "cannot note slot uids host-wide; another deployment could share them");
+        return Ok(None);
+    };
+    let ours = db.uid_ranges()?;
+    let host = reg.read_host();
+    let base = u64::from(cfg.slot_uid_base);
+    let first = base..base + u64::from(cfg.max_bots_per_container.max(1));
+    let mut check: Vec<_> = ours.clone();
+    if !ours
+        .iter()
+        .any(|r| r.start < first.end && first.start < r.end)
+    {
+        check.push(first);
+    }
+    for r in &check {
+        if let Some(why) = uid_ranges::clash(r, &host, &ours) {
+            bail!(
+                "{why}: give this deployment a SLOT_UID_BASE of its own (uids no other \
+                 deployment, account or process uses)"
+            );
+        }
+    }
+    reg.note(&ours)
+        .with_context(|| format!("noting slot uids in {}", dir.display()))?;
+    Ok(Some(reg))
+}
+
+/// The ports a local deployment may use, for its agents' socket guard:
+/// the API's, and every agent and slot port of every block (agent ports
+/// run down from `base - 1`, slot ports up from `base`).
+pub fn local_guarded_ports(api: u16, base: u16, width: u32) -> String {
+    let blocks = (65_536 - u32::from(base)) / width.max(1);
+    let lo = u32::from(base).saturating_sub(1 + blocks).max(1);
+    format!("{api},{lo}-65535")
+}
 
 /// Find the slot-agent binary: the flag/env, next to this executable, or PATH.
 fn agent_bin(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
@@ -103,6 +147,12 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let db = db::Db::open(&cfg.data_dir.join("slotpack.db")).context("opening the database")?;
     db.fill_uid_bases(cfg.slot_uid_base)?;
+    // As root, slot uids are real host uids: this deployment's must be its own.
+    let uid_registry = if nix::unistd::geteuid().is_root() {
+        claim_uids(&cfg, &db)?
+    } else {
+        None
+    };
     db.set_event_retention(cfg.events_keep)?;
     let env = vec![
         (
@@ -124,10 +174,23 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
         ("SLOT_MAX_PROCS".to_string(), cfg.slot_max_procs.to_string()),
     ];
     let backend: Arc<dyn Backend> = match cfg.backend.as_str() {
-        "local" => Arc::new(
-            LocalBackend::new(&cfg.deployment, &cfg.data_dir, agent_bin(&cfg)?, env)
-                .context("local backend")?,
-        ),
+        "local" => {
+            // Pools, agents and the API share one network namespace here:
+            // no slot may reach (or bind) any port the deployment can use.
+            let mut env = env;
+            env.push((
+                "SLOT_GUARDED_PORTS".to_string(),
+                local_guarded_ports(
+                    cfg.listen.port(),
+                    cfg.pool_base_port,
+                    cfg.max_bots_per_container,
+                ),
+            ));
+            Arc::new(
+                LocalBackend::new(&cfg.deployment, &cfg.data_dir, agent_bin(&cfg)?, env)
+                    .context("local backend")?,
+            )
+        }
         "docker" => Arc::new(
             DockerBackend::connect(&cfg.deployment, &cfg.pool_image, cfg.pool_pids_limit, env)
                 .await?,
@@ -138,7 +201,9 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
         ),
         other => bail!("unknown backend {other:?}: want local, docker or swarm"),
     };
-    Ok(Arc::new(Orchestrator::new(cfg, db, backend)?))
+    Ok(Arc::new(
+        Orchestrator::new(cfg, db, backend)?.with_uid_registry(uid_registry),
+    ))
 }
 
 /// Slot users reach their homes below `data_dir`: every folder above it

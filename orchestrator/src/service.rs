@@ -142,6 +142,8 @@ pub struct Orchestrator {
     /// Counters.
     metrics: Metrics,
     placer: Mutex<PoolIndex>,
+    /// This deployment's note of its slot uids on the host (as root).
+    uid_registry: Option<crate::uid_ranges::Registry>,
     /// Tenant id → owner, port, uid for the proxy's hot path; derived from
     /// the database, changed with the index (and on the way to deletion).
     routes: Arc<std::sync::RwLock<Routes>>,
@@ -213,6 +215,7 @@ impl Orchestrator {
             agents,
             metrics: Metrics::default(),
             placer: Mutex::new(PoolIndex::new()),
+            uid_registry: None,
             routes: Arc::default(),
             last_health: std::sync::Mutex::new(None),
             tick_lock: Mutex::new(()),
@@ -223,6 +226,13 @@ impl Orchestrator {
             owner_tokens: std::sync::RwLock::new(owner_tokens),
             warming: Mutex::new(()),
         })
+    }
+
+    /// Keep new pools' slot uids clear of other deployments, accounts and
+    /// foreign processes, noting them in `registry`.
+    pub fn with_uid_registry(mut self, registry: Option<crate::uid_ranges::Registry>) -> Self {
+        self.uid_registry = registry;
+        self
     }
 
     /// Remove what the backend runs for pools the database does not know;

@@ -82,6 +82,21 @@ pub struct AgentConfig {
     /// Rotated log files kept per program.
     #[arg(long, env = "SLOT_LOG_BACKUPS", default_value_t = 3)]
     pub log_backups: u32,
+    /// Most API connections open at once (more are closed at accept).
+    #[arg(long, env = "SLOT_AGENT_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
+    /// Time in ms an API connection has for its first byte and for each
+    /// whole request head.
+    #[arg(long, env = "SLOT_AGENT_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub header_timeout_ms: u64,
+    /// Extra ports (`9000-9099,8080`) no slot may connect to at a local
+    /// address, besides the agent's own port and its slots' ports (which
+    /// are always guarded).
+    #[arg(long, env = "SLOT_GUARDED_PORTS", default_value = "",
+          value_parser = parse_guarded)]
+    pub guarded_ports: GuardedPorts,
     /// Interval of the memory sampler in ms.
     #[arg(long, env = "SLOT_SAMPLE_MS", default_value_t = 1_000)]
     pub sample_ms: u64,
@@ -92,7 +107,26 @@ pub struct AgentConfig {
     pub end_leftovers: bool,
 }
 
+/// Port ranges a slot may not reach at a local address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardedPorts(pub Vec<(u16, u16)>);
+
+fn parse_guarded(s: &str) -> Result<GuardedPorts, String> {
+    crate::sandbox::socket_guard::parse_ranges(s).map(GuardedPorts)
+}
+
 impl AgentConfig {
+    /// Every guarded range: the agent's port, its slots, and the extra ones.
+    pub fn all_guarded(&self) -> Vec<(u16, u16)> {
+        let mut v = vec![(self.listen.port(), self.listen.port())];
+        if self.slots > 0 {
+            let last = u32::from(self.base_port) + self.slots - 1;
+            v.push((self.base_port, u16::try_from(last).unwrap_or(u16::MAX)));
+        }
+        v.extend(self.guarded_ports.0.iter().copied());
+        v
+    }
+
     /// Port of `slot`, if the slot exists.
     pub fn slot_port(&self, slot: u32) -> Option<u16> {
         if slot >= self.slots {

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod ports;
 pub mod program_env;
 pub mod sandbox;
+pub mod server;
 pub mod store;
 pub mod supervisor;
 
@@ -98,7 +99,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let isolate = nix::unistd::geteuid().is_root();
     let store = prepare_state_dir(&cfg)?;
-    let sandbox = isolate.then(|| sandbox::Sandbox::detect(&sandbox::group_name(&cfg.state_dir)));
+    let sandbox = isolate
+        .then(|| sandbox::Sandbox::detect(&sandbox::group_name(&cfg.state_dir), cfg.all_guarded()));
     end_leftovers(&store, isolate.then_some(&cfg), sandbox.as_ref());
 
     // Handlers first, so no exit or signal is missed once programs run.
@@ -149,16 +151,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         token: Arc::from(token.as_str()),
         sandbox: Arc::from(described.as_str()),
     });
-    let server = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-        if let Err(e) = r {
-            eprintln!("slot-agent: http server: {e}");
-        }
-    });
+    let limits = server::Limits {
+        max_connections: cfg.max_connections as usize,
+        header_timeout: Duration::from_millis(cfg.header_timeout_ms.max(1)),
+    };
+    let server = tokio::spawn(server::serve(listener, app, limits, async {
+        let _ = stop_rx.await;
+    }));
     eprintln!(
         "slot-agent: listening on {} (pid {}, {} slots from port {}, isolation {}, sandbox: {})",
         cfg.listen,
@@ -185,6 +184,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             if let Some(uids) = lock(&sup).slot_uids() {
                 leftovers::end_processes(uids);
             }
+        }
+    }
+    if let Some(s) = sandbox.as_ref() {
+        if let Some(c) = &s.cgroups {
+            c.remove(cfg.slots);
+        }
+        if let Some(g) = &s.guard {
+            g.remove();
         }
     }
     let _ = stop_tx.send(());
@@ -293,6 +300,21 @@ fn end_leftovers(
     if n > 0 {
         eprintln!("slot-agent: ended {n} process(es) left by a previous agent");
     }
+}
+
+/// For whoever removes a pool whose agent is gone: kill what is left in
+/// its slots' cgroups (as root) and remove those groups; returns how many
+/// processes were killed.
+pub fn end_slot_groups(cfg: &AgentConfig) -> usize {
+    if !nix::unistd::geteuid().is_root() {
+        return 0;
+    }
+    let Ok(c) = sandbox::Cgroups::setup(&sandbox::group_name(&cfg.state_dir)) else {
+        return 0;
+    };
+    let n = (0..cfg.slots).map(|s| c.kill(s)).sum();
+    c.remove(cfg.slots);
+    n
 }
 
 fn raise_fd_limit() {

@@ -7,7 +7,9 @@ fn main() -> std::process::ExitCode {
     if cfg.end_leftovers {
         return match slot_agent::store::Store::open(&cfg.state_dir) {
             Ok(store) => {
-                println!("ended {} program groups", store.end_noted_groups());
+                let mut n = store.end_noted_groups();
+                n += slot_agent::end_slot_groups(&cfg);
+                println!("ended {n} program groups");
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {

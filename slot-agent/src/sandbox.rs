@@ -15,15 +15,18 @@
 
 pub mod cgroup;
 pub mod landlock;
+pub mod socket_guard;
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::libc;
 
-pub use cgroup::{Cgroups, Limits};
+pub use cgroup::{Cgroups, Layout, Limits};
+pub use socket_guard::SocketGuard;
 
 /// Temporary folders a slot gets of its own (mount points made at start).
 pub const PRIVATE_TMP: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
@@ -40,12 +43,35 @@ pub struct Sandbox {
     pub namespaces: bool,
     /// Landlock ABI (0: none).
     pub landlock: u32,
+    /// Kernel socket rules per slot (bind, connect, sendmsg).
+    pub guard: Option<Arc<SocketGuard>>,
+}
+
+/// One start in a slot, as [`Sandbox::prepare`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotStart<'a> {
+    /// The slot.
+    pub slot: u32,
+    /// Its user.
+    pub uid: u32,
+    /// Its port.
+    pub port: u16,
+    /// Its cgroup limits.
+    pub limits: Limits,
+    /// Size of its temp folders in MiB.
+    pub tmp_mb: u64,
+    /// Folders (home, working dir) kept visible where they lie below a
+    /// folder the slot gets a private one of.
+    pub keep: &'a [&'a Path],
+    /// The same, read only (the command's folder).
+    pub keep_read_only: &'a [&'a Path],
 }
 
 /// What one program is started with, made before the fork so that the
 /// child only makes system calls.
 pub struct Prepared {
     cgroup_fds: Vec<OwnedFd>,
+    carry: Vec<Carry>,
     ruleset: Option<OwnedFd>,
     tmp_options: Option<CString>,
     uid: u32,
@@ -54,8 +80,9 @@ pub struct Prepared {
 
 impl Sandbox {
     /// Find out what can be enforced here, and set up the agent's cgroup
-    /// `name` (a name of this agent's own: its state dir's hash).
-    pub fn detect(name: &str) -> Sandbox {
+    /// `name` (a name of this agent's own: its state dir's hash); no slot
+    /// may reach the `guarded` ports at a local address.
+    pub fn detect(name: &str, guarded: Vec<(u16, u16)>) -> Sandbox {
         for d in PRIVATE_TMP {
             let _ = std::fs::create_dir_all(d);
         }
@@ -74,51 +101,87 @@ impl Sandbox {
             }
         };
         let landlock = landlock::abi();
+        let v2 = match cgroups.as_ref().map(Cgroups::layout) {
+            Some(Layout::V2 { root }) => Some(root.clone()),
+            _ => None,
+        };
+        let guard = match SocketGuard::setup(v2.as_deref(), name, guarded) {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                eprintln!("slot-agent: sandbox: no socket guard ({e}): connects are not limited");
+                None
+            }
+        };
         Sandbox {
             cgroups,
             namespaces,
             landlock,
+            guard,
         }
     }
 
     /// One line for the start-up log and `/v1/health`.
     pub fn describe(&self) -> String {
         format!(
-            "cgroup {}, namespaces {}, landlock abi {}",
+            "cgroup {}, namespaces {}, landlock abi {}, socket guard {}",
             self.cgroups.as_ref().map_or("none", |c| c.version()),
             if self.namespaces { "on" } else { "off" },
-            self.landlock
+            self.landlock,
+            if self.guard.is_some() { "on" } else { "off" },
         )
     }
 
     /// Whether a slot's TCP binds are limited to its own port by the kernel.
     pub fn binds_enforced(&self) -> bool {
-        landlock::coverage(self.landlock).bind
+        landlock::coverage(self.landlock).bind || self.guard.is_some()
     }
 
-    /// Make what slot `slot` (user `uid`, port `port`) needs for one start.
-    pub fn prepare(
-        &self,
-        slot: u32,
-        uid: u32,
-        port: u16,
-        limits: Limits,
-        tmp_mb: u64,
-    ) -> io::Result<Prepared> {
-        let cgroup_fds = match &self.cgroups {
+    /// Make what one start in a slot needs (see [`SlotStart`]).
+    pub fn prepare(&self, start: &SlotStart<'_>) -> io::Result<Prepared> {
+        let SlotStart {
+            slot,
+            uid,
+            port,
+            limits,
+            tmp_mb,
+            keep,
+            keep_read_only,
+        } = *start;
+        let mut cgroup_fds = match &self.cgroups {
             Some(c) => {
                 c.prepare(slot, limits)?;
                 c.entry(slot)?
             }
             None => Vec::new(),
         };
+        if let Some(g) = &self.guard {
+            cgroup_fds.extend(g.prepare(slot, port)?);
+        }
         let ruleset = landlock::slot_ruleset(self.landlock, port)?;
         let tmp_options = self.namespaces.then(|| {
             CString::new(format!("size={}m,mode=1777,nr_inodes=65536", tmp_mb.max(1)))
                 .expect("no NUL")
         });
+        let mut carry = Vec::new();
+        if self.namespaces {
+            // Read-only ones first: a writable home inside one stays writable.
+            let all = keep_read_only
+                .iter()
+                .map(|k| (k, true))
+                .chain(keep.iter().map(|k| (k, false)));
+            for (k, read_only) in all {
+                if let Some(c) = Carry::of(k, read_only)? {
+                    if carry.len() < MAX_CARRY
+                        && !carry.iter().any(|o: &Carry| o.source == c.source)
+                    {
+                        carry.push(c);
+                    }
+                }
+            }
+        }
         Ok(Prepared {
             cgroup_fds,
+            carry,
             ruleset,
             tmp_options,
             uid,
@@ -133,6 +196,11 @@ fn probe_namespaces() -> io::Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let opts = CString::new("size=1m,mode=1777").expect("no NUL");
+    // The agent's own folder may lie below /tmp (a checkout there).
+    let carry: Vec<Carry> = match exe.parent() {
+        Some(d) => Carry::of(d, true)?.into_iter().collect(),
+        None => Vec::new(),
+    };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--version")
         .stdout(std::process::Stdio::null())
@@ -140,7 +208,7 @@ fn probe_namespaces() -> io::Result<()> {
     // SAFETY: the hook only makes system calls on data made before the fork.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || private_mounts(&opts));
+        cmd.pre_exec(move || private_mounts(&opts, &carry));
     }
     let status = cmd.status()?;
     if status.success() {
@@ -161,7 +229,7 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// New mount and IPC namespaces with private temp folders and `/proc`.
 /// Runs in the forked child: system calls only.
 #[allow(unsafe_code)]
-fn private_mounts(tmp_options: &CString) -> io::Result<()> {
+fn private_mounts(tmp_options: &CString, carry: &[Carry]) -> io::Result<()> {
     // SAFETY (whole function): every pointer is a NUL-terminated string
     // that lives across the call, or null where the call allows it.
     unsafe {
@@ -174,6 +242,22 @@ fn private_mounts(tmp_options: &CString) -> io::Result<()> {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
+        // Copies of the folders to carry, taken before /tmp is covered.
+        let mut held = [-1; MAX_CARRY];
+        for (c, slot) in carry.iter().zip(held.iter_mut()) {
+            const OPEN_TREE_CLONE: libc::c_uint = 1;
+            let flags = OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint;
+            let fd = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                c.source.as_ptr(),
+                flags,
+            );
+            check(fd as libc::c_int)?;
+            *slot = fd as libc::c_int;
+        }
         let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
         check(libc::mount(
             c"tmpfs".as_ptr(),
@@ -184,13 +268,47 @@ fn private_mounts(tmp_options: &CString) -> io::Result<()> {
         ))?;
         // One tmpfs for all four folders: one size bounds them together.
         check(libc::mkdir(c"/tmp/.slot".as_ptr(), 0o755))?;
+        for inner in [c"/tmp/.slot/var-tmp", c"/tmp/.slot/shm", c"/tmp/.slot/lock"] {
+            check(libc::mkdir(inner.as_ptr(), 0o1777))?;
+            check(libc::chmod(inner.as_ptr(), 0o1777))?;
+        }
+        // A home or working dir below one of them stays where it was.
+        for (c, fd) in carry.iter().zip(held) {
+            for d in &c.dirs {
+                if libc::mkdir(d.as_ptr(), 0o711) == 0 {
+                    // Whatever the agent's umask: the slot user passes
+                    // through, and lists nothing.
+                    check(libc::chmod(d.as_ptr(), 0o711))?;
+                } else if *libc::__errno_location() != libc::EEXIST {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+            let r = libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c.target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            );
+            libc::close(fd);
+            check(r as libc::c_int)?;
+            if c.read_only {
+                check(libc::mount(
+                    std::ptr::null(),
+                    c.target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
         for (inner, target) in [
             (c"/tmp/.slot/var-tmp", c"/var/tmp"),
             (c"/tmp/.slot/shm", c"/dev/shm"),
             (c"/tmp/.slot/lock", c"/run/lock"),
         ] {
-            check(libc::mkdir(inner.as_ptr(), 0o1777))?;
-            check(libc::chmod(inner.as_ptr(), 0o1777))?;
             check(libc::mount(
                 inner.as_ptr(),
                 target.as_ptr(),
@@ -226,7 +344,7 @@ impl Prepared {
             }
         }
         if let Some(opts) = &self.tmp_options {
-            private_mounts(opts)?;
+            private_mounts(opts, &self.carry)?;
         }
         // SAFETY: plain system calls with integer arguments.
         unsafe {
@@ -251,13 +369,71 @@ impl Prepared {
     }
 }
 
+/// Most folders carried into a slot's temp folders (home, working dir).
+const MAX_CARRY: usize = 3;
+
+/// A folder of the pool that lies below a private temp folder, carried
+/// into the slot's own: cloned (`open_tree`) in the slot's mount namespace
+/// before its tmpfs covers it, then moved to the same path on the tmpfs.
+struct Carry {
+    read_only: bool,
+    source: CString,
+    /// Folders to make on the tmpfs, outermost first (the target last).
+    dirs: Vec<CString>,
+    target: CString,
+}
+
+impl Carry {
+    /// `path` if it lies below a private temp folder.
+    fn of(path: &Path, read_only: bool) -> io::Result<Option<Carry>> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::fs::canonicalize(path)?;
+        let inner = [
+            ("/tmp", "/tmp"),
+            ("/var/tmp", "/tmp/.slot/var-tmp"),
+            ("/dev/shm", "/tmp/.slot/shm"),
+            ("/run/lock", "/tmp/.slot/lock"),
+        ];
+        let Some((rel, base)) = inner
+            .iter()
+            .find_map(|(p, b)| Some((path.strip_prefix(p).ok()?, *b)))
+        else {
+            return Ok(None);
+        };
+        if rel.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let cs = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+        let mut dirs = Vec::new();
+        let mut at = Path::new(base).to_path_buf();
+        for part in rel.components() {
+            at.push(part);
+            dirs.push(cs(&at)?);
+        }
+        Ok(Some(Carry {
+            read_only,
+            source: cs(&path)?,
+            dirs,
+            target: cs(&at)?,
+        }))
+    }
+}
+
 /// A short stable name for the agent's cgroup from its state dir
 /// (FNV-1a of the path), so that two agents on one host never share one.
 pub fn group_name(state_dir: &Path) -> String {
+    format!(
+        "slot-agent-{:016x}",
+        fnv(state_dir.as_os_str().as_encoded_bytes())
+    )
+}
+
+/// FNV-1a, a short stable hash for names.
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in state_dir.as_os_str().as_encoded_bytes() {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("slot-agent-{h:016x}")
+    h
 }

@@ -178,6 +178,17 @@ impl Agent {
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
+    /// The sandbox the agent reports in `/v1/health` ("off" without one).
+    pub fn sandbox(&self) -> String {
+        let h = self.call("GET", "/v1/health", "").json();
+        h["sandbox"].as_str().unwrap_or("off").to_string()
+    }
+
+    /// Whether the agent puts its slots in kernel cgroups.
+    pub fn sandboxed(&self) -> bool {
+        self.sandbox().starts_with("cgroup")
+    }
+
     /// PUT a program spec, asserting success; returns its status.
     pub fn put(&self, id: &str, spec: Value) -> Value {
         let r = self.call("PUT", &format!("/v1/programs/{id}"), &spec.to_string());

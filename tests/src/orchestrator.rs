@@ -234,6 +234,29 @@ impl Slotpack {
         r.json()
     }
 
+    /// The sandbox pool-1's agent reports (`off` without one); the pool
+    /// must be running.
+    pub fn sandbox(&self) -> String {
+        let token =
+            std::fs::read_to_string(self.data.join("pools/pool-1.token")).expect("pool-1 runs");
+        let auth = format!("Bearer {}", token.trim());
+        let r = request(
+            &format!("127.0.0.1:{}", self.base_port - 1),
+            "GET",
+            "/v1/health",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .expect("agent health");
+        r.json()["sandbox"].as_str().unwrap_or("off").to_string()
+    }
+
+    /// Whether pool-1's slots are kernel sandboxes (cgroups and namespaces).
+    pub fn sandboxed(&self) -> bool {
+        let s = self.sandbox();
+        s.starts_with("cgroup v") && s.contains("namespaces on")
+    }
+
     /// Pids of the pool agents (from the data dir).
     pub fn agent_pids(&self) -> Vec<(String, i32)> {
         let Ok(rd) = std::fs::read_dir(self.data.join("pools")) else {

@@ -408,3 +408,47 @@ fn the_agent_refuses_to_start_without_a_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API token"));
 }
+
+#[test]
+fn idle_connections_to_the_agent_are_capped_and_closed() {
+    let a = Agent::start(
+        1,
+        &["--max-connections", "32", "--header-timeout-ms", "300"],
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", a.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // A flood of connections that never send a byte.
+    let mut flood: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&a.addr).unwrap())
+        .collect();
+    let during = fds();
+    assert!(
+        during <= before + 32 + 2,
+        "{during} descriptors open (from {before}) with a cap of 32"
+    );
+    // Each one is closed by the agent: at once over the cap, else after
+    // the header timeout.
+    for s in &mut flood {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1];
+        match std::io::Read::read(s, &mut buf) {
+            Ok(n) => assert_eq!(n, 0, "an idle connection got data"),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "an idle connection stayed open: {e}"
+            ),
+        }
+    }
+    drop(flood);
+    // And the API answers as before.
+    let r = a.call("GET", "/v1/programs", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(LONG, "descriptors back", || {
+        (fds() <= before + 2).then_some(())
+    });
+}

@@ -128,7 +128,7 @@ fn bot_info_and_tenant_views() {
     assert_eq!(t["tenant"]["owner"], "admin");
     assert_eq!(
         t["tenant"]["resources"],
-        json!({"memoryMb": 64, "cpuMillis": 10})
+        json!({"memoryMb": 64, "cpuMillis": 10, "diskMb": 1024})
     );
     let l = s.call("GET", "/api/tenants", "").json();
     assert_eq!(l["tenants"].as_array().unwrap().len(), 1);

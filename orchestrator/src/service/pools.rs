@@ -78,7 +78,14 @@ impl Orchestrator {
             .unwrap_or_default();
         let node = self.node_for(&size, labels)?;
         let image = spec.map(|c| c.image);
-        Ok(self.db.insert_pool(
+        let host = self.uid_registry.as_ref().map(|r| r.read_host());
+        let ours = self.db.uid_ranges()?;
+        let uids_free = |b: &crate::blocks::Block| {
+            let range = u64::from(b.uid_base)..u64::from(b.uid_base) + u64::from(slots);
+            host.as_ref()
+                .is_none_or(|h| crate::uid_ranges::clash(&range, h, &ours).is_none())
+        };
+        let row = self.db.insert_pool(
             &NewPool {
                 slots,
                 block_width: self.cfg.max_bots_per_container,
@@ -96,8 +103,14 @@ impl Orchestrator {
                 },
                 token: random_token(),
             },
-            |b| self.backend.ports_free(b, slots),
-        )?)
+            |b| uids_free(b) && self.backend.ports_free(b, slots),
+        )?;
+        if let Some(r) = &self.uid_registry {
+            if let Err(e) = r.note(&self.db.uid_ranges()?) {
+                tracing::warn!(error = %e, "cannot note the new pool's slot uids");
+            }
+        }
+        Ok(row)
     }
 
     /// The node a new pool of `size` goes to, on a cluster backend: the

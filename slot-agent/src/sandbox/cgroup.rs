@@ -130,6 +130,19 @@ fn make_dir(dir: &Path, point: &Path) -> io::Result<()> {
     }
 }
 
+/// Remove the (empty) group `dir`, waiting a moment for processes killed
+/// just now to leave it. A group that does not exist is fine.
+pub fn remove_group(dir: &Path) {
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
+}
+
 fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
@@ -208,6 +221,11 @@ impl Cgroups {
     /// A layout over folders that already exist (the tests' fake hierarchy).
     pub fn with_layout(layout: Layout) -> Cgroups {
         Cgroups { layout }
+    }
+
+    /// Where the groups live.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// `v1` or `v2`.
@@ -354,6 +372,32 @@ impl Cgroups {
             }
         }
         total
+    }
+
+    /// Remove the groups of `slots` slots and the agent's own folders (at
+    /// shutdown, once their processes are gone), so that no empty group of
+    /// a stopped agent stays behind on the machine.
+    pub fn remove(&self, slots: u32) {
+        for slot in 0..slots {
+            for d in self.dirs(slot) {
+                remove_group(&d);
+            }
+        }
+        let roots: Vec<&PathBuf> = match &self.layout {
+            Layout::V1 {
+                memory,
+                cpu,
+                pids,
+                freezer,
+            } => [Some(memory), cpu.as_ref(), pids.as_ref(), freezer.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Layout::V2 { root } => vec![root],
+        };
+        for r in roots {
+            remove_group(r);
+        }
     }
 
     /// Memory the slot uses now (resident, page cache, shmem and tmpfs).

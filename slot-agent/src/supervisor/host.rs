@@ -171,7 +171,23 @@ impl Host for OsHost {
                     cpu_millis: l.cpu_millis,
                     pids: l.max_procs,
                 };
-                let prepared = sb.prepare(l.slot, uid, l.port, limits, l.tmp_mb)?;
+                // The command stays runnable where private temp folders cover it.
+                let command_dir: Vec<PathBuf> = Path::new(l.command)
+                    .parent()
+                    .filter(|p| p.is_absolute())
+                    .map(Path::to_path_buf)
+                    .into_iter()
+                    .collect();
+                let ro: Vec<&Path> = command_dir.iter().map(PathBuf::as_path).collect();
+                let prepared = sb.prepare(&crate::sandbox::SlotStart {
+                    slot: l.slot,
+                    uid,
+                    port: l.port,
+                    limits,
+                    tmp_mb: l.tmp_mb,
+                    keep: &[&l.home, &l.working_dir],
+                    keep_read_only: &ro,
+                })?;
                 // SAFETY: `enter` makes system calls only, on data made
                 // before the fork (see `sandbox`).
                 #[allow(unsafe_code)]
