@@ -8,7 +8,7 @@
              extra TCP sockets open on the host
   rss100     the agent's resident memory with those 100 programs
   p99        a neighbour's request latency (p99 over 2,000 requests) idle, and
-             beside a slot spinning 256 threads, each slot given 500
+             beside a slot spinning 64 processes, each slot given 500
              millicores; and the same with the sandbox off (no cgroups: an
              agent run as a user), the peer of the figure
 Usage: sandbox.py AGENT_BIN TEST_TENANT_BIN OUT_JSON
@@ -24,7 +24,8 @@ import tempfile
 import time
 import urllib.request
 
-SPIN = "import threading\ndef s():\n    while True: pass\nfor _ in range(256): threading.Thread(target=s, daemon=True).start()\nthreading.Event().wait()\n"
+# 64 spinning processes (threads would share one GIL).
+SPIN = "import os\nfor _ in range(63):\n    if os.fork() == 0:\n        break\nwhile True:\n    pass\n"
 
 
 def free_port():
@@ -47,7 +48,8 @@ class Agent:
         self.dir = tempfile.mkdtemp(prefix="bench-sbx-", dir="/var/lib" if os.geteuid() == 0 else None)
         os.chmod(self.dir, 0o755)
         self.api = free_port()
-        self.base = 40000 + (self.api % 500) * 40
+        # Below the ephemeral range (32768+), where pings and clients get ports.
+        self.base = 20000 + (self.api % 100) * 120
         env = dict(os.environ, SLOT_AGENT_TOKEN="bench")
         cmd = [binary, "--listen", f"127.0.0.1:{self.api}", "--state-dir", self.dir,
                "--slots", str(slots), "--base-port", str(self.base),
@@ -99,7 +101,7 @@ class Agent:
 def tenant(tt, slot, extra=None):
     spec = {"command": tt, "slot": slot, "restart": {"startSecs": 0},
             "ping": {"kind": "http", "path": "/api/v1/ping", "intervalMs": 1000},
-            "resources": {"memoryMb": 64, "cpuMillis": 500}}
+            "maxMemoryMb": 64, "cpuMillis": 500}
     spec.update(extra or {})
     return spec
 
@@ -159,9 +161,15 @@ def neighbour(agent_bin, tt, user=None):
         a.call("PUT", "/v1/programs/n", tenant(tt, 0, {"ping": None}))
         wait(lambda: a.running(1))
         port = a.base
-        wait(lambda: socket.create_connection(("127.0.0.1", port)).close() is None)
+        def answers():
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                return True
+            except OSError:
+                return False
+        wait(answers)
         idle = p99(port)
-        a.call("PUT", "/v1/programs/spin", tenant(shutil.which("python3"), 1,
+        a.call("PUT", "/v1/programs/spin", tenant("/usr/bin/python3", 1,
                                                   {"args": ["-c", SPIN], "ping": None}))
         wait(lambda: a.running(2))
         time.sleep(2)
@@ -172,7 +180,7 @@ def neighbour(agent_bin, tt, user=None):
 
 
 def main():
-    agent_bin, tt, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    agent_bin, tt, out = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2]), sys.argv[3]
     res = {"cpus": os.cpu_count()}
     res.update(start100(agent_bin, tt))
     print(f"100 sandboxed starts {res['start100_ms']:.1f} ms, agent CPU {res['cpu100_pct']:.2f} % "

@@ -99,8 +99,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let isolate = nix::unistd::geteuid().is_root();
     let store = prepare_state_dir(&cfg)?;
-    let sandbox = isolate
-        .then(|| sandbox::Sandbox::detect(&sandbox::group_name(&cfg.state_dir), cfg.all_guarded()));
+    let sandbox = isolate.then(|| {
+        sandbox::Sandbox::detect(
+            &sandbox::group_name(&cfg.state_dir),
+            cfg.all_guarded(),
+            cfg.fast_cgroup_moves,
+        )
+    });
     end_leftovers(&store, isolate.then_some(&cfg), sandbox.as_ref());
 
     // Handlers first, so no exit or signal is missed once programs run.

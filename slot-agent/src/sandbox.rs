@@ -14,6 +14,7 @@
 //! there is no sandbox (the agent then samples memory, as before).
 
 pub mod cgroup;
+pub mod dynmods;
 pub mod landlock;
 pub mod socket_guard;
 
@@ -45,6 +46,8 @@ pub struct Sandbox {
     pub landlock: u32,
     /// Kernel socket rules per slot (bind, connect, sendmsg).
     pub guard: Option<Arc<SocketGuard>>,
+    /// Keeps cgroup moves fast while the agent runs (see `dynmods`).
+    pub fast_moves: Option<Arc<OwnedFd>>,
 }
 
 /// One start in a slot, as [`Sandbox::prepare`] takes it.
@@ -81,8 +84,9 @@ pub struct Prepared {
 impl Sandbox {
     /// Find out what can be enforced here, and set up the agent's cgroup
     /// `name` (a name of this agent's own: its state dir's hash); no slot
-    /// may reach the `guarded` ports at a local address.
-    pub fn detect(name: &str, guarded: Vec<(u16, u16)>) -> Sandbox {
+    /// may reach the `guarded` ports at a local address; `fast_moves` asks
+    /// for the kernel's writer-favouring cgroup mode (see `dynmods`).
+    pub fn detect(name: &str, guarded: Vec<(u16, u16)>, fast_moves: bool) -> Sandbox {
         for d in PRIVATE_TMP {
             let _ = std::fs::create_dir_all(d);
         }
@@ -112,22 +116,39 @@ impl Sandbox {
                 None
             }
         };
+        let fast_moves = if cgroups.is_some() && fast_moves {
+            match dynmods::hold() {
+                Ok(fd) => Some(Arc::new(fd)),
+                Err(e) => {
+                    eprintln!("slot-agent: sandbox: cgroup moves stay slow ({e})");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Sandbox {
             cgroups,
             namespaces,
             landlock,
             guard,
+            fast_moves,
         }
     }
 
     /// One line for the start-up log and `/v1/health`.
     pub fn describe(&self) -> String {
         format!(
-            "cgroup {}, namespaces {}, landlock abi {}, socket guard {}",
+            "cgroup {}, namespaces {}, landlock abi {}, socket guard {}, fast moves {}",
             self.cgroups.as_ref().map_or("none", |c| c.version()),
             if self.namespaces { "on" } else { "off" },
             self.landlock,
             if self.guard.is_some() { "on" } else { "off" },
+            if self.fast_moves.is_some() {
+                "on"
+            } else {
+                "off"
+            },
         )
     }
 

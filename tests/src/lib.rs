@@ -24,6 +24,31 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A workspace binary at a path a sandboxed slot sees: a slot gets private
+/// `/tmp`, `/var/tmp`, `/dev/shm` and `/run/lock`, so a binary a script
+/// names below those (a checkout in `/tmp`) is copied to
+/// `/var/lib/slotpack-tests` first. (A spec's `command` needs none of this:
+/// the agent keeps the command's folder visible.)
+pub fn bin_seen_by_slots(name: &str) -> PathBuf {
+    let p = bin(name);
+    let hidden = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
+        .iter()
+        .any(|d| p.starts_with(d));
+    if !hidden {
+        return p;
+    }
+    let dir = PathBuf::from("/var/lib/slotpack-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Copied aside and renamed: a concurrent test may be running the last copy.
+    let to = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::copy(&p, &tmp).unwrap();
+    std::fs::rename(&tmp, &to).unwrap();
+    to
+}
+
 /// Poll `f` every 10 ms until it returns `Some`, panicking with `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

@@ -108,7 +108,9 @@ fn a_setsid_escape_dies_with_its_slot_and_leaves_no_files_for_the_next_tenant() 
     }
     let sp = Slotpack::start(&[]);
     let leak = format!("/tmp/slotpack-leak-{}", std::process::id());
-    let tenant = bin("test-tenant").display().to_string();
+    let tenant = slotpack_tests::bin_seen_by_slots("test-tenant")
+        .display()
+        .to_string();
     let script = format!(
         "setsid sh -c 'exec sleep 1001' </dev/null >/dev/null 2>&1 &\n\
          echo private-notes > {leak}; chmod 644 {leak}\n\

@@ -20,7 +20,10 @@ use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, Limit, LocalNodeState, Mount, MountType, MountVolumeOptions,
     NodeSpecAvailabilityEnum, NodeState, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
+    TaskSpecContainerSpecPrivilegesAppArmor, TaskSpecContainerSpecPrivilegesAppArmorModeEnum,
+    TaskSpecContainerSpecPrivilegesSeccomp, TaskSpecContainerSpecPrivilegesSeccompModeEnum,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
@@ -224,6 +227,21 @@ impl SwarmBackend {
                     }]),
                     // The agent stops its programs, each within its stop timeout.
                     stop_grace_period: Some(seconds(30)),
+                    // What the agent needs for its slot sandboxes (see
+                    // ARCHITECTURE.md): engines before API 1.44 ignore the
+                    // seccomp and AppArmor modes, and the sandbox then
+                    // reports what it could not set up.
+                    capability_add: Some(vec!["CAP_SYS_ADMIN".into()]),
+                    privileges: Some(TaskSpecContainerSpecPrivileges {
+                        seccomp: Some(TaskSpecContainerSpecPrivilegesSeccomp {
+                            mode: Some(TaskSpecContainerSpecPrivilegesSeccompModeEnum::UNCONFINED),
+                            ..Default::default()
+                        }),
+                        app_armor: Some(TaskSpecContainerSpecPrivilegesAppArmor {
+                            mode: Some(TaskSpecContainerSpecPrivilegesAppArmorModeEnum::DISABLED),
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 resources: Some(TaskSpecResources {
