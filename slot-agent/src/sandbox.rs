@@ -79,6 +79,8 @@ pub struct Prepared {
     tmp_options: Option<CString>,
     uid: u32,
     max_procs: u64,
+    /// The kernel's highest capability number.
+    last_cap: libc::c_ulong,
 }
 
 impl Sandbox {
@@ -207,6 +209,7 @@ impl Sandbox {
             tmp_options,
             uid,
             max_procs: limits.pids,
+            last_cap: last_cap(),
         })
     }
 }
@@ -369,9 +372,8 @@ impl Prepared {
         }
         // SAFETY: plain system calls with integer arguments.
         unsafe {
-            for cap in 0..=63 {
-                // Unknown capabilities above the kernel's last are EINVAL.
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            for cap in 0..=self.last_cap {
+                check(libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0))?;
             }
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setgid(self.uid))?;
@@ -438,6 +440,18 @@ impl Carry {
             target: cs(&at)?,
         }))
     }
+}
+
+/// The kernel's highest capability number (`cap_last_cap`; 40 when it
+/// cannot be read, the highest of kernel 6.x).
+fn last_cap() -> libc::c_ulong {
+    static LAST: std::sync::OnceLock<libc::c_ulong> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(40)
+    })
 }
 
 /// A short stable name for the agent's cgroup from its state dir

@@ -399,6 +399,15 @@ fn on_the_local_backend_a_slot_is_a_kernel_sandbox() {
         std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{}/cpu.shares", path("cpu"))).unwrap();
     assert_eq!(shares.trim(), "10", "10 millicores");
     assert!(path("memory").contains("/slot-agent-") && path("memory").ends_with("/slot-0"));
+    // No capability can come back: an empty bounding set, no_new_privs.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for want in [
+        "CapBnd:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(status.contains(want), "{want} missing:\n{status}");
+    }
     let group = std::path::PathBuf::from(format!("/sys/fs/cgroup/memory{}", path("memory")));
     let agent_group = group.parent().unwrap().to_path_buf();
 
