@@ -301,6 +301,7 @@ impl Host for OsHost {
         }
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(plan.spec.initial_delay_ms)).await;
+            let mut pinger = ping::Pinger::new(plan.spec.kind, plan.addr, &plan.spec.path);
             loop {
                 // An answer from another user's listener on the slot's port
                 // is no answer of this program.
@@ -312,20 +313,31 @@ impl Host for OsHost {
                         ok: false,
                         latency: Duration::ZERO,
                     },
-                    None => {
-                        ping::ping(plan.spec.kind, plan.addr, &plan.spec.path, plan.timeout).await
-                    }
+                    None => pinger.ping(plan.timeout).await,
                 };
                 let Some(sh) = sup.upgrade() else { return };
                 let next = lock(&sh).on_ping(&id, gen, r, plan.interval);
                 drop(sh);
                 match next {
-                    Some(d) => tokio::time::sleep(d).await,
+                    Some(d) => tokio::time::sleep_until(batched(d)).await,
                     None => return,
                 }
             }
         });
     }
+}
+
+/// Pings fall due on a shared 100 ms grid: the agent wakes once for the
+/// pings due together instead of once per program (a ping is at most
+/// 100 ms late).
+fn batched(after: Duration) -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    const GRID: u128 = 100;
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let due = tokio::time::Instant::now() + after;
+    let ms = due.duration_since(epoch).as_millis();
+    let up = ms.div_ceil(GRID) * GRID;
+    epoch + Duration::from_millis(u64::try_from(up).unwrap_or(u64::MAX))
 }
 
 /// Limits every program gets in its child process, after the uid switch and
