@@ -308,17 +308,23 @@ fn end_leftovers(
 }
 
 /// For whoever removes a pool whose agent is gone: kill what is left in
-/// its slots' cgroups (as root) and remove those groups; returns how many
-/// processes were killed.
+/// its slots' cgroups (as root) and remove those groups and its socket
+/// guard's folders; returns how many processes were killed.
 pub fn end_slot_groups(cfg: &AgentConfig) -> usize {
     if !nix::unistd::geteuid().is_root() {
         return 0;
     }
-    let Ok(c) = sandbox::Cgroups::setup(&sandbox::group_name(&cfg.state_dir)) else {
+    let name = sandbox::group_name(&cfg.state_dir);
+    let Ok(c) = sandbox::Cgroups::setup(&name) else {
         return 0;
     };
-    let n = (0..cfg.slots).map(|s| c.kill(s)).sum();
-    c.remove(cfg.slots);
+    // The groups there are, whatever slot count this call was given.
+    let present = c.present();
+    let n = present.iter().map(|s| c.kill(*s)).sum();
+    c.remove(present.last().map_or(0, |s| s + 1).max(cfg.slots));
+    if c.version() == "v1" {
+        sandbox::socket_guard::remove_left(&name);
+    }
     n
 }
 

@@ -129,3 +129,46 @@ fn as_pid_1_in_a_pid_namespace_it_reaps_orphans_and_exits_on_sigterm() {
         assert!(!alive(p), "program {p} outlived the agent");
     }
 }
+
+#[test]
+fn end_leftovers_kills_what_a_dead_agents_slots_hold_and_removes_their_groups() {
+    if !require_root("slot cgroups of a dead agent") {
+        return;
+    }
+    let mut a = Agent::start(3, &[]);
+    a.put(
+        "escaper",
+        json!({"command": "/bin/sh", "args": ["-c", "setsid sleep 1001 & exec sleep 1002"],
+               "slot": 2, "ping": null, "restart": {"startSecs": 0}}),
+    );
+    let uid = a.uid(2);
+    wait_for(LONG, "both sleeps run", || {
+        (slotpack_tests::processes_of_uid(uid).len() >= 2).then_some(())
+    });
+    let pid = slotpack_tests::processes_of_uid(uid)[0];
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cg
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+    a.signal_and_wait(Signal::SIGKILL);
+    // The slot's processes outlive their agent until someone ends them.
+    assert_eq!(slotpack_tests::processes_of_uid(uid).len(), 2);
+    let out = std::process::Command::new(slotpack_tests::bin("slot-agent"))
+        .args(["--end-leftovers", "--state-dir", a.dir.to_str().unwrap()])
+        .env("SLOT_AGENT_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for(LONG, "the slot's processes end", || {
+        slotpack_tests::processes_of_uid(uid)
+            .is_empty()
+            .then_some(())
+    });
+    if let Some(path) = memory {
+        let agent_group = std::path::Path::new(&format!("/sys/fs/cgroup/memory{path}"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        assert!(!agent_group.exists(), "{} left", agent_group.display());
+    }
+}

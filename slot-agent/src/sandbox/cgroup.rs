@@ -374,6 +374,22 @@ impl Cgroups {
         total
     }
 
+    /// The slots that have a group now (whatever the agent's slot count was).
+    pub fn present(&self) -> Vec<u32> {
+        let Some(dir) = self.memory_dir(0).parent().map(Path::to_path_buf) else {
+            return Vec::new();
+        };
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<u32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("slot-")?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Remove the groups of `slots` slots and the agent's own folders (at
     /// shutdown, once their processes are gone), so that no empty group of
     /// a stopped agent stays behind on the machine.

@@ -350,6 +350,41 @@ fn mount_unified() -> io::Result<OwnedFd> {
     }
 }
 
+/// The guard's folder `name` in a detached mount of the unified hierarchy
+/// (cgroup v1 machines), with the mount that holds it.
+fn detached_root(name: &str) -> io::Result<(OwnedFd, PathBuf)> {
+    let m = mount_unified()?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| super::cgroup::own_path(&t, None))
+        .unwrap_or_else(|| "/".into());
+    // Pool containers share the unified root: their names differ.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let root = PathBuf::from(format!("/proc/self/fd/{}", m.as_raw_fd()))
+        .join(own.trim_start_matches('/'))
+        .join(format!(
+            "{name}-{:08x}",
+            super::fnv(host.trim().as_bytes()) as u32
+        ));
+    Ok((m, root))
+}
+
+/// Remove the guard folders an agent of `name` left (one killed hard),
+/// for whoever removes its pool. Folders still holding processes stay.
+pub fn remove_left(name: &str) {
+    let Ok((_m, root)) = detached_root(name) else {
+        return;
+    };
+    if let Ok(rd) = std::fs::read_dir(&root) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("slot-") {
+                super::cgroup::remove_group(&e.path());
+            }
+        }
+    }
+    super::cgroup::remove_group(&root);
+}
+
 /// The machine's interface addresses (a slot may not reach guarded ports
 /// at them either).
 pub fn local_addresses() -> (Vec<[u8; 4]>, Vec<[u8; 16]>) {
@@ -421,19 +456,7 @@ impl SocketGuard {
         let (root, mount, own_root) = match v2_root {
             Some(r) => (r.to_path_buf(), None, false),
             None => {
-                let m = mount_unified()?;
-                let own = std::fs::read_to_string("/proc/self/cgroup")
-                    .ok()
-                    .and_then(|t| super::cgroup::own_path(&t, None))
-                    .unwrap_or_else(|| "/".into());
-                // Pool containers share the unified root: their names differ.
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-                let root = PathBuf::from(format!("/proc/self/fd/{}", m.as_raw_fd()))
-                    .join(own.trim_start_matches('/'))
-                    .join(format!(
-                        "{name}-{:08x}",
-                        super::fnv(host.trim().as_bytes()) as u32
-                    ));
+                let (m, root) = detached_root(name)?;
                 std::fs::create_dir_all(&root)?;
                 (root, Some(m), true)
             }
