@@ -292,8 +292,25 @@ impl Drop for Agent {
                 );
             }
         }
+        // And its slots' cgroups: what they hold, and the groups themselves.
+        end_leftovers(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// `slot-agent --end-leftovers` on a (dead) agent's state dir, as the
+/// local backend runs it when it removes a pool.
+pub fn end_leftovers(state_dir: &Path) {
+    if state_dir.is_dir() {
+        let _ = Command::new(bin("slot-agent"))
+            .arg("--end-leftovers")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("SLOT_AGENT_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -317,6 +317,12 @@ impl Drop for Slotpack {
                 let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
             }
         }
+        // What agents killed hard left in their slots' cgroups.
+        if let Ok(rd) = std::fs::read_dir(self.data.join("pools")) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                crate::agent::end_leftovers(&e.path());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.data);
         let _ = std::fs::remove_file(&self.stderr);
     }
