@@ -154,7 +154,7 @@ impl Registry {
     pub fn open(dir: &Path, deployment: &str, data_dir: &Path) -> Option<Registry> {
         std::fs::create_dir_all(dir).ok()?;
         let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-        let key = fnv(data_dir.as_os_str().as_encoded_bytes());
+        let key = slotpack_proto::protocol::fnv1a(data_dir.as_os_str().as_encoded_bytes());
         Some(Registry {
             dir: dir.to_path_buf(),
             file: dir.join(format!("{key:016x}")),
@@ -205,15 +205,6 @@ impl Registry {
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         std::fs::rename(&tmp, &self.file)
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

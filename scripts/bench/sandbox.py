@@ -24,14 +24,10 @@ import tempfile
 import time
 import urllib.request
 
+from agent_vs_supervisord import free_port, rss_kib
+
 # 64 spinning processes (threads would share one GIL).
 SPIN = "import os\nfor _ in range(63):\n    if os.fork() == 0:\n        break\nwhile True:\n    pass\n"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait(pred, limit=60.0):
@@ -86,11 +82,7 @@ class Agent:
         return int(fields[11]) + int(fields[12])
 
     def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        return rss_kib(self.proc.pid)
 
     def stop(self):
         self.proc.terminate()

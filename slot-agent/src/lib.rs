@@ -322,7 +322,7 @@ pub fn end_slot_groups(cfg: &AgentConfig) -> usize {
     let present = c.present();
     let n = present.iter().map(|s| c.kill(*s)).sum();
     c.remove(present.last().map_or(0, |s| s + 1).max(cfg.slots));
-    if c.version() == "v1" {
+    if matches!(c.layout(), sandbox::Layout::V1 { .. }) {
         sandbox::socket_guard::remove_left(&name);
     }
     n

@@ -242,6 +242,51 @@ fn probe_namespaces() -> io::Result<()> {
     }
 }
 
+/// A mount of file system `fstype` with `options` (a flag when its value
+/// is `None`), made with `fsopen`/`fsconfig`/`fsmount` and attached to no
+/// path: it lives as long as the returned descriptor.
+#[allow(unsafe_code)]
+pub(crate) fn detached_mount(
+    fstype: &std::ffi::CStr,
+    options: &[(&std::ffi::CStr, Option<&std::ffi::CStr>)],
+) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const SET_FLAG: u32 = 0;
+    const SET_STRING: u32 = 1;
+    const CMD_CREATE: u32 = 6;
+    let ok = |v: libc::c_long| -> io::Result<libc::c_long> {
+        if v < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(v)
+        }
+    };
+    // SAFETY: NUL-terminated strings that outlive the calls, and our own fds.
+    unsafe {
+        let fs = ok(libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), 1u32))?;
+        let fs = OwnedFd::from_raw_fd(fs as i32);
+        let config = |cmd: u32, key: *const libc::c_char, value: *const libc::c_char| {
+            ok(libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key,
+                value,
+                0,
+            ))
+        };
+        for (key, value) in options {
+            match value {
+                Some(v) => config(SET_STRING, key.as_ptr(), v.as_ptr())?,
+                None => config(SET_FLAG, key.as_ptr(), std::ptr::null())?,
+            };
+        }
+        config(CMD_CREATE, std::ptr::null(), std::ptr::null())?;
+        let m = ok(libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, 0u32))?;
+        Ok(OwnedFd::from_raw_fd(m as i32))
+    }
+}
+
 fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -459,16 +504,6 @@ fn last_cap() -> libc::c_ulong {
 pub fn group_name(state_dir: &Path) -> String {
     format!(
         "slot-agent-{:016x}",
-        fnv(state_dir.as_os_str().as_encoded_bytes())
+        slotpack_proto::protocol::fnv1a(state_dir.as_os_str().as_encoded_bytes())
     )
-}
-
-/// FNV-1a, a short stable hash for names.
-pub(crate) fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }

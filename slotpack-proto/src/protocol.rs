@@ -336,12 +336,17 @@ pub struct ProgramStatus {
 /// digests. Not a security measure: it spots drift, it proves nothing.
 pub fn spec_digest(spec: &ProgramSpec) -> String {
     let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+/// FNV-1a 64: a short stable hash for digests and names.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
-        h ^= u64::from(b);
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
 }
 
 /// `GET /v1/health`.

@@ -158,6 +158,14 @@ fn create(sp: &Slotpack, id: &str, body: Value) {
     assert_eq!(r.status, 201, "create {id}: {}", r.text());
 }
 
+/// DELETE each tenant, asserting 200.
+fn delete(sp: &Slotpack, ids: &[&str]) {
+    for id in ids {
+        let r = sp.call("DELETE", &format!("/api/tenants/{id}"), "");
+        assert_eq!(r.status, 200, "delete {id}: {}", r.text());
+    }
+}
+
 /// The sandbox line of an agent at `addr` with `token`.
 fn agent_sandbox(addr: &str, token: &str) -> String {
     let auth = format!("Bearer {token}");
@@ -213,12 +221,7 @@ fn memory_attacks(sp: &Slotpack, site: &Site, neighbour: &str) {
     let n = tenant(sp, neighbour);
     assert_eq!(n["state"], "running", "{n}");
     assert_eq!(n["restarts"], 0, "the neighbour paid for it: {n}");
-    for id in ["shm-hog", "setsid-hog"] {
-        assert_eq!(
-            sp.call("DELETE", &format!("/api/tenants/{id}"), "").status,
-            200
-        );
-    }
+    delete(sp, &["shm-hog", "setsid-hog"]);
 }
 
 /// Leftovers: what one tenant plants in IPC and temp folders is seen
@@ -231,7 +234,7 @@ fn leftover_attacks(sp: &Slotpack, site: &Site) {
     create(sp, "peeker", site.attack("look", &[], json!({})));
     let log = log_with(sp, "peeker", "seen ");
     assert!(log.contains("seen nothing"), "a neighbour saw: {log}");
-    assert_eq!(sp.call("DELETE", "/api/tenants/planter", "").status, 200);
+    delete(sp, &["planter"]);
     create(sp, "next", site.attack("look", &[], json!({})));
     assert_eq!(
         port_of(sp, "next"),
@@ -240,12 +243,7 @@ fn leftover_attacks(sp: &Slotpack, site: &Site) {
     );
     let log = log_with(sp, "next", "seen ");
     assert!(log.contains("seen nothing"), "the next tenant saw: {log}");
-    for id in ["peeker", "next"] {
-        assert_eq!(
-            sp.call("DELETE", &format!("/api/tenants/{id}"), "").status,
-            200
-        );
-    }
+    delete(sp, &["peeker", "next"]);
 }
 
 /// A full /tmp is the filler's own ENOSPC; its home and its neighbours
@@ -265,12 +263,7 @@ fn disk_attack(sp: &Slotpack, site: &Site) {
     create(sp, "writer", site.attack("fill-tmp", &["4"], json!({})));
     let log = log_with(sp, "writer", "home ok");
     assert!(log.contains("tmp took it all"), "{log}");
-    for id in ["filler", "writer"] {
-        assert_eq!(
-            sp.call("DELETE", &format!("/api/tenants/{id}"), "").status,
-            200
-        );
-    }
+    delete(sp, &["filler", "writer"]);
 }
 
 /// One net attempt: (what, family, type, host, port).
@@ -332,7 +325,7 @@ fn net_attack(sp: &Slotpack, site: &Site, guarded: &[u16], open: (&'static str, 
             "{t:?} was allowed ({r}):\n{log}"
         );
     }
-    assert_eq!(sp.call("DELETE", "/api/tenants/prober", "").status, 200);
+    delete(sp, &["prober"]);
 }
 
 /// `/proc` shows a slot its own processes only: no neighbour's argv, no
@@ -359,12 +352,7 @@ fn proc_attack(sp: &Slotpack, site: &Site, hidden: &[i32]) {
     for h in hidden {
         assert!(!pids.contains(h), "sees pid {h}: {pids:?}");
     }
-    for id in ["keeper", "snoop"] {
-        assert_eq!(
-            sp.call("DELETE", &format!("/api/tenants/{id}"), "").status,
-            200
-        );
-    }
+    delete(sp, &["keeper", "snoop"]);
 }
 
 #[test]

@@ -78,12 +78,15 @@ impl Orchestrator {
             .unwrap_or_default();
         let node = self.node_for(&size, labels)?;
         let image = spec.map(|c| c.image);
-        let host = self.uid_registry.as_ref().map(|r| r.read_host());
-        let ours = self.db.uid_ranges()?;
+        // As root: the host's uids and our own pools', read once per pool.
+        let seen = match &self.uid_registry {
+            Some(r) => Some((r.read_host(), self.db.uid_ranges()?)),
+            None => None,
+        };
         let uids_free = |b: &crate::blocks::Block| {
             let range = u64::from(b.uid_base)..u64::from(b.uid_base) + u64::from(slots);
-            host.as_ref()
-                .is_none_or(|h| crate::uid_ranges::clash(&range, h, &ours).is_none())
+            seen.as_ref()
+                .is_none_or(|(h, ours)| crate::uid_ranges::clash(&range, h, ours).is_none())
         };
         let row = self.db.insert_pool(
             &NewPool {

@@ -236,9 +236,8 @@ impl Cgroups {
         }
     }
 
-    /// Every folder of `slot` (one per controller on v1).
-    fn dirs(&self, slot: u32) -> Vec<PathBuf> {
-        let leaf = format!("slot-{slot}");
+    /// The agent's own folders (one per controller on v1).
+    fn roots(&self) -> Vec<&PathBuf> {
         match &self.layout {
             Layout::V1 {
                 memory,
@@ -248,10 +247,15 @@ impl Cgroups {
             } => [Some(memory), cpu.as_ref(), pids.as_ref(), freezer.as_ref()]
                 .into_iter()
                 .flatten()
-                .map(|d| d.join(&leaf))
                 .collect(),
-            Layout::V2 { root } => vec![root.join(leaf)],
+            Layout::V2 { root } => vec![root],
         }
+    }
+
+    /// Every folder of `slot` (one per controller on v1).
+    fn dirs(&self, slot: u32) -> Vec<PathBuf> {
+        let leaf = format!("slot-{slot}");
+        self.roots().into_iter().map(|d| d.join(&leaf)).collect()
     }
 
     fn memory_dir(&self, slot: u32) -> PathBuf {
@@ -399,19 +403,7 @@ impl Cgroups {
                 remove_group(&d);
             }
         }
-        let roots: Vec<&PathBuf> = match &self.layout {
-            Layout::V1 {
-                memory,
-                cpu,
-                pids,
-                freezer,
-            } => [Some(memory), cpu.as_ref(), pids.as_ref(), freezer.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect(),
-            Layout::V2 { root } => vec![root],
-        };
-        for r in roots {
+        for r in self.roots() {
             remove_group(r);
         }
     }

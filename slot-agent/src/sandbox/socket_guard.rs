@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -255,6 +254,24 @@ struct ProgAttach {
     replace_bpf_fd: u32,
 }
 
+/// The `bpf` system call with `attr`, a `bpf_attr` prefix for `cmd`.
+///
+/// # Safety
+/// `attr` must be a `bpf_attr` layout for `cmd`, and every pointer in it
+/// valid for what the kernel does with it during the call.
+#[allow(unsafe_code)]
+unsafe fn bpf<T>(cmd: libc::c_int, attr: &T) -> libc::c_long {
+    // SAFETY: as the caller promises.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
+        )
+    }
+}
+
 /// Load `insns` for `attach_type`; the verifier's log is in the error.
 #[allow(unsafe_code)]
 fn load(insns: &[Insn], attach_type: u32) -> io::Result<OwnedFd> {
@@ -271,15 +288,9 @@ fn load(insns: &[Insn], attach_type: u32) -> io::Result<OwnedFd> {
         expected_attach_type: attach_type,
         ..ProgLoad::default()
     };
-    // SAFETY: `attr` points at live buffers for the duration of the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            CMD_PROG_LOAD,
-            &attr as *const ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
-    };
+    // SAFETY: a prog-load attr whose pointers (insns, license, log) are
+    // live buffers for the duration of the call.
+    let fd = unsafe { bpf(CMD_PROG_LOAD, &attr) };
     if fd < 0 {
         let e = io::Error::last_os_error();
         let end = log.iter().position(|b| *b == 0).unwrap_or(0);
@@ -303,15 +314,8 @@ fn attach(dir: &OwnedFd, prog: &OwnedFd, attach_type: u32) -> io::Result<()> {
         attach_flags: 0,
         replace_bpf_fd: 0,
     };
-    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_ATTACH.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            CMD_PROG_ATTACH,
-            &attr as *const ProgAttach,
-            std::mem::size_of::<ProgAttach>(),
-        )
-    };
+    // SAFETY: a prog-attach attr of plain integers.
+    let r = unsafe { bpf(CMD_PROG_ATTACH, &attr) };
     if r < 0 {
         return Err(io::Error::other(format!(
             "bpf attach: {}",
@@ -323,31 +327,8 @@ fn attach(dir: &OwnedFd, prog: &OwnedFd, attach_type: u32) -> io::Result<()> {
 
 /// A detached mount of the unified hierarchy (no path of the machine's
 /// mount table changes; it goes with the descriptor).
-#[allow(unsafe_code)]
 fn mount_unified() -> io::Result<OwnedFd> {
-    let r = |v: libc::c_long| -> io::Result<libc::c_long> {
-        if v < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(v)
-        }
-    };
-    // SAFETY: fsopen/fsconfig/fsmount with static strings and our own fds.
-    unsafe {
-        let fs = r(libc::syscall(libc::SYS_fsopen, c"cgroup2".as_ptr(), 1u32))?;
-        let fs = OwnedFd::from_raw_fd(fs as i32);
-        const FSCONFIG_CMD_CREATE: u32 = 6;
-        r(libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        ))?;
-        let m = r(libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, 0u32))?;
-        Ok(OwnedFd::from_raw_fd(m as i32))
-    }
+    super::detached_mount(c"cgroup2", &[])
 }
 
 /// The guard's folder `name` in a detached mount of the unified hierarchy
@@ -364,7 +345,7 @@ fn detached_root(name: &str) -> io::Result<(OwnedFd, PathBuf)> {
         .join(own.trim_start_matches('/'))
         .join(format!(
             "{name}-{:08x}",
-            super::fnv(host.trim().as_bytes()) as u32
+            slotpack_proto::protocol::fnv1a(host.trim().as_bytes()) as u32
         ));
     Ok((m, root))
 }
@@ -526,22 +507,6 @@ impl SocketGuard {
             super::cgroup::remove_group(&self.dir(*slot));
         }
         super::cgroup::remove_group(&self.root);
-    }
-
-    /// The guarded ranges (for the start-up line).
-    pub fn guarded(&self) -> &[PortRange] {
-        &self.guarded
-    }
-}
-
-/// Whether `ip` counts as local for the guard (tests and the docs).
-pub fn is_local(ip: IpAddr, local4: &[[u8; 4]], local6: &[[u8; 16]]) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_loopback() || a.is_unspecified() || local4.contains(&a.octets()),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => is_local(IpAddr::V4(v4), local4, local6),
-            None => a.is_loopback() || a.is_unspecified() || local6.contains(&a.octets()),
-        },
     }
 }
 
