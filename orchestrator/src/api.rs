@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use slotpack_proto::http_error::{json_body, query, with_json_errors, ApiError};
 use slotpack_proto::protocol::ProgramAction;
 
+use crate::access::{Grant, Quota};
 use crate::auth::{presented_token, AuthVia};
 use crate::classes::{ClassInfo, ClassList, ClassSpec};
 use crate::model::*;
@@ -25,6 +26,7 @@ use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
 
 mod admin_routes;
 mod pool_routes;
+mod tenant_hosts;
 use admin_routes::*;
 use pool_routes::*;
 
@@ -62,6 +64,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::Quota(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -91,9 +94,10 @@ type ApiResult<T> = Result<T, ApiError>;
     info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
     paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
           proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, metrics_targets, put_class, delete_class,
-          create_token, events, healthz, metrics_doc),
+          create_token, list_tokens, revoke_token, revoke_owner_tokens, tenant_hosts::open_session,
+          events, healthz, metrics_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
-                       Placement, CreateToken, TokenCreated, PoolStatus, PoolInfo, HealthSummary,
+                       Placement, CreateToken, TokenCreated, TokenList, TokenRow, tenant_hosts::SessionCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
                        ClassSpec, ClassInfo, ClassList, TargetGroup, ErrorDoc, ErrorDetailDoc)),
     modifiers(&BearerAuth, &ErrorAnswers),
@@ -154,7 +158,16 @@ pub fn router(app: App) -> Router {
             "/api/pool/classes/{name}",
             put(put_class).delete(delete_class),
         )
-        .route("/api/tokens", post(create_token).get(list_tokens))
+        .route(
+            "/api/tenants/{id}/session",
+            post(tenant_hosts::open_session),
+        )
+        .route(
+            "/api/tokens",
+            post(create_token)
+                .get(list_tokens)
+                .delete(revoke_owner_tokens),
+        )
         .route("/api/tokens/{id}", delete(revoke_token))
         .route("/api/events", get(events))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -163,47 +176,99 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(authed);
-    // The body limit binds the JSON extractors only; proxied bodies stream unlimited.
-    with_json_errors(router).with_state(app)
+    // The body limit binds the JSON extractors only; proxied bodies stream
+    // unlimited. A tenant's own host is the tenant's, whatever the path
+    // (the layer comes last so that it wraps the fallbacks too).
+    with_json_errors(router)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            tenant_hosts::dispatch,
+        ))
+        .with_state(app)
 }
 
-/// Resolve the caller from `Authorization: Bearer` or `X-API-Key`.
-fn resolve_caller(svc: &Orchestrator, headers: &HeaderMap) -> Result<(Caller, AuthVia), ApiError> {
+/// Who a request is from, put into its extensions next to the [`Caller`]:
+/// the credential (what revocation ends) and the quota of creates.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The token (or admin) the request came with.
+    pub grant: Grant,
+    /// The quota of an owner token; `None` for the admin.
+    pub quota: Option<Quota>,
+}
+
+/// Resolve the caller from its token: `Authorization: Bearer`,
+/// `X-API-Key` or `X-Slotpack-Token` (never a cookie).
+fn resolve_caller(
+    svc: &Orchestrator,
+    headers: &HeaderMap,
+) -> Result<(Caller, Credential, AuthVia), ApiError> {
     let (token, via) = presented_token(headers);
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let caller = match (token.map(str::trim), &svc.cfg().admin_token) {
-        (_, None) if svc.cfg().insecure_dev => Ok(Caller::Admin),
+    let admin = || {
+        let c = Credential {
+            grant: Grant::Admin,
+            quota: None,
+        };
+        Ok((Caller::Admin, c, via))
+    };
+    match (token.map(str::trim), &svc.cfg().admin_token) {
+        (_, None) if svc.cfg().insecure_dev => admin(),
         (None, _) => Err(unauthorized(
-            "missing Authorization: Bearer <token> (or X-API-Key, X-Slotpack-Token, \
-             or the slotpack_token cookie)",
+            "missing Authorization: Bearer <token> (or X-API-Key, or X-Slotpack-Token)",
         )),
-        (Some(t), Some(admin))
-            if slotpack_proto::auth::constant_time_eq(t.as_bytes(), admin.as_bytes()) =>
+        (Some(t), Some(a))
+            if slotpack_proto::auth::constant_time_eq(t.as_bytes(), a.as_bytes()) =>
         {
-            Ok(Caller::Admin)
+            admin()
         }
-        (Some(t), _) => match svc.token_owner(&token_hash(t)) {
-            Some(owner) => Ok(Caller::Owner(owner)),
-            None => Err(unauthorized("unknown token")),
-        },
-    }?;
-    Ok((caller, via))
+        (Some(t), _) => {
+            let hash = token_hash(t);
+            match svc.access().token(&hash) {
+                Some((owner, q)) => {
+                    let c = Credential {
+                        grant: Grant::Token(hash),
+                        quota: Some(q.over(svc.default_quota())),
+                    };
+                    Ok((Caller::Owner(owner), c, via))
+                }
+                None => Err(unauthorized("unknown token")),
+            }
+        }
+    }
 }
 
 /// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy`: the caller's
-/// tenant, reached through [`proxy::Proxy`]; counted, and a tenant that does
-/// not answer is a 502 in the JSON envelope.
+/// tenant, reached through [`proxy::Proxy`].
 async fn proxy_route(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(cred): Extension<Credential>,
     req: Request,
 ) -> Response {
     let id = proxy::tenant_of(req.uri().path()).to_string();
-    let target = match app.svc.proxy_target(&caller, &id) {
+    proxy_to(&app, &caller, cred.grant, id, proxy::Mode::Prefix, req).await
+}
+
+/// Proxy `req` to tenant `id` for `caller`: counted; a tenant that does not
+/// answer is a 502 in the JSON envelope; the answer ends when `grant`
+/// no longer holds, or the tenant is deleted, stopped or moved.
+async fn proxy_to(
+    app: &App,
+    caller: &Caller,
+    grant: Grant,
+    id: String,
+    mode: proxy::Mode,
+    req: Request,
+) -> Response {
+    // Subscribed before the route is read, so no change is missed.
+    let changes = app.svc.access().subscribe();
+    let (target, generation) = match app.svc.proxy_target(caller, &id) {
         Ok(t) => t,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match app.proxy.forward(target, req).await {
+    let end = ending(app.svc.clone(), changes, grant, id.clone(), generation);
+    match app.proxy.forward(&id, target, mode, req, end).await {
         Ok(resp) => {
             app.svc.metrics().proxied(Some(resp.status().as_u16()));
             resp
@@ -220,14 +285,37 @@ async fn proxy_route(
     }
 }
 
+/// Resolves once `grant` no longer holds for tenant `id` at route
+/// `generation`; checked at each change the orchestrator signals.
+fn ending(
+    svc: Arc<Orchestrator>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    grant: Grant,
+    id: String,
+    generation: u64,
+) -> proxy::Ending {
+    Box::pin(async move {
+        loop {
+            if !svc.still_authorised(&grant, &id, generation) {
+                svc.metrics().streams_ended.inc();
+                return;
+            }
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+}
+
 /// The auth middleware: puts the [`Caller`] into the request's extensions.
 async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     match resolve_caller(&app.svc, req.headers()) {
-        Ok((c, via)) => {
+        Ok((c, cred, via)) => {
             use tracing::Instrument;
             let span =
                 tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
             req.extensions_mut().insert(c);
+            req.extensions_mut().insert(cred);
             req.extensions_mut().insert(via);
             next.run(req).instrument(span).await
         }
@@ -254,10 +342,11 @@ fn admin_only(c: &Caller) -> ApiResult<()> {
 async fn create_tenant(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(cred): Extension<Credential>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: CreateTenant = json_body(body, "JSON body")?;
-    let (tenant, created) = app.svc.create_tenant(&caller, req).await?;
+    let (tenant, created) = app.svc.create_tenant(&caller, cred.quota, req).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -374,9 +463,10 @@ async fn tenant_logs(
         .into_response())
 }
 
-/// Any method and path, forwarded to the tenant's port (bodies streamed; websockets upgraded).
-#[utoipa::path(get, path = "/api/tenants/{id}/proxy/{path}", params(("id" = String, Path), ("path" = String, Path)),
-    responses((status = 200, description = "the tenant's answer"), (status = 502, body = ErrorDoc)), security(("bearer" = [])))]
+/// Any method and path, forwarded to the tenant's port (bodies streamed;
+/// websockets upgraded); the answer carries `Content-Security-Policy: sandbox`.
+#[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/api/tenants/{id}/proxy/{path}", params(("id" = String, Path), ("path" = String, Path)),
+    responses((status = 200, description = "the tenant's answer"), (status = 401, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 502, body = ErrorDoc)), security(("bearer" = []), ("apiKey" = [])))]
 #[allow(dead_code)]
 async fn proxy_doc() {}
 

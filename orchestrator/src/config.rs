@@ -126,6 +126,29 @@ pub struct ServeConfig {
     #[arg(long, env = "SLOTPACK_HEADER_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub header_timeout_ms: u64,
+    /// Most connections open at once to the API and proxy (lowered, with a
+    /// warning, to what the descriptor limit affords); past it a new one
+    /// gets a 503 with `Retry-After`.
+    #[arg(long, env = "SLOTPACK_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_connections: u64,
+    /// Most connections open at once from one client address.
+    #[arg(long, env = "SLOTPACK_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: u64,
+    /// Tenants get an origin of their own: a request for the host
+    /// `<id>.<domain>` is proxied to tenant `<id>` (browsers resolve
+    /// `*.localhost` to this machine); empty: no tenant hosts.
+    #[arg(long, env = "SLOTPACK_TENANT_DOMAIN", default_value = "localhost")]
+    pub tenant_domain: String,
+    /// Most tenants of one owner (a token may set its own).
+    #[arg(long, env = "SLOTPACK_MAX_TENANTS_PER_OWNER", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_tenants_per_owner: u64,
+    /// Most `memoryMb` of one owner's tenants together (a token may set its own).
+    #[arg(long, env = "SLOTPACK_MAX_MEMORY_MB_PER_OWNER", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_memory_mb_per_owner: u64,
     /// Uid of slot 0 of pool block 0 when agents run as root.
     #[arg(long, env = "SLOT_UID_BASE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=4_000_000_000))]

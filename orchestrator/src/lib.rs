@@ -3,6 +3,7 @@
 //! serves the REST API, the proxy and the metrics. The binary `slotpack` is
 //! a thin wrapper over [`serve`] and [`status::run`].
 
+pub mod access;
 pub mod agent_client;
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod placement;
 pub mod proxy;
 pub mod reconcile;
 pub mod routes;
+pub mod server;
 pub mod service;
 pub mod states;
 pub mod status;
@@ -237,17 +239,27 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let classes = cfg.classes.clone();
     logging::init(&cfg.log, &cfg.log_format).map_err(anyhow::Error::msg)?;
+    // One serve per data dir: held until this process ends.
+    let _lock = server::DataDirLock::take(&cfg.data_dir)?;
+    let fds = server::raise_fd_limit();
+    let mut max_conns = cfg.max_connections as usize;
+    if max_conns > server::affordable_connections(fds) {
+        max_conns = server::affordable_connections(fds);
+        tracing::warn!(
+            fds,
+            max_connections = max_conns,
+            "the descriptor limit affords fewer connections than SLOTPACK_MAX_CONNECTIONS"
+        );
+    }
+    let limits = server::ConnLimits::new(max_conns, cfg.max_connections_per_client as usize);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let listeners = server::listeners(listen, workers)?;
     let svc = build(cfg).await?;
+    svc.set_conn_limits(limits.clone());
     for (name, spec) in classes {
         svc.put_class(&name, spec, true)
             .await
             .with_context(|| format!("config file: class {name}"))?;
-    }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut listeners = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        listeners
-            .push(reuseport_listener(listen).with_context(|| format!("listening on {listen}"))?);
     }
     let report = svc.recover().await?;
     tracing::info!(
@@ -256,6 +268,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         pools = report.pools.len(),
         issues = report.issues.len(),
         workers,
+        fds,
+        max_connections = max_conns,
         "serving on http://{listen}"
     );
     for i in &report.issues {
@@ -315,6 +329,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     for (n, listener) in listeners.into_iter().enumerate() {
         let svc = svc.clone();
         let stop = stop_rx.clone();
+        let limits = limits.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("slotpack-api-{n}"))
@@ -324,7 +339,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                         .build()?;
                     let header_timeout = svc.cfg().header_timeout();
                     let app = api::router(api::App::new(svc));
-                    rt.block_on(serve_http1(listener, app, header_timeout, stop))
+                    rt.block_on(server::serve_http1(
+                        listener,
+                        app,
+                        limits,
+                        header_timeout,
+                        stop,
+                    ))
                 })?,
         );
     }
@@ -362,91 +383,4 @@ async fn tick_and_log(svc: &Orchestrator) {
     for a in &report.recovery_actions {
         tracing::info!(action = %a, "recovery");
     }
-}
-
-/// Serve HTTP/1.1 (with upgrades) on `listener` until `stop` turns true,
-/// then let open connections finish their requests (hyper-util's graceful
-/// shutdown: each connection ends after the request in flight), waiting at
-/// most 10 s.
-async fn serve_http1(
-    listener: std::net::TcpListener,
-    app: axum::Router,
-    header_timeout: Option<std::time::Duration>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use tower_service::Service;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    // HTTP/1.1 only: no protocol sniffing per connection. A connection that
-    // has not sent a whole request head in time is closed, so held-open half
-    // requests (slowloris) cost nothing for long.
-    let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
-    if let Some(t) = header_timeout {
-        http.http1().timer(TokioTimer::new()).header_read_timeout(t);
-    }
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(stop.clone()) => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        // Each request carries the client's address (for X-Forwarded-For);
-        // the router itself is shared, not rebuilt per connection.
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req| {
-            req.extensions_mut().insert(proxy::ClientAddr(peer));
-            // A Router is always ready: no poll_ready needed before call.
-            app.clone().call(req)
-        });
-        let (http, watcher) = (http.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            let _ = watcher.watch(conn.into_owned()).await;
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after 10 s: closing them");
-    }
-    Ok(())
-}
-
-/// Resolves once the stop flag is true (or its sender is gone).
-async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if *rx.borrow_and_update() {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A non-blocking listener on `addr` with `SO_REUSEPORT`, so that every
-/// worker accepts on its own socket and the kernel spreads connections.
-fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.set_reuseport(true)?;
-    sock.bind(addr)?;
-    let l = sock.listen(1024)?;
-    l.into_std()
 }

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub consolidation_moves: IntCounter,
     /// Pools emptied and removed by consolidation.
     pub pools_drained: IntCounter,
+    /// Creates refused by an owner's quota.
+    pub quota_refused: IntCounter,
+    /// Proxy streams (websockets, long answers) ended because what
+    /// authorised them ended: a revoked token, a deleted, stopped or moved
+    /// tenant.
+    pub streams_ended: IntCounter,
 }
 
 impl Default for Metrics {
@@ -55,6 +61,14 @@ impl Default for Metrics {
         let pools_drained = counter(
             "slotpack_pools_drained_total",
             "Pools emptied and removed by consolidation.",
+        );
+        let quota_refused = counter(
+            "slotpack_quota_refusals_total",
+            "Creates refused by an owner's quota.",
+        );
+        let streams_ended = counter(
+            "slotpack_proxy_streams_ended_total",
+            "Proxy streams ended by a revocation, or a delete, stop or move of their tenant.",
         );
         let placement = Histogram::with_opts(
             HistogramOpts::new(
@@ -92,8 +106,23 @@ impl Default for Metrics {
             pools_created,
             consolidation_moves,
             pools_drained,
+            quota_refused,
+            streams_ended,
         }
     }
+}
+
+/// One owner's use and quota, in the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OwnerQuota {
+    /// Tenants now.
+    pub tenants: u64,
+    /// Their `memoryMb` together.
+    pub memory_mb: u64,
+    /// Most tenants allowed.
+    pub max_tenants: u64,
+    /// Most `memoryMb` allowed.
+    pub max_memory_mb: u64,
 }
 
 /// State gauges at scrape time.
@@ -114,6 +143,12 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, u64>,
     /// Pools per cluster node.
     pub node_pools: BTreeMap<String, u64>,
+    /// Use and quota of each owner that has a token.
+    pub owners: BTreeMap<String, OwnerQuota>,
+    /// API and proxy connections open.
+    pub connections: u64,
+    /// Connections refused by a cap since the start.
+    pub connections_refused: u64,
 }
 
 impl Snapshot {
@@ -161,6 +196,50 @@ impl Snapshot {
                 &mut self.node_pools.iter().map(|(k, v)| (k.as_str(), *v)),
             )?;
         }
+        if !self.owners.is_empty() {
+            let o = |f: fn(&OwnerQuota) -> u64| {
+                self.owners.iter().map(move |(k, v)| (k.as_str(), f(v)))
+            };
+            by(
+                "slotpack_owner_tenants",
+                "Tenants of each owner.",
+                "owner",
+                &mut o(|q| q.tenants),
+            )?;
+            by(
+                "slotpack_owner_memory_mb",
+                "memoryMb of each owner's tenants together.",
+                "owner",
+                &mut o(|q| q.memory_mb),
+            )?;
+            by(
+                "slotpack_owner_quota_tenants",
+                "Most tenants each owner may have.",
+                "owner",
+                &mut o(|q| q.max_tenants),
+            )?;
+            by(
+                "slotpack_owner_quota_memory_mb",
+                "Most memoryMb each owner may use.",
+                "owner",
+                &mut o(|q| q.max_memory_mb),
+            )?;
+        }
+        let gauge = |name: &str, help: &str, v: u64| -> prometheus::Result<()> {
+            let g = IntGauge::new(name, help)?;
+            g.set(v as i64);
+            r.register(Box::new(g))
+        };
+        gauge(
+            "slotpack_api_connections",
+            "API and proxy connections open.",
+            self.connections,
+        )?;
+        gauge(
+            "slotpack_api_connections_refused",
+            "Connections refused by SLOTPACK_MAX_CONNECTIONS(_PER_CLIENT) since the start.",
+            self.connections_refused,
+        )?;
         let restarts = IntGauge::new(
             "slotpack_tenant_restarts",
             "Restarts of current tenants counted by their agents.",
@@ -225,6 +304,18 @@ mod tests {
             restarts: 4,
             nodes: [("active".to_string(), 2)].into(),
             node_pools: [("n1".to_string(), 2), ("n2".to_string(), 0)].into(),
+            owners: [(
+                "alice".to_string(),
+                OwnerQuota {
+                    tenants: 2,
+                    memory_mb: 512,
+                    max_tenants: 5,
+                    max_memory_mb: 4096,
+                },
+            )]
+            .into(),
+            connections: 7,
+            connections_refused: 1,
         };
         let t = m.render(&snap);
         for line in [
@@ -246,6 +337,10 @@ mod tests {
             "slotpack_nodes{state=\"active\"} 2",
             "slotpack_node_pools{node=\"n1\"} 2",
             "slotpack_node_pools{node=\"n2\"} 0",
+            "slotpack_owner_tenants{owner=\"alice\"} 2",
+            "slotpack_owner_quota_memory_mb{owner=\"alice\"} 4096",
+            "slotpack_api_connections 7",
+            "slotpack_quota_refusals_total 0",
         ] {
             assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
         }

@@ -182,6 +182,16 @@ pub struct TenantList {
 pub struct CreateToken {
     /// Owner the token acts for.
     pub owner: String,
+    /// Most tenants of the owner when it uses this token (default:
+    /// `SLOTPACK_MAX_TENANTS_PER_OWNER`).
+    #[serde(default, rename = "maxTenants")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_tenants: Option<u64>,
+    /// Most `memoryMb` of the owner's tenants together when it uses this
+    /// token (default: `SLOTPACK_MAX_MEMORY_MB_PER_OWNER`).
+    #[serde(default, rename = "maxMemoryMb")]
+    #[schema(minimum = 1, maximum = 1000000000)]
+    pub max_memory_mb: Option<u64>,
 }
 
 /// `POST /api/tokens` answer.
@@ -193,6 +203,8 @@ pub struct TokenCreated {
     pub owner: String,
     /// The token; shown once, stored only as a hash.
     pub token: String,
+    /// Its id, which `GET /api/tokens` lists and `DELETE /api/tokens/{id}` revokes.
+    pub id: String,
 }
 
 /// One pool in `GET /api/pool/status`.
@@ -385,4 +397,15 @@ pub struct TokenRow {
     pub owner: String,
     /// RFC 3339 creation time.
     pub created_at: String,
+    /// Most tenants of the owner with this token (its own or the server's).
+    pub max_tenants: u64,
+    /// Most `memoryMb` of the owner's tenants together with this token.
+    pub max_memory_mb: u64,
+    /// The owner's tenants now.
+    pub tenants: u64,
+    /// The owner's tenants' `memoryMb` now.
+    pub memory_mb: u64,
+    /// The token's own settings (`None`: the server's).
+    #[serde(skip)]
+    pub quota: crate::access::QuotaOverride,
 }

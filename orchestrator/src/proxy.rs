@@ -1,6 +1,10 @@
-//! Reverse proxy `/api/tenants/{id}/proxy/{*path}` to the tenant's port:
-//! any method, bodies streamed both ways, websocket (and other) upgrades
-//! tunnelled. Our own auth headers never reach the tenant.
+//! Reverse proxy to a tenant's port, from `/api/tenants/{id}/proxy/{*path}`
+//! (the API's origin) or from the tenant's own host: any method, bodies
+//! streamed both ways, websocket (and other) upgrades tunnelled. Our own
+//! credentials never reach the tenant, a tenant's `Set-Cookie` for our
+//! cookie names is dropped, and what the path proxy serves is sandboxed
+//! (`Content-Security-Policy: sandbox`), so a tenant's page never runs as
+//! the API's origin. Every stream ends when its `end` future resolves.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -14,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::auth::{AuthVia, TOKEN_COOKIE};
+use crate::auth::{sets_our_cookie, AuthVia, OUR_COOKIES};
 use crate::routes::Routes;
 
 /// Pooled keep-alive client to the tenants.
@@ -96,15 +100,26 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// The client's address, put into each request's extensions per connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+/// What the path proxy's answers carry: the document is sandboxed (an
+/// opaque origin: no script, no access to the API origin's storage).
+pub const SANDBOX_CSP: &str = "sandbox";
+
+/// How a request reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `/api/tenants/{id}/proxy/...` on the API's origin: the prefix is
+    /// cut, and answers are sandboxed.
+    Prefix,
+    /// The tenant's own host: the path goes as it is.
+    Host,
+}
 
 /// What the proxy tells a tenant about the original request.
 struct Forwarded<'a> {
     client: Option<std::net::IpAddr>,
-    /// `/api/tenants/{id}/proxy`: where the tenant's `/` is, for its links.
-    prefix: &'a str,
+    /// `/api/tenants/{id}/proxy`: where the tenant's `/` is, for its links
+    /// (none on a tenant host).
+    prefix: Option<&'a str>,
     via: AuthVia,
 }
 
@@ -126,7 +141,10 @@ fn to_tenant(h: &mut HeaderMap, keep_upgrade: bool, fwd: &Forwarded) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split('=').next() != Some(TOKEN_COOKIE))
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or_default().trim();
+            !c.is_empty() && !OUR_COOKIES.iter().any(|o| name.eq_ignore_ascii_case(o))
+        })
         .map(str::to_string)
         .collect();
     h.remove(header::COOKIE);
@@ -150,8 +168,36 @@ fn to_tenant(h: &mut HeaderMap, keep_upgrade: bool, fwd: &Forwarded) {
     if let Some(host) = h.get(header::HOST).cloned() {
         h.entry("x-forwarded-host").or_insert(host);
     }
-    if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
+    if let Some(Ok(v)) = fwd.prefix.map(HeaderValue::from_str) {
         h.insert("x-forwarded-prefix", v);
+    }
+}
+
+/// The headers a client receives from a tenant: no hop-by-hop ones, no
+/// `Set-Cookie` for our cookie names, and on the path proxy the sandbox.
+fn from_tenant(h: &mut HeaderMap, mode: Mode) {
+    strip(h, false);
+    if h.get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| sets_our_cookie(v.as_bytes()))
+    {
+        let keep: Vec<HeaderValue> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| !sets_our_cookie(v.as_bytes()))
+            .cloned()
+            .collect();
+        h.remove(header::SET_COOKIE);
+        for v in keep {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    if mode == Mode::Prefix {
+        // Added to any policy of the tenant's: every policy given applies.
+        h.append(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX_CSP),
+        );
     }
 }
 
@@ -166,7 +212,10 @@ fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
     for n in named {
-        h.remove(n);
+        // `Connection: upgrade` names the header a tunnel must keep.
+        if !(keep_upgrade && n == header::UPGRADE) {
+            h.remove(n);
+        }
     }
     for n in HOP_BY_HOP {
         if !(keep_upgrade && n == "upgrade") {
@@ -201,21 +250,39 @@ impl Proxy {
         Self { client, guard }
     }
 
-    /// Forward `req` (a `/api/tenants/{id}/proxy/...` request, raw path
-    /// kept) to the tenant at `target`; `Err` says why it did not answer.
-    pub async fn forward(&self, target: SocketAddr, req: Request) -> Result<Response, String> {
-        let raw = req.uri().path().to_string();
-        let id = tenant_of(&raw);
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let path_q = format!("{}{query}", upstream_path(&raw));
+    /// Forward `req` to the tenant `id` at `target`: a
+    /// `/api/tenants/{id}/proxy/...` request (raw path kept) or one for the
+    /// tenant's host. The answer (a body, a tunnel) ends when `end`
+    /// resolves. `Err` says why the tenant did not answer.
+    pub async fn forward(
+        &self,
+        id: &str,
+        target: SocketAddr,
+        mode: Mode,
+        req: Request,
+        end: Ending,
+    ) -> Result<Response, String> {
+        let path_q = match mode {
+            Mode::Prefix => {
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                format!("{}{query}", upstream_path(req.uri().path()))
+            }
+            Mode::Host => req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        };
         let prefix = format!("/api/tenants/{id}/proxy");
         let fwd = Forwarded {
-            client: req.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
-            prefix: &prefix,
+            client: req
+                .extensions()
+                .get::<crate::server::Client>()
+                .map(|c| c.addr.ip()),
+            prefix: (mode == Mode::Prefix).then_some(prefix.as_str()),
             via: req
                 .extensions()
                 .get::<AuthVia>()
@@ -223,10 +290,55 @@ impl Proxy {
                 .unwrap_or(AuthVia::Standard),
         };
         if req.headers().contains_key(header::UPGRADE) {
-            tunnel(&self.guard, target, &path_q, &fwd, req).await
+            tunnel(&self.guard, target, &path_q, &fwd, mode, req, end).await
         } else {
-            plain(self, target, &path_q, &fwd, req).await
+            plain(self, target, &path_q, &fwd, mode, req, end).await
         }
+    }
+}
+
+/// What ends a proxied stream: resolves when its grant no longer holds.
+pub type Ending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A tenant's answer body that ends (with an error, so the client sees the
+/// stream cut, not completed) once `end` resolves.
+struct EndingBody<B> {
+    inner: B,
+    end: Ending,
+    ended: bool,
+}
+
+impl<B> hyper::body::Body for EndingBody<B>
+where
+    B: hyper::body::Body<Data = axum::body::Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = axum::body::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.end.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(Some(Err("what authorised this stream ended".into())));
+        }
+        std::pin::Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -246,7 +358,9 @@ async fn plain(
     target: SocketAddr,
     path_q: &str,
     fwd: &Forwarded<'_>,
+    mode: Mode,
     req: Request,
+    mut end: Ending,
 ) -> Result<Response, String> {
     let (mut parts, body) = req.into_parts();
     to_tenant(&mut parts.headers, false, fwd);
@@ -254,15 +368,23 @@ async fn plain(
         .parse()
         .map_err(|e| format!("bad path: {e}"))?;
     parts.version = hyper::Version::HTTP_11;
-    let resp = app
-        .client
-        .request(hyper::Request::from_parts(parts, body))
-        .await
-        .map_err(|e| format!("unreachable: {}", error_chain(&e)))?;
+    let asked = app.client.request(hyper::Request::from_parts(parts, body));
+    let resp = tokio::select! {
+        r = asked => r.map_err(|e| format!("unreachable: {}", error_chain(&e)))?,
+        _ = &mut end => return Err(ENDED.to_string()),
+    };
     let (mut parts, body) = resp.into_parts();
-    strip(&mut parts.headers, false);
+    from_tenant(&mut parts.headers, mode);
+    let body = EndingBody {
+        inner: body,
+        end,
+        ended: false,
+    };
     Ok(Response::from_parts(parts, Body::new(body)))
 }
+
+/// Why a request ended before its tenant answered.
+const ENDED: &str = "ended: its token was revoked, or the tenant was deleted, stopped or moved";
 
 /// An error and its sources, `: `-joined (hyper's own text hides the cause).
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -283,7 +405,9 @@ async fn tunnel(
     target: SocketAddr,
     path_q: &str,
     fwd: &Forwarded<'_>,
+    mode: Mode,
     mut req: Request,
+    end: Ending,
 ) -> Result<Response, String> {
     check_port(guard, target.port())?;
     let client_side = hyper::upgrade::on(&mut req);
@@ -309,19 +433,33 @@ async fn tunnel(
     );
     let mut resp = sender.send_request(up).await.map_err(|e| e.to_string())?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        from_tenant(&mut parts.headers, mode);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     let tenant_side = hyper::upgrade::on(&mut resp);
+    // The connection's place in the caps stays taken while the tunnel runs.
+    let permit = req.extensions().get::<crate::server::Client>().cloned();
     tokio::spawn(async move {
-        if let (Ok(a), Ok(b)) = tokio::join!(client_side, tenant_side) {
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
-        }
+        let _permit = permit;
+        let joined = async {
+            if let (Ok(a), Ok(b)) = tokio::join!(client_side, tenant_side) {
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+            }
+        };
+        // Both sides close when what authorised the tunnel ends.
+        tokio::select! { _ = joined => {}, _ = end => {} }
     });
-    let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-    for (k, v) in resp.headers() {
-        out = out.header(k, v);
+    let mut headers = resp.headers().clone();
+    let keep_upgrade = headers.get(header::UPGRADE).cloned();
+    from_tenant(&mut headers, mode);
+    if let Some(u) = keep_upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    *out.headers_mut().expect("a fresh builder") = headers;
     out.body(Body::empty()).map_err(|e| e.to_string())
 }
 
@@ -363,7 +501,7 @@ mod tests {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         let fwd = Forwarded {
             client: None,
-            prefix: "/p",
+            prefix: Some("/p"),
             via: AuthVia::Standard,
         };
         let mut f = h.clone();
@@ -374,10 +512,34 @@ mod tests {
             ["content-type", "x-forwarded-proto", "x-forwarded-prefix"]
         );
         let mut u = h.clone();
+        // What clients send: `Connection: Upgrade` names the header to keep.
+        u.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         to_tenant(&mut u, true, &fwd);
         assert_eq!(u.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(u.get(header::CONNECTION).unwrap(), "upgrade");
         assert!(!u.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn a_tenants_answer_loses_our_cookies_and_is_sandboxed_on_the_api_origin() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("slotpack_session=stolen; Path=/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("slotpack_token=x; Path=/"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        let mut p = h.clone();
+        from_tenant(&mut p, Mode::Prefix);
+        let cookies: Vec<_> = p.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["theme=dark"]);
+        assert_eq!(p.get(header::CONTENT_SECURITY_POLICY).unwrap(), SANDBOX_CSP);
+        from_tenant(&mut h, Mode::Host);
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 1);
+        assert!(!h.contains_key(header::CONTENT_SECURITY_POLICY));
     }
 
     #[test]
@@ -390,13 +552,13 @@ mod tests {
         h.insert("x-slotpack-token", HeaderValue::from_static("admin"));
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; slotpack_token=admin; b=2"),
+            HeaderValue::from_static("a=1; slotpack_token=admin; slotpack_session=s; b=2"),
         );
         h.insert(header::HOST, HeaderValue::from_static("front:8088"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
         let fwd = Forwarded {
             client: Some([127, 0, 0, 1].into()),
-            prefix: "/api/tenants/t/proxy",
+            prefix: Some("/api/tenants/t/proxy"),
             via: AuthVia::Own,
         };
         to_tenant(&mut h, false, &fwd);

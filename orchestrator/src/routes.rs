@@ -17,17 +17,23 @@ pub struct Route {
     pub uid: u32,
 }
 
-/// Every route, by tenant id and by port.
+/// Every route, by tenant id and by port, each with a generation: a new
+/// one at every insert (a move) and [`Routes::bump`] (a stop), so that a
+/// proxy stream opened under one generation knows when it no longer holds.
 #[derive(Debug, Default)]
 pub struct Routes {
     by_id: HashMap<String, Route>,
     uid_by_port: HashMap<u16, u32>,
+    generation: HashMap<String, u64>,
+    last_generation: u64,
 }
 
 impl Routes {
-    /// Add or replace the route of `id`.
+    /// Add or replace the route of `id` (a new generation).
     pub fn insert(&mut self, id: String, route: Route) {
         self.uid_by_port.insert(route.port, route.uid);
+        self.last_generation += 1;
+        self.generation.insert(id.clone(), self.last_generation);
         if let Some(old) = self.by_id.insert(id, route) {
             if !self.by_id.values().any(|r| r.port == old.port) {
                 self.uid_by_port.remove(&old.port);
@@ -37,9 +43,23 @@ impl Routes {
 
     /// Drop the route of `id`.
     pub fn remove(&mut self, id: &str) {
+        self.generation.remove(id);
         if let Some(old) = self.by_id.remove(id) {
             self.uid_by_port.remove(&old.port);
         }
+    }
+
+    /// Give the route of `id` a new generation (its tenant stopped).
+    pub fn bump(&mut self, id: &str) {
+        if let Some(g) = self.generation.get_mut(id) {
+            self.last_generation += 1;
+            *g = self.last_generation;
+        }
+    }
+
+    /// The route of `id` and its generation.
+    pub fn get_with_generation(&self, id: &str) -> Option<(&Route, u64)> {
+        Some((self.by_id.get(id)?, *self.generation.get(id)?))
     }
 
     /// The route of `id`.
@@ -83,7 +103,12 @@ mod tests {
         // A move to another port.
         r.insert("a".into(), route(9005, 7));
         assert_eq!((r.uid_of_port(9000), r.uid_of_port(9005)), (None, Some(7)));
+        let (_, g1) = r.get_with_generation("a").unwrap();
+        r.bump("a");
+        let (_, g2) = r.get_with_generation("a").unwrap();
+        assert_ne!(g1, g2, "a stop is a new generation");
         r.remove("a");
+        assert!(r.get_with_generation("a").is_none());
         assert_eq!(r.uid_of_port(9005), None);
         assert!(r.get("a").is_none());
     }

@@ -70,6 +70,9 @@ pub enum ServiceError {
     /// Conflicts with existing state.
     #[error("{0}")]
     Conflict(String),
+    /// Over the owner's quota (403, code `quota_exceeded`).
+    #[error("{0}")]
+    Quota(String),
     /// An agent did not answer as it should (503).
     #[error("{0}")]
     Agent(#[source] AgentError),
@@ -159,12 +162,40 @@ pub struct Orchestrator {
     /// Asks the warm-slot refiller (a task of `serve`) to run, so that a
     /// create never waits for a warm pool to start.
     pub warm: tokio::sync::Notify,
-    /// Owner tokens by hash: the database's `tokens` table, mirrored so that
-    /// authenticating a (proxied) request reads no SQLite. Only this
-    /// process writes tokens, and it changes both together.
-    owner_tokens: std::sync::RwLock<HashMap<String, String>>,
+    /// Owner tokens (the database's `tokens` table, mirrored so that
+    /// authenticating a proxied request reads no SQLite; only this process
+    /// writes tokens, and it changes both together), tenant-host sessions
+    /// and the wake-up of open proxy streams.
+    access: Arc<crate::access::Access>,
+    /// The API's connection caps (set by `serve`), for the metrics.
+    conn_limits: std::sync::OnceLock<Arc<crate::server::ConnLimits>>,
     /// One warm-slot refill at a time.
     warming: Mutex<()>,
+}
+
+/// The routes, write-locked; wakes the proxy streams when dropped.
+struct RoutesMut<'a> {
+    routes: std::sync::RwLockWriteGuard<'a, Routes>,
+    access: &'a crate::access::Access,
+}
+
+impl std::ops::Deref for RoutesMut<'_> {
+    type Target = Routes;
+    fn deref(&self) -> &Routes {
+        &self.routes
+    }
+}
+
+impl std::ops::DerefMut for RoutesMut<'_> {
+    fn deref_mut(&mut self) -> &mut Routes {
+        &mut self.routes
+    }
+}
+
+impl Drop for RoutesMut<'_> {
+    fn drop(&mut self) {
+        self.access.wake();
+    }
 }
 
 /// What one pool showed in a health tick, before the database is read.
@@ -207,7 +238,7 @@ impl Orchestrator {
     /// Build the orchestrator (no I/O beyond what `db` and `backend` did).
     pub fn new(cfg: ServeConfig, db: Db, backend: Arc<dyn Backend>) -> Result<Self> {
         let agents = AgentClient::new(cfg.ping_timeout());
-        let owner_tokens = db.token_hashes()?.into_iter().collect();
+        let access = Arc::new(crate::access::Access::new(db.token_hashes()?));
         Ok(Self {
             cfg,
             db,
@@ -223,7 +254,8 @@ impl Orchestrator {
             followup: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::Mutex::new(HashMap::new()),
             warm: tokio::sync::Notify::new(),
-            owner_tokens: std::sync::RwLock::new(owner_tokens),
+            access,
+            conn_limits: std::sync::OnceLock::new(),
             warming: Mutex::new(()),
         })
     }
@@ -344,25 +376,40 @@ impl Orchestrator {
         (self.backend.name() == "local" && self.isolated()).then(|| self.routes.clone())
     }
 
-    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
-        self.routes.write().unwrap_or_else(|e| e.into_inner())
+    /// The routes for a change; when the guard drops, every open proxy
+    /// stream checks whether its route still stands.
+    fn routes_mut(&self) -> RoutesMut<'_> {
+        RoutesMut {
+            routes: self.routes.write().unwrap_or_else(|e| e.into_inner()),
+            access: &self.access,
+        }
     }
 
-    /// Create an owner token.
-    pub fn create_token(&self, owner: &str) -> Result<TokenCreated> {
-        check_owner(owner)?;
+    /// Create an owner token, with its own quota settings if given.
+    pub fn create_token(&self, req: &CreateToken) -> Result<TokenCreated> {
+        check_owner(&req.owner)?;
+        let in_range = |name: &str, v: Option<u64>, r: std::ops::RangeInclusive<u64>| match v {
+            Some(v) => {
+                slotpack_proto::protocol::in_range(name, v, &r).map_err(ServiceError::BadRequest)
+            }
+            None => Ok(()),
+        };
+        in_range("maxTenants", req.max_tenants, 1..=1_000_000)?;
+        in_range("maxMemoryMb", req.max_memory_mb, 1..=1_000_000_000)?;
+        let quota = crate::access::QuotaOverride {
+            max_tenants: req.max_tenants,
+            max_memory_mb: req.max_memory_mb,
+        };
         let token = format!("sp_{}", random_token());
         let hash = token_hash(&token);
-        self.db.insert_token(&hash, owner)?;
-        self.owner_tokens
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, owner.to_string());
-        self.db.event("token.created", None, None, owner)?;
+        self.db.insert_token(&hash, &req.owner, quota)?;
+        let id = hash[..16].to_string();
+        self.access.add_token(hash, req.owner.clone(), quota);
         Ok(TokenCreated {
             success: true,
-            owner: owner.to_string(),
+            owner: req.owner.clone(),
             token,
+            id,
         })
     }
 
@@ -372,31 +419,76 @@ impl Orchestrator {
         self.followup.load(Relaxed)
     }
 
-    /// Every owner token (ids and owners, never the secrets).
+    /// Every owner token (ids, owners, quotas and what the owner uses;
+    /// never the secrets).
     pub fn tokens(&self) -> Result<Vec<crate::db::TokenRow>> {
-        Ok(self.db.tokens()?)
+        let usage = self.owner_usage()?;
+        let mut rows = self.db.tokens()?;
+        for r in &mut rows {
+            let q = r.quota.over(self.default_quota());
+            (r.max_tenants, r.max_memory_mb) = (q.max_tenants, q.max_memory_mb);
+            (r.tenants, r.memory_mb) = usage.get(&r.owner).copied().unwrap_or_default();
+        }
+        Ok(rows)
     }
 
-    /// Revoke an owner token by its id: its next request answers 401.
+    /// Tenants and their `memoryMb` per owner (those being deleted count
+    /// until they are gone).
+    pub fn owner_usage(&self) -> Result<HashMap<String, (u64, u64)>> {
+        let mut m: HashMap<String, (u64, u64)> = HashMap::new();
+        for t in self.db.tenants()? {
+            let e = m.entry(t.owner.clone()).or_default();
+            e.0 += 1;
+            e.1 += t.memory_mb;
+        }
+        Ok(m)
+    }
+
+    /// The server's quota settings.
+    pub fn default_quota(&self) -> crate::access::Quota {
+        crate::access::Quota {
+            max_tenants: self.cfg.max_tenants_per_owner,
+            max_memory_mb: self.cfg.max_memory_mb_per_owner,
+        }
+    }
+
+    /// Revoke an owner token by its id: its next request answers 401, and
+    /// what it holds open through the proxy ends.
     pub fn revoke_token(&self, id: &str) -> Result<String> {
         let owner = self
             .db
             .delete_token(id)?
             .ok_or_else(|| ServiceError::NotFound(format!("token {id} not found")))?;
-        self.owner_tokens
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|hash, _| !hash.starts_with(id));
+        self.access.remove_tokens(|hash, _| hash.starts_with(id));
         Ok(owner)
     }
 
-    /// The owner of the token with this hash (from memory).
-    pub fn token_owner(&self, hash: &str) -> Option<String> {
-        self.owner_tokens
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(hash)
-            .cloned()
+    /// Revoke every token of `owner`; returns how many there were.
+    pub fn revoke_owner_tokens(&self, owner: &str) -> Result<usize> {
+        check_owner(owner)?;
+        let n = self.db.delete_owner_tokens(owner)?;
+        self.access.remove_tokens(|_, o| o == owner);
+        if n == 0 {
+            return Err(ServiceError::NotFound(format!(
+                "owner {owner} has no tokens"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Tokens, sessions and the proxy streams' wake-up.
+    pub fn access(&self) -> &Arc<crate::access::Access> {
+        &self.access
+    }
+
+    /// Remember the API's connection caps (for the metrics).
+    pub fn set_conn_limits(&self, l: Arc<crate::server::ConnLimits>) {
+        let _ = self.conn_limits.set(l);
+    }
+
+    /// The API's connection caps, once `serve` has set them.
+    pub fn conn_limits(&self) -> Option<&Arc<crate::server::ConnLimits>> {
+        self.conn_limits.get()
     }
 }
 

@@ -60,8 +60,9 @@ pub async fn serve(
             let _permit = permit;
             // A connection that never sends a byte is closed after the
             // header timeout (hyper's starts only with a first byte).
-            match tokio::time::timeout(wait, tcp.readable()).await {
-                Ok(Ok(())) => {}
+            // (`peek` waits for a real byte; `readable` may wake at once.)
+            match tokio::time::timeout(wait, tcp.peek(&mut [0u8; 1])).await {
+                Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
             let service = hyper::service::service_fn(move |req| app.clone().call(req));

@@ -14,6 +14,7 @@
 //! `/target/...` answers with the request target exactly as received.
 //! `GET /ws` with `Upgrade: websocket` completes a real websocket handshake
 //! and echoes every text or binary frame back.
+//! `/stream` answers chunked, one line every 100 ms, until the client leaves.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -263,6 +264,17 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; len];
         r.read_exact(&mut body)?;
+        if path == "/stream" {
+            // A long answer: one chunk every 100 ms until the client leaves.
+            w.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )?;
+            for n in 0u64.. {
+                let line = format!("tick {n}\n");
+                w.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())?;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
         let (status, ctype, out): (&str, &str, Vec<u8>) = match (method.as_str(), path.as_str()) {
             ("GET", "/api/v1/ping") => (
                 "200 OK",

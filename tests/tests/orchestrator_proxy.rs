@@ -136,7 +136,7 @@ fn the_proxy_forwards_the_path_exactly_as_received() {
 }
 
 #[test]
-fn with_slotpacks_own_header_or_cookie_the_tenants_credentials_pass() {
+fn with_slotpacks_own_header_the_tenants_credentials_pass_and_no_cookie_is_a_credential() {
     let s = Slotpack::start(&[]);
     s.create_ok("own", json!({}));
     s.wait_pong("own");
@@ -171,14 +171,25 @@ fn with_slotpacks_own_header_or_cookie_the_tenants_credentials_pass() {
     ] {
         assert!(seen.contains(want), "missing {want}:\n{seen}");
     }
-    // The cookie alone authenticates (a browser on the tenant's web UI).
-    let cookie = format!("slotpack_token={ADMIN}; theme=dark");
+    // A cookie holding the admin token authenticates nothing: neither the
+    // proxy nor an admin route, with or without a browser's Origin.
+    let cookie = format!("slotpack_token={ADMIN}; slotpack_session={ADMIN}; theme=dark");
     let (status, seen) = headers(&[("Cookie", &cookie)]);
-    assert_eq!(status, 200, "{seen}");
-    assert!(
-        seen.contains("theme=dark") && !seen.contains("slotpack_token"),
-        "{seen}"
-    );
+    assert_eq!(status, 401, "{seen}");
+    let r = slotpack_tests::http::request(
+        &s.addr,
+        "POST",
+        "/api/tokens",
+        &[
+            ("Cookie", &cookie),
+            ("Origin", &format!("http://{}", s.addr)),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"owner":"mallory"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "unauthorized");
     // A wrong one is refused; Bearer stays slotpack's (never forwarded).
     let (status, _) = headers(&[
         ("X-Slotpack-Token", "nope"),

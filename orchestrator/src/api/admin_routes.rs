@@ -2,8 +2,10 @@
 
 use super::*;
 
-/// Create an owner token (admin).
-#[utoipa::path(post, path = "/api/tokens", request_body = CreateToken, responses((status = 201, body = TokenCreated)), security(("bearer" = [])))]
+/// Create an owner token (admin), with its own quotas if given.
+#[utoipa::path(post, path = "/api/tokens", request_body = CreateToken,
+    responses((status = 201, body = TokenCreated), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub(super) async fn create_token(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -11,10 +13,11 @@ pub(super) async fn create_token(
 ) -> ApiResult<Response> {
     admin_only(&caller)?;
     let req: CreateToken = json_body(body, "JSON body")?;
-    Ok((StatusCode::CREATED, Json(app.svc.create_token(&req.owner)?)).into_response())
+    Ok((StatusCode::CREATED, Json(app.svc.create_token(&req)?)).into_response())
 }
 
-/// Every owner token: id (hash prefix), owner, creation time (admin).
+/// Every owner token (admin): id (hash prefix), owner, creation time, its
+/// quotas and what the owner uses now.
 #[utoipa::path(get, path = "/api/tokens", responses((status = 200, body = TokenList), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)), security(("bearer" = [])))]
 pub(super) async fn list_tokens(
     State(app): State<App>,
@@ -40,6 +43,31 @@ pub(super) async fn revoke_token(
     Ok(Json(serde_json::json!({
         "success": true,
         "message": format!("token {id} of {owner} revoked")
+    })))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OwnerQuery {
+    /// The owner whose tokens all go.
+    owner: String,
+}
+
+/// Revoke every token of an owner (admin): each next request answers 401,
+/// and what they hold open through the proxy ends.
+#[utoipa::path(delete, path = "/api/tokens", params(OwnerQuery),
+    responses((status = 200, description = "revoked"), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc)), security(("bearer" = [])))]
+pub(super) async fn revoke_owner_tokens(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<OwnerQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin_only(&caller)?;
+    let owner = query(q)?.owner;
+    let n = app.svc.revoke_owner_tokens(&owner)?;
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "message": format!("{n} tokens of {owner} revoked")
     })))
 }
 

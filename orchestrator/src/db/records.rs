@@ -4,6 +4,7 @@
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::{now, Db, DbError, EventRow, MigrationRow, TokenRow};
+use crate::access::QuotaOverride;
 use crate::classes::ClassSpec;
 
 impl Db {
@@ -112,12 +113,24 @@ impl Db {
         Ok(rows)
     }
 
-    /// Store an owner token by its hash.
-    pub fn insert_token(&self, hash: &str, owner: &str) -> Result<(), DbError> {
-        self.conn().execute(
-            "INSERT INTO tokens (hash, owner, created_at) VALUES (?1, ?2, ?3)",
-            params![hash, owner, now()],
+    /// Store an owner token by its hash, with its own quota settings.
+    pub fn insert_token(
+        &self,
+        hash: &str,
+        owner: &str,
+        quota: QuotaOverride,
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO tokens (hash, owner, created_at, max_tenants, max_memory_mb) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hash, owner, now(), quota.max_tenants.map(|v| v as i64), quota.max_memory_mb.map(|v| v as i64)],
         )?;
+        tx.execute(
+            "INSERT INTO events (at, kind, detail) VALUES (?1, 'token.created', ?2)",
+            params![now(), owner],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -126,7 +139,7 @@ impl Db {
     pub fn tokens(&self) -> Result<Vec<TokenRow>, DbError> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT substr(hash, 1, 16), owner, created_at FROM tokens ORDER BY created_at, hash",
+            "SELECT substr(hash, 1, 16), owner, created_at, max_tenants, max_memory_mb FROM tokens ORDER BY created_at, hash",
         )?;
         let rows = st
             .query_map([], |r| {
@@ -134,6 +147,14 @@ impl Db {
                     id: r.get(0)?,
                     owner: r.get(1)?,
                     created_at: r.get(2)?,
+                    max_tenants: 0,
+                    max_memory_mb: 0,
+                    tenants: 0,
+                    memory_mb: 0,
+                    quota: QuotaOverride {
+                        max_tenants: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                        max_memory_mb: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                    },
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -162,6 +183,21 @@ impl Db {
         Ok(owner)
     }
 
+    /// Revoke every token of `owner`; returns how many there were.
+    pub fn delete_owner_tokens(&self, owner: &str) -> Result<usize, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM tokens WHERE owner = ?1", [owner])?;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?1, 'token.revoked', ?2)",
+                params![now(), format!("{n} tokens of {owner}")],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Keep only the latest `keep` events: older rows go as new ones come.
     pub fn set_event_retention(&self, keep: u64) -> Result<(), DbError> {
         self.conn().execute_batch(&format!(
@@ -173,12 +209,18 @@ impl Db {
         Ok(())
     }
 
-    /// Every owner token as (hash, owner), for the in-memory cache.
-    pub fn token_hashes(&self) -> Result<Vec<(String, String)>, DbError> {
+    /// Every owner token as (hash, owner, quota), for the in-memory mirror.
+    pub fn token_hashes(&self) -> Result<Vec<(String, String, QuotaOverride)>, DbError> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT hash, owner FROM tokens")?;
+        let mut st = conn.prepare("SELECT hash, owner, max_tenants, max_memory_mb FROM tokens")?;
         let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([], |r| {
+                let quota = QuotaOverride {
+                    max_tenants: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    max_memory_mb: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                };
+                Ok((r.get(0)?, r.get(1)?, quota))
+            })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }

@@ -84,6 +84,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: the cluster node a pool is pinned to (swarm backend).
     "ALTER TABLE pools ADD COLUMN node TEXT;",
+    // 5: per-token quotas (NULL: the server's setting).
+    "ALTER TABLE tokens ADD COLUMN max_tenants INTEGER;
+    ALTER TABLE tokens ADD COLUMN max_memory_mb INTEGER;",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).

@@ -172,6 +172,19 @@ impl Orchestrator {
                 s.restarts += b.restarts;
             }
         }
+        if let Ok(tokens) = self.tokens() {
+            for t in tokens {
+                let o = s.owners.entry(t.owner.clone()).or_default();
+                (o.tenants, o.memory_mb) = (t.tenants, t.memory_mb);
+                // An owner with several tokens: the most any of them allows.
+                o.max_tenants = o.max_tenants.max(t.max_tenants);
+                o.max_memory_mb = o.max_memory_mb.max(t.max_memory_mb);
+            }
+        }
+        if let Some(l) = self.conn_limits() {
+            s.connections = l.open() as u64;
+            s.connections_refused = l.refused() as u64;
+        }
         s
     }
 }

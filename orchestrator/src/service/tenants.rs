@@ -104,11 +104,13 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Create and place a tenant. Returns the tenant and whether it was
-    /// created (false: the same request had already been accepted).
+    /// Create and place a tenant, held to `quota` (an owner token's; `None`
+    /// for the admin). Returns the tenant and whether it was created
+    /// (false: the same request had already been accepted).
     pub async fn create_tenant(
         &self,
         caller: &Caller,
+        quota: Option<crate::access::Quota>,
         req: CreateTenant,
     ) -> Result<(Tenant, bool)> {
         let req = self.check_create(caller, req)?;
@@ -125,6 +127,8 @@ impl Orchestrator {
             drop(idx);
             return Ok((self.view(&old).await?, false));
         }
+        // Under the placement lock: two creates cannot both pass.
+        self.check_quota(quota, &owner, want.memory_mb)?;
         // A new pool, if one is needed, starts without the lock (up to
         // 30 s), so other creates are not held.
         let (mut idx, prow, slot) = self.choose_slot(idx, &want).await?;
@@ -134,6 +138,7 @@ impl Orchestrator {
             drop(idx);
             return Ok((self.view(&old).await?, false));
         }
+        self.check_quota(quota, &owner, want.memory_mb)?;
         let row = TenantRow {
             id: req.id.clone(),
             owner,
@@ -203,6 +208,7 @@ impl Orchestrator {
         if let Some(t) = self.db.tenant(id)? {
             self.db.delete_tenant(id, why)?;
             self.routes_mut().remove(id);
+            self.access.forget_tenant(id);
             idx.release(t.pool, t.slot, t.memory_mb, t.cpu_millis);
             if let Some(p) = self.db.pool(t.pool)? {
                 if p.mode == PoolMode::Legacy {
@@ -339,6 +345,10 @@ impl Orchestrator {
             Desired::Running
         };
         self.db.set_desired(id, desired)?;
+        if desired == Desired::Stopped {
+            // What the proxy holds open to it ends now.
+            self.routes_mut().bump(id);
+        }
         let stop = Duration::from_millis(t.spec.stop.timeout_ms) + Duration::from_secs(2);
         if desired == Desired::Running {
             // The stored spec first (no change if the agent holds it): a
@@ -363,12 +373,51 @@ impl Orchestrator {
         Ok(self.agents.logs(&self.endpoint(&pool), id, tail).await?)
     }
 
-    /// The tenant's address, for the proxy (memory only, no database).
-    pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<std::net::SocketAddr> {
+    /// The tenant's address and its route's generation, for the proxy
+    /// (memory only, no database).
+    pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<(std::net::SocketAddr, u64)> {
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        match routes.get(id) {
-            Some(r) if caller.may_see(&r.owner) => Ok(std::net::SocketAddr::new(r.ip, r.port)),
+        match routes.get_with_generation(id) {
+            Some((r, g)) if caller.may_see(&r.owner) => {
+                Ok((std::net::SocketAddr::new(r.ip, r.port), g))
+            }
             _ => Err(ServiceError::NotFound(format!("tenant {id} not found"))),
+        }
+    }
+
+    /// Whether a proxy stream opened by `grant` to `id` under route
+    /// generation `generation` still holds: the grant is good, and the
+    /// tenant was neither deleted, stopped nor moved since.
+    pub fn still_authorised(
+        &self,
+        grant: &crate::access::Grant,
+        id: &str,
+        generation: u64,
+    ) -> bool {
+        if !self.access.valid(grant) {
+            return false;
+        }
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes
+            .get_with_generation(id)
+            .is_some_and(|(_, g)| g == generation)
+    }
+
+    /// Refuse a create over the owner's `quota`, naming the quota.
+    pub(super) fn check_quota(
+        &self,
+        quota: Option<crate::access::Quota>,
+        owner: &str,
+        memory_mb: u64,
+    ) -> Result<()> {
+        let Some(q) = quota else { return Ok(()) };
+        let have = self.owner_usage()?.get(owner).copied().unwrap_or_default();
+        match crate::access::over_quota(q, owner, have, memory_mb) {
+            Some(m) => {
+                self.metrics.quota_refused.inc();
+                Err(ServiceError::Quota(m))
+            }
+            None => Ok(()),
         }
     }
 
