@@ -12,6 +12,10 @@ ensure_cmd readelf binutils
 ensure_cmd ip iproute2
 # A real Prometheus server and promtool for the observability test.
 ensure_cmd promtool prometheus
+# Headless Chromium for the browser test of tenant pages (issue I), and pip
+# for the Python websockets server it installs into /var/lib/slotpack-tests.
+ensure_cmd chromium chromium
+python3 -m pip --version >/dev/null 2>&1 || ensure_pkg python3-pip
 
 echo "== lint"
 cargo fmt --all -- --check

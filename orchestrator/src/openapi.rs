@@ -24,6 +24,8 @@ impl utoipa::Modify for ErrorAnswers {
                 ("put", &mut item.put),
                 ("delete", &mut item.delete),
                 ("patch", &mut item.patch),
+                ("head", &mut item.head),
+                ("options", &mut item.options),
             ];
             for (method, op) in ops {
                 if let Some(op) = op.as_mut() {
@@ -113,7 +115,7 @@ fn complete(path: &str, method: &str, op: &mut Operation) {
 fn pattern(path: &str, p: &mut Parameter) {
     let pat = match p.name.as_str() {
         "id" if path.starts_with("/api/tokens") => TOKEN_ID_PATTERN,
-        "id" | "instanceId" | "tenant" | "name" => ID_PATTERN,
+        "id" | "instanceId" | "tenant" | "name" | "owner" => ID_PATTERN,
         _ => return,
     };
     p.schema = Some(RefOr::T(

@@ -135,22 +135,24 @@ fn to_tenant(h: &mut HeaderMap, keep_upgrade: bool, fwd: &Forwarded) {
         h.remove(header::AUTHORIZATION);
         h.remove("x-api-key");
     }
-    let cookies: Vec<String> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| {
-            let name = c.split('=').next().unwrap_or_default().trim();
-            !c.is_empty() && !OUR_COOKIES.iter().any(|o| name.eq_ignore_ascii_case(o))
-        })
-        .map(str::to_string)
-        .collect();
-    h.remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
-        if !cookies.is_empty() {
-            h.insert(header::COOKIE, v);
+    if h.contains_key(header::COOKIE) {
+        let cookies: Vec<String> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|c| {
+                let name = c.split('=').next().unwrap_or_default().trim();
+                !c.is_empty() && !OUR_COOKIES.iter().any(|o| name.eq_ignore_ascii_case(o))
+            })
+            .map(str::to_string)
+            .collect();
+        h.remove(header::COOKIE);
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            if !cookies.is_empty() {
+                h.insert(header::COOKIE, v);
+            }
         }
     }
     if let Some(ip) = fwd.client {

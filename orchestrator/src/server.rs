@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+pub mod coarse_timer;
+
 /// Caps on open connections, shared by every API worker.
 #[derive(Debug)]
 pub struct ConnLimits {
@@ -175,7 +177,7 @@ pub async fn serve_http1(
     header_timeout: Option<Duration>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
     use tower_service::Service;
@@ -183,7 +185,9 @@ pub async fn serve_http1(
     // HTTP/1.1 only: no protocol sniffing per connection.
     let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
     if let Some(t) = header_timeout {
-        http.http1().timer(TokioTimer::new()).header_read_timeout(t);
+        let timer = coarse_timer::CoarseTimer::default();
+        tokio::spawn(timer.clone().run());
+        http.http1().timer(timer).header_read_timeout(t);
     }
     let graceful = GracefulShutdown::new();
     loop {
