@@ -95,7 +95,7 @@ type ApiResult<T> = Result<T, ApiError>;
     paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
           proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, metrics_targets, put_class, delete_class,
           create_token, list_tokens, revoke_token, revoke_owner_tokens, tenant_hosts::open_session,
-          events, healthz, metrics_doc),
+          proxy_root_doc, events, healthz, metrics_doc, openapi_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
                        Placement, CreateToken, TokenCreated, TokenList, TokenRow, tenant_hosts::SessionCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
@@ -470,6 +470,17 @@ async fn tenant_logs(
 #[allow(dead_code)]
 async fn proxy_doc() {}
 
+/// The tenant's `/`, as `.../proxy/` (any method, as the path above).
+#[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/api/tenants/{id}/proxy", params(("id" = String, Path)),
+    responses((status = 200, description = "the tenant's answer"), (status = 401, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 502, body = ErrorDoc)), security(("bearer" = []), ("apiKey" = [])))]
+#[allow(dead_code)]
+async fn proxy_root_doc() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, content_type = "application/json", description = "the OpenAPI 3.1 document")))]
+#[allow(dead_code)]
+async fn openapi_doc() {}
+
 /// Liveness of the orchestrator.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{\"status\":\"ok\"}")))]
 async fn healthz() -> Json<serde_json::Value> {
@@ -507,6 +518,50 @@ mod tests {
             .block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
             .unwrap();
         (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route_and_method_of_the_router() {
+        // The router's table (`router` above), as (path, methods).
+        let all = ["get", "post", "put", "delete", "patch", "head", "options"];
+        let routes: &[(&str, &[&str])] = &[
+            ("/api/tenants", &["post", "get"]),
+            ("/api/tenants/{id}", &["get", "delete"]),
+            ("/api/tenants/{id}/{action}", &["post"]),
+            ("/api/tenants/{id}/logs", &["get"]),
+            ("/api/tenants/{id}/session", &["post"]),
+            ("/api/tenants/{id}/proxy", &all),
+            ("/api/tenants/{id}/proxy/{path}", &all),
+            ("/api/pool/status", &["get"]),
+            ("/api/pool/health-check", &["post"]),
+            ("/api/pool/cleanup", &["post"]),
+            ("/api/pool/bot/{instanceId}", &["get"]),
+            ("/api/pool/classes", &["get"]),
+            ("/api/pool/metrics-targets", &["get"]),
+            ("/api/pool/classes/{name}", &["put", "delete"]),
+            ("/api/tokens", &["post", "get", "delete"]),
+            ("/api/tokens/{id}", &["delete"]),
+            ("/api/events", &["get"]),
+            ("/healthz", &["get"]),
+            ("/metrics", &["get"]),
+            ("/openapi.json", &["get"]),
+        ];
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, methods) in routes {
+            for m in *methods {
+                assert!(
+                    doc["paths"][path][m].is_object(),
+                    "{} {path} is not in the OpenAPI document",
+                    m.to_uppercase()
+                );
+            }
+        }
+        let documented = doc["paths"].as_object().unwrap().len();
+        assert_eq!(
+            documented,
+            routes.len(),
+            "a documented path the router lacks"
+        );
     }
 
     #[test]

@@ -207,10 +207,10 @@ impl Snapshot {
                 &mut o(|q| q.tenants),
             )?;
             by(
-                "slotpack_owner_memory_mb",
-                "memoryMb of each owner's tenants together.",
+                "slotpack_owner_memory_bytes",
+                "Memory (memoryMb) of each owner's tenants together, in bytes.",
                 "owner",
-                &mut o(|q| q.memory_mb),
+                &mut o(|q| q.memory_mb << 20),
             )?;
             by(
                 "slotpack_owner_quota_tenants",
@@ -219,10 +219,10 @@ impl Snapshot {
                 &mut o(|q| q.max_tenants),
             )?;
             by(
-                "slotpack_owner_quota_memory_mb",
-                "Most memoryMb each owner may use.",
+                "slotpack_owner_quota_memory_bytes",
+                "Most memory (memoryMb) each owner may use, in bytes.",
                 "owner",
-                &mut o(|q| q.max_memory_mb),
+                &mut o(|q| q.max_memory_mb << 20),
             )?;
         }
         let gauge = |name: &str, help: &str, v: u64| -> prometheus::Result<()> {
@@ -336,7 +336,7 @@ mod tests {
             "slotpack_node_pools{node=\"n1\"} 2",
             "slotpack_node_pools{node=\"n2\"} 0",
             "slotpack_owner_tenants{owner=\"alice\"} 2",
-            "slotpack_owner_quota_memory_mb{owner=\"alice\"} 4096",
+            "slotpack_owner_quota_memory_bytes{owner=\"alice\"} 4294967296",
             "slotpack_api_connections 7",
             "slotpack_quota_refusals_total 0",
         ] {

@@ -409,7 +409,7 @@ fn owner_quotas_refuse_creates_naming_the_quota_and_change_nothing() {
     let m = s.call("GET", "/metrics", "").text();
     for line in [
         "slotpack_owner_tenants{owner=\"big\"} 3",
-        "slotpack_owner_quota_memory_mb{owner=\"big\"} 200",
+        "slotpack_owner_quota_memory_bytes{owner=\"big\"} 209715200",
         "slotpack_owner_quota_tenants{owner=\"small\"} 2",
         "slotpack_quota_refusals_total 2",
     ] {
