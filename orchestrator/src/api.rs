@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use utoipa::OpenApi;
@@ -145,9 +145,6 @@ pub fn router(app: App) -> Router {
         .route("/api/tenants/{id}", get(get_tenant).delete(delete_tenant))
         .route("/api/tenants/{id}/{action}", post(tenant_action))
         .route("/api/tenants/{id}/logs", get(tenant_logs))
-        .route("/api/tenants/{id}/proxy", any(proxy_route))
-        .route("/api/tenants/{id}/proxy/", any(proxy_route))
-        .route("/api/tenants/{id}/proxy/{*path}", any(proxy_route))
         .route("/api/pool/status", get(pool_status))
         .route("/api/pool/health-check", post(health_check))
         .route("/api/pool/cleanup", post(cleanup))
@@ -176,15 +173,54 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(authed);
-    // The body limit binds the JSON extractors only; proxied bodies stream
-    // unlimited. A tenant's own host is the tenant's, whatever the path
-    // (the layer comes last so that it wraps the fallbacks too).
-    with_json_errors(router)
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            tenant_hosts::dispatch,
-        ))
-        .with_state(app)
+    // The body limit binds the JSON extractors only (proxied requests never
+    // reach this router: see [`ApiService`]).
+    with_json_errors(router).with_state(app)
+}
+
+/// The whole API as one service: a request for a tenant's host, or for
+/// `/api/tenants/{id}/proxy[/...]` (any method), goes straight to the
+/// proxy (authenticated as every route is); everything else to the
+/// [`router`]. Proxied requests, the hot path, pass no routing table and no
+/// middleware stack.
+#[derive(Clone)]
+pub struct ApiService {
+    app: App,
+    router: Router,
+}
+
+impl ApiService {
+    /// The service of one API worker.
+    pub fn new(app: App) -> Self {
+        let router = router(app.clone());
+        ApiService { app, router }
+    }
+
+    /// Answer one request.
+    pub async fn call(self, req: hyper::Request<hyper::body::Incoming>) -> Response {
+        use tower_service::Service;
+        let req = req.map(Body::new);
+        if let Some(id) =
+            crate::auth::tenant_of_host(req.headers(), &self.app.svc.cfg().tenant_domain)
+        {
+            return tenant_hosts::serve(self.app, id, req).await;
+        }
+        if is_proxy_path(req.uri().path()) {
+            return proxy_route(self.app, req).await;
+        }
+        let mut router = self.router;
+        match router.call(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Whether `path` is `/api/tenants/{id}/proxy` or below it.
+fn is_proxy_path(path: &str) -> bool {
+    let mut parts = path.splitn(6, '/');
+    let lead: [Option<&str>; 5] = std::array::from_fn(|_| parts.next());
+    matches!(lead, [Some(""), Some("api"), Some("tenants"), Some(id), Some("proxy")] if !id.is_empty())
 }
 
 /// Who a request is from, put into its extensions next to the [`Caller`]:
@@ -239,15 +275,20 @@ fn resolve_caller(
 }
 
 /// `ANY /api/tenants/{id}/proxy/{*path}` and `.../proxy`: the caller's
-/// tenant, reached through [`proxy::Proxy`].
-async fn proxy_route(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(cred): Extension<Credential>,
-    req: Request,
-) -> Response {
+/// tenant, reached through [`proxy::Proxy`], after the same auth as every
+/// route.
+async fn proxy_route(app: App, mut req: Request) -> Response {
+    let (caller, cred, via) = match resolve_caller(&app.svc, req.headers()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    use tracing::Instrument;
+    let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
+    req.extensions_mut().insert(via);
     let id = proxy::tenant_of(req.uri().path()).to_string();
-    proxy_to(&app, &caller, cred.grant, id, proxy::Mode::Prefix, req).await
+    proxy_to(&app, &caller, cred.grant, id, proxy::Mode::Prefix, req)
+        .instrument(span)
+        .await
 }
 
 /// Proxy `req` to tenant `id` for `caller`: counted; a tenant that does not
@@ -518,6 +559,27 @@ mod tests {
             .block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
             .unwrap();
         (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn proxy_paths_are_the_tenants_proxy_and_below() {
+        for p in [
+            "/api/tenants/a/proxy",
+            "/api/tenants/a/proxy/",
+            "/api/tenants/a/proxy/x/y",
+        ] {
+            assert!(is_proxy_path(p), "{p}");
+        }
+        for p in [
+            "/api/tenants//proxy",
+            "/api/tenants/a/proxyx",
+            "/api/tenants/a/logs",
+            "/api/tenants/a",
+            "/api/tokens",
+            "/x/api/tenants/a/proxy",
+        ] {
+            assert!(!is_proxy_path(p), "{p}");
+        }
     }
 
     #[test]

@@ -338,7 +338,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                         .enable_all()
                         .build()?;
                     let header_timeout = svc.cfg().header_timeout();
-                    let app = api::router(api::App::new(svc));
+                    let api = api::ApiService::new(api::App::new(svc));
+                    let app = move |req| api.clone().call(req);
                     rt.block_on(server::serve_http1(
                         listener,
                         app,

@@ -170,17 +170,20 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
 /// Serve HTTP/1.1 (with upgrades) on `listener` until `stop` turns true,
 /// then let open connections finish their requests (each ends after the
 /// request in flight), waiting at most 10 s.
-pub async fn serve_http1(
+pub async fn serve_http1<A, F>(
     listener: std::net::TcpListener,
-    app: axum::Router,
+    app: A,
     limits: Arc<ConnLimits>,
     header_timeout: Option<Duration>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    A: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
-    use tower_service::Service;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // HTTP/1.1 only: no protocol sniffing per connection.
     let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -227,8 +230,8 @@ pub async fn serve_http1(
             }
             let service = hyper::service::service_fn(move |mut req| {
                 req.extensions_mut().insert(client.clone());
-                // A Router is always ready: no poll_ready needed before call.
-                app.clone().call(req)
+                let answer = app(req);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), service);
             let _ = watcher.watch(conn.into_owned()).await;
@@ -377,7 +380,7 @@ mod serving_tests {
             .remove(0);
         let addr = l.local_addr().unwrap();
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let app = |_req| async { axum::response::IntoResponse::into_response("ok") };
         let limits = ConnLimits::new(100, 100);
         rt.spawn(serve_http1(
             l,

@@ -10,21 +10,13 @@
 
 use super::*;
 use crate::access::SESSION_LIFETIME;
-use crate::auth::{cookie, tenant_of_host, SESSION_COOKIE};
+use crate::auth::{cookie, SESSION_COOKIE};
 
 /// The path of a tenant host that trades a one-time code for a session.
 pub const SESSION_PATH: &str = "/.slotpack/session";
 
-/// The outermost layer: a request for a tenant's host goes to the tenant,
-/// any other to the API.
-pub(super) async fn dispatch(State(app): State<App>, req: Request, next: Next) -> Response {
-    match tenant_of_host(req.headers(), &app.svc.cfg().tenant_domain) {
-        Some(id) => serve(app, id, req).await,
-        None => next.run(req).await,
-    }
-}
-
-async fn serve(app: App, id: String, mut req: Request) -> Response {
+/// A request for tenant `id`'s host (see [`ApiService`](super::ApiService)).
+pub(super) async fn serve(app: App, id: String, mut req: Request) -> Response {
     if req.uri().path() == SESSION_PATH {
         return redeem(&app, &id, req.uri().query().unwrap_or_default());
     }

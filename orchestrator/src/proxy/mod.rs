@@ -8,37 +8,21 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::auth::{sets_our_cookie, AuthVia, OUR_COOKIES};
 use crate::routes::Routes;
 
-/// Pooled keep-alive client to the tenants.
-pub type ProxyClient = Client<CheckedConnector, Body>;
+mod upstreams;
 
 /// The routes whose ports are checked at connect time (local backend as
 /// root), see [`check_port`].
 pub type PortGuard = Option<Arc<RwLock<Routes>>>;
-
-/// A client for proxying; with a guard, every new connection first checks
-/// that the tenant's slot user is the one listening on the port.
-pub fn client(guard: PortGuard) -> ProxyClient {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(CheckedConnector { inner: c, guard })
-}
 
 /// `Err` if another user than the tenant's slot user listens on `port`:
 /// a tenant squatting a neighbour's port never receives its traffic.
@@ -57,37 +41,7 @@ pub fn check_port(guard: &PortGuard, port: u16) -> Result<(), String> {
     }
 }
 
-/// The HTTP connector with the [`check_port`] check before each connect.
-#[derive(Clone)]
-pub struct CheckedConnector {
-    inner: HttpConnector,
-    guard: PortGuard,
-}
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<hyper::Uri> for CheckedConnector {
-    type Response = <HttpConnector as tower_service::Service<hyper::Uri>>::Response;
-    type Error = BoxError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
-        if let Err(e) = check_port(&self.guard, uri.port_u16().unwrap_or(80)) {
-            return Box::pin(async move { Err(e.into()) });
-        }
-        let connecting = self.inner.call(uri);
-        Box::pin(async move { connecting.await.map_err(Into::into) })
-    }
-}
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -240,7 +194,7 @@ pub fn tenant_of(raw_path: &str) -> &str {
 /// of tunnelled connections. Pure HTTP: which tenant a caller may reach,
 /// the JSON error envelope and the metrics are the API's.
 pub struct Proxy {
-    client: ProxyClient,
+    upstreams: upstreams::Upstreams,
     guard: PortGuard,
 }
 
@@ -248,8 +202,10 @@ impl Proxy {
     /// A proxy with its own upstream connection pool; `guard` (the local
     /// backend as root) checks who listens on a port before connecting.
     pub fn new(guard: PortGuard) -> Self {
-        let client = client(guard.clone());
-        Self { client, guard }
+        Self {
+            upstreams: upstreams::Upstreams::default(),
+            guard,
+        }
     }
 
     /// Forward `req` to the tenant `id` at `target`: a
@@ -366,13 +322,17 @@ async fn plain(
 ) -> Result<Response, String> {
     let (mut parts, body) = req.into_parts();
     to_tenant(&mut parts.headers, false, fwd);
-    parts.uri = format!("http://{target}{path_q}")
-        .parse()
-        .map_err(|e| format!("bad path: {e}"))?;
+    parts.uri = path_q.parse().map_err(|e| format!("bad path: {e}"))?;
     parts.version = hyper::Version::HTTP_11;
-    let asked = app.client.request(hyper::Request::from_parts(parts, body));
+    if !parts.headers.contains_key(header::HOST) {
+        let host = HeaderValue::from_str(&target.to_string()).map_err(|e| e.to_string())?;
+        parts.headers.insert(header::HOST, host);
+    }
+    let asked = app
+        .upstreams
+        .send(&app.guard, target, hyper::Request::from_parts(parts, body));
     let resp = tokio::select! {
-        r = asked => r.map_err(|e| format!("unreachable: {}", error_chain(&e)))?,
+        r = asked => r?,
         _ = &mut end => return Err(ENDED.to_string()),
     };
     let (mut parts, body) = resp.into_parts();
