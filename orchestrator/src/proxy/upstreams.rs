@@ -155,3 +155,86 @@ impl hyper::body::Body for ReturningBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A tenant on loopback that answers `per_conn` requests on each
+    /// connection and then closes it without saying so (as a server whose
+    /// keep-alive timeout ran out); returns its address and a count of the
+    /// connections it took.
+    async fn tenant(per_conn: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    for _ in 0..per_conn {
+                        let mut got = Vec::new();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    async fn get(u: &Upstreams, addr: SocketAddr) -> String {
+        use http_body_util::BodyExt;
+        let req = hyper::Request::builder()
+            .uri("/")
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Body::empty())
+            .unwrap();
+        let resp = u.send(&None, addr, req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_connection_is_reused_once_its_answer_is_read() {
+        rt().block_on(async {
+            let (addr, conns) = tenant(100).await;
+            let u = Upstreams::default();
+            for _ in 0..5 {
+                assert_eq!(get(&u, addr).await, "ok");
+            }
+            assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn a_connection_the_tenant_closed_is_not_an_error() {
+        rt().block_on(async {
+            let (addr, conns) = tenant(1).await;
+            let u = Upstreams::default();
+            for _ in 0..4 {
+                assert_eq!(get(&u, addr).await, "ok");
+                // Let the close arrive, or not: either way the next works.
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4);
+        });
+    }
+}
