@@ -70,13 +70,7 @@ impl From<ServiceError> for ApiError {
         };
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             // The whole chain goes to the log; the caller learns nothing of it.
-            let mut chain = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                chain.push_str(": ");
-                chain.push_str(&s.to_string());
-                src = s.source();
-            }
+            let chain = proxy::error_chain(&e);
             tracing::error!(error = %chain, "internal error");
             "internal error; see the server log".to_string()
         } else {

@@ -50,13 +50,18 @@ pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
+/// Whether a cookie `name` is one of [`OUR_COOKIES`] (in any case).
+pub fn is_our_cookie(name: &str) -> bool {
+    let name = name.trim();
+    OUR_COOKIES
+        .iter()
+        .any(|ours| name.eq_ignore_ascii_case(ours))
+}
+
 /// Whether a `Set-Cookie` value sets one of [`OUR_COOKIES`].
 pub fn sets_our_cookie(set_cookie: &[u8]) -> bool {
     let name = set_cookie.split(|b| *b == b'=').next().unwrap_or_default();
-    let name = String::from_utf8_lossy(name);
-    OUR_COOKIES
-        .iter()
-        .any(|ours| name.trim().eq_ignore_ascii_case(ours))
+    is_our_cookie(&String::from_utf8_lossy(name))
 }
 
 /// The tenant id of a request for the host `<id>.<domain>[:port]`, if the

@@ -102,3 +102,15 @@ pub fn request(
         body,
     })
 }
+
+/// Read one response head (through the blank line) from `c`, byte by byte
+/// so that nothing after it (a tunnel's first bytes, a body) is consumed.
+pub fn read_head(c: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    head
+}

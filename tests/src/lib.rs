@@ -37,16 +37,24 @@ pub fn bin_seen_by_slots(name: &str) -> PathBuf {
     if !hidden {
         return p;
     }
-    let dir = PathBuf::from("/var/lib/slotpack-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = dir_seen_by_slots();
     // Copied aside and renamed: a concurrent test may be running the last copy.
     let to = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     std::fs::copy(&p, &tmp).unwrap();
     std::fs::rename(&tmp, &to).unwrap();
     to
+}
+
+/// `/var/lib/slotpack-tests` (made, mode 0755): a folder slot users can
+/// read, outside the private `/tmp` of slots, for binaries and scripts of
+/// tests that tenants run.
+pub fn dir_seen_by_slots() -> PathBuf {
+    let dir = PathBuf::from("/var/lib/slotpack-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }
 
 /// Poll `f` every 10 ms until it returns `Some`, panicking with `what` after `limit`.

@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,15 +15,9 @@ use slotpack_tests::http::request;
 use slotpack_tests::orchestrator::{tenant, Slotpack, ADMIN};
 use slotpack_tests::{in_ci, wait_for};
 
-/// Read one response head (through the blank line), byte by byte.
+/// One response head, lower-cased.
 fn read_head(c: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    String::from_utf8_lossy(&head).to_ascii_lowercase()
+    String::from_utf8_lossy(&slotpack_tests::http::read_head(c)).to_ascii_lowercase()
 }
 
 /// A masked websocket text frame.
@@ -424,30 +417,36 @@ fn owner_quotas_refuse_creates_naming_the_quota_and_change_nothing() {
     assert_eq!(s.call_as(Some(&big), "GET", "/api/tenants", "").status, 401);
 }
 
-/// A folder slot users can read, outside the private /tmp of slots.
-fn shared_dir() -> PathBuf {
-    let d = PathBuf::from("/var/lib/slotpack-tests");
-    std::fs::create_dir_all(&d).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    d
-}
-
-/// A Python program for tenants, written where slots can read it.
-fn python_program(name: &str, text: &str) -> String {
-    let p = shared_dir().join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+/// Tenant `id`: the Python program `text` (written as `file` where slots
+/// can read it) run by Debian's python3 with `env`, pinged over TCP;
+/// returns once it is healthy.
+fn start_python(s: &Slotpack, id: &str, file: &str, text: &str, env: Value) {
+    let program = slotpack_tests::dir_seen_by_slots().join(file);
+    std::fs::write(&program, text).unwrap();
+    let spec = json!({
+        "id": id,
+        "command": "/usr/bin/python3",
+        "args": [program.display().to_string()],
+        "env": env,
+        "resources": {"memoryMb": 128, "cpuMillis": 10},
+        "ping": {"kind": "tcp", "intervalMs": 200},
+    });
+    let r = s.call("POST", "/api/tenants", &spec.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_for(Duration::from_secs(30), &format!("{id} running"), || {
+        let t = s.call("GET", &format!("/api/tenants/{id}"), "").json();
+        (t["tenant"]["healthy"] == true).then_some(())
+    });
 }
 
 /// Python's `websockets` package (PyPI), installed once into a folder
 /// slot users can read; `None` (the test skips) outside CI without pip.
 fn python_websockets() -> Option<String> {
-    let dir = shared_dir().join("pylib");
+    let dir = slotpack_tests::dir_seen_by_slots().join("pylib");
     if dir.join("websockets").exists() {
         return Some(dir.display().to_string());
     }
-    let tmp = shared_dir().join(format!("pylib.{}", std::process::id()));
+    let tmp = slotpack_tests::dir_seen_by_slots().join(format!("pylib.{}", std::process::id()));
     let ok = Command::new("python3")
         .args([
             "-m",
@@ -488,20 +487,13 @@ fn websockets_reach_a_server_that_checks_upgrade() {
         return;
     };
     let s = Slotpack::start(&[]);
-    let spec = json!({
-        "id": "pyws",
-        "command": "/usr/bin/python3",
-        "args": [python_program("ws_echo.py", WS_SERVER)],
-        "env": {"PYTHONPATH": pylib},
-        "resources": {"memoryMb": 128, "cpuMillis": 10},
-        "ping": {"kind": "tcp", "intervalMs": 200},
-    });
-    let r = s.call("POST", "/api/tenants", &spec.to_string());
-    assert_eq!(r.status, 201, "{}", r.text());
-    wait_for(Duration::from_secs(30), "pyws running", || {
-        let t = s.call("GET", "/api/tenants/pyws", "").json();
-        (t["tenant"]["healthy"] == true).then_some(())
-    });
+    start_python(
+        &s,
+        "pyws",
+        "ws_echo.py",
+        WS_SERVER,
+        json!({"PYTHONPATH": pylib}),
+    );
     // Without Upgrade the server refuses (it checks): 426.
     let mut c = TcpStream::connect(&s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -600,20 +592,14 @@ fn chromium() -> Option<&'static str> {
 fn a_tenant_page_in_a_real_browser_cannot_act_as_the_admin() {
     let Some(browser) = chromium() else { return };
     let s = Slotpack::start(&[]);
-    let spec = json!({
-        "id": "evil",
-        "command": "/usr/bin/python3",
-        "args": [python_program("hostile_page.py", HOSTILE_PAGE)],
-        "env": {"API": format!("http://{}", s.addr)},
-        "resources": {"memoryMb": 128, "cpuMillis": 10},
-        "ping": {"kind": "tcp", "intervalMs": 200},
-    });
-    let r = s.call("POST", "/api/tenants", &spec.to_string());
-    assert_eq!(r.status, 201, "{}", r.text());
-    wait_for(Duration::from_secs(30), "evil running", || {
-        let t = s.call("GET", "/api/tenants/evil", "").json();
-        (t["tenant"]["healthy"] == true).then_some(())
-    });
+    let api = format!("http://{}", s.addr);
+    start_python(
+        &s,
+        "evil",
+        "hostile_page.py",
+        HOSTILE_PAGE,
+        json!({"API": api}),
+    );
     // On the API's origin (the path proxy) the page is sandboxed and our
     // cookie name is dropped from the tenant's answer.
     let r = s.call("GET", "/api/tenants/evil/proxy/", "");

@@ -5,19 +5,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::json;
+use slotpack_tests::http::read_head;
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
-
-/// Read one response head (through the blank line), byte by byte so that
-/// nothing after it is consumed.
-fn read_head(c: &mut TcpStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    head
-}
 
 #[test]
 fn proxies_any_method_with_query_and_large_bodies() {

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
-use crate::auth::{sets_our_cookie, AuthVia, OUR_COOKIES};
+use crate::auth::{is_our_cookie, sets_our_cookie, AuthVia};
 use crate::routes::Routes;
 
 mod upstreams;
@@ -96,10 +96,7 @@ fn to_tenant(h: &mut HeaderMap, keep_upgrade: bool, fwd: &Forwarded) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .map(str::trim)
-            .filter(|c| {
-                let name = c.split('=').next().unwrap_or_default().trim();
-                !c.is_empty() && !OUR_COOKIES.iter().any(|o| name.eq_ignore_ascii_case(o))
-            })
+            .filter(|c| !c.is_empty() && !is_our_cookie(c.split('=').next().unwrap_or_default()))
             .map(str::to_string)
             .collect();
         h.remove(header::COOKIE);
@@ -349,7 +346,7 @@ async fn plain(
 const ENDED: &str = "ended: its token was revoked, or the tenant was deleted, stopped or moved";
 
 /// An error and its sources, `: `-joined (hyper's own text hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
@@ -371,17 +368,8 @@ async fn tunnel(
     mut req: Request,
     end: Ending,
 ) -> Result<Response, String> {
-    check_port(guard, target.port())?;
     let client_side = hyper::upgrade::on(&mut req);
-    let stream = tokio::net::TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("unreachable: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
+    let mut sender = upstreams::connect(guard, target).await?;
     let mut up = hyper::Request::builder()
         .method(req.method().clone())
         .uri(path_q)

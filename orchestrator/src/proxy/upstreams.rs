@@ -60,18 +60,7 @@ impl Upstreams {
                 },
             }
         }
-        check_port(guard, target.port())?;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target))
-            .await
-            .map_err(|_| format!("unreachable: no connection within {CONNECT_TIMEOUT:?}"))?
-            .map_err(|e| format!("unreachable: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (mut conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("unreachable: {e}"))?;
-        tokio::spawn(async move {
-            let _ = driver.await;
-        });
+        let mut conn = connect(guard, target).await?;
         let resp = conn
             .send_request(req)
             .await
@@ -107,6 +96,25 @@ impl Upstreams {
             body
         })
     }
+}
+
+/// A new HTTP/1 connection to the tenant at `target`, after the port check
+/// of `guard`, within [`CONNECT_TIMEOUT`]; its driver runs in a task of its
+/// own and may hand the connection over to an upgrade (a tunnel).
+pub async fn connect(guard: &PortGuard, target: SocketAddr) -> Result<SendRequest<Body>, String> {
+    check_port(guard, target.port())?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target))
+        .await
+        .map_err(|_| format!("unreachable: no connection within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("unreachable: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("unreachable: {e}"))?;
+    tokio::spawn(async move {
+        let _ = driver.with_upgrades().await;
+    });
+    Ok(conn)
 }
 
 /// A tenant's answer body that gives its connection back at its end.
