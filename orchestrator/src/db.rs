@@ -294,6 +294,16 @@ impl Db {
         Ok(rows)
     }
 
+    /// The tenants placed in pool `number`.
+    pub fn pool_tenants(&self, number: u64) -> Result<Vec<TenantRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("{TENANT_SELECT} WHERE pool = ?1 ORDER BY id"))?;
+        let rows = st
+            .query_map([number], tenant_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// Set a tenant's desired state, recording the event.
     pub fn set_desired(&self, id: &str, desired: Desired) -> Result<bool, DbError> {
         let mut conn = self.conn();

@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod consolidate;
 pub mod db;
+pub mod ledger;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

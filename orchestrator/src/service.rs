@@ -2,9 +2,9 @@
 //! removes pools, runs the health tick and reconciliation.
 //!
 //! State ownership: the database owns desired state; the agents own what
-//! runs; the [`PoolIndex`] (behind the placement lock) is derived from the
-//! database and changed only while that lock is held, right after the
-//! database change it mirrors; no pool starts while a request holds it.
+//! runs; the [`Ledger`] is the one writer of placement state (pool rows,
+//! tenant placement, the placement index and the proxy routes), under its
+//! lock; no pool starts while a request holds that lock.
 //!
 //! The operations live in submodules by what they touch: `tenants` (the
 //! tenant API), `pools` (placement, pool start, classes, warm slots,
@@ -20,16 +20,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use slotpack_proto::protocol::is_valid_id;
 use tokio::sync::Mutex;
 
+use crate::ledger::Ledger;
+
 use crate::agent_client::{AgentClient, AgentError, Endpoint};
 use crate::backend::{Backend, BackendError};
 use crate::config::ServeConfig;
 use crate::db::{Db, DbError, PoolRow, TenantRow};
 use crate::metrics::Metrics;
 use crate::model::*;
-use crate::placement::{PoolCapacity, PoolIndex};
 use crate::reconcile::Action;
-use crate::routes::{Route, Routes};
-use crate::states::{Desired, PoolMode, PoolState};
+use crate::routes::Routes;
+use crate::states::PoolState;
 
 mod consolidation;
 mod health;
@@ -136,20 +137,20 @@ pub const MAX_LIFETIME_SECONDS: std::ops::RangeInclusive<u64> = 1..=315_360_000;
 pub struct Orchestrator {
     /// Settings.
     cfg: ServeConfig,
-    /// Desired state (the database is reached through the operations only).
-    db: Db,
+    /// Desired state (the database is reached through the operations only;
+    /// placement rows are written by the ledger alone).
+    db: Arc<Db>,
+    /// The one owner of placement state: pool rows, tenant placement, the
+    /// index and the proxy routes.
+    ledger: Ledger,
     /// Where pools run.
     backend: Arc<dyn Backend>,
     /// Client of the agents.
     agents: AgentClient,
     /// Counters.
     metrics: Metrics,
-    placer: Mutex<PoolIndex>,
     /// This deployment's note of its slot uids on the host (as root).
     uid_registry: Option<crate::uid_ranges::Registry>,
-    /// Tenant id → owner, port, uid for the proxy's hot path; derived from
-    /// the database, changed with the index (and on the way to deletion).
-    routes: Arc<std::sync::RwLock<Routes>>,
     last_health: std::sync::Mutex<Option<HealthReport>>,
     /// One health tick at a time (loop, API and backend events).
     tick_lock: Mutex<()>,
@@ -171,31 +172,6 @@ pub struct Orchestrator {
     conn_limits: std::sync::OnceLock<Arc<crate::server::ConnLimits>>,
     /// One warm-slot refill at a time.
     warming: Mutex<()>,
-}
-
-/// The routes, write-locked; wakes the proxy streams when dropped.
-struct RoutesMut<'a> {
-    routes: std::sync::RwLockWriteGuard<'a, Routes>,
-    access: &'a crate::access::Access,
-}
-
-impl std::ops::Deref for RoutesMut<'_> {
-    type Target = Routes;
-    fn deref(&self) -> &Routes {
-        &self.routes
-    }
-}
-
-impl std::ops::DerefMut for RoutesMut<'_> {
-    fn deref_mut(&mut self) -> &mut Routes {
-        &mut self.routes
-    }
-}
-
-impl Drop for RoutesMut<'_> {
-    fn drop(&mut self) {
-        self.access.wake();
-    }
 }
 
 /// What one pool showed in a health tick, before the database is read.
@@ -239,15 +215,16 @@ impl Orchestrator {
     pub fn new(cfg: ServeConfig, db: Db, backend: Arc<dyn Backend>) -> Result<Self> {
         let agents = AgentClient::new(cfg.ping_timeout());
         let access = Arc::new(crate::access::Access::new(db.token_hashes()?));
+        let db = Arc::new(db);
+        let ledger = Ledger::new(db.clone(), access.clone(), backend.clone());
         Ok(Self {
             cfg,
             db,
+            ledger,
             backend,
             agents,
             metrics: Metrics::default(),
-            placer: Mutex::new(PoolIndex::new()),
             uid_registry: None,
-            routes: Arc::default(),
             last_health: std::sync::Mutex::new(None),
             tick_lock: Mutex::new(()),
             restart_failures: std::sync::Mutex::new(HashMap::new()),
@@ -313,76 +290,30 @@ impl Orchestrator {
         }
     }
 
-    fn capacity(pool: &PoolRow, tenants: &[&TenantRow]) -> PoolCapacity {
-        PoolCapacity {
-            number: pool.number,
-            class: pool.class.clone(),
-            slots: pool.slots,
-            memory_mb: pool.memory_mb,
-            cpu_millis: pool.cpu_millis,
-            used_slots: tenants.iter().map(|t| t.slot).collect(),
-            used_memory_mb: tenants.iter().map(|t| t.memory_mb).sum(),
-            used_cpu_millis: tenants.iter().map(|t| t.cpu_millis).sum(),
-            accepting: pool.mode == PoolMode::Pooled && pool.status == PoolState::Running,
-        }
-    }
-
     /// Start-up: adopt or restart every pool, rebuild the placement index,
     /// remove pools the database does not know, reconcile everything.
     pub async fn recover(&self) -> Result<HealthReport> {
         for pool in self.db.pools()? {
-            match self.backend.start_pool(&pool).await {
-                Ok(r) => self
-                    .db
-                    .set_pool_status(pool.number, PoolState::Running, Some(&r))?,
+            let (status, r) = match self.backend.start_pool(&pool).await {
+                Ok(r) => (PoolState::Running, Some(r)),
                 Err(e) => {
                     tracing::error!(pool = %pool.id(), error = %e, "pool did not start");
-                    self.db
-                        .set_pool_status(pool.number, PoolState::Failed, None)?;
+                    (PoolState::Failed, None)
                 }
-            }
+            };
+            self.ledger
+                .lock()
+                .await
+                .set_pool_status(pool.number, status, r.as_deref())?;
         }
-        self.rebuild_index().await?;
+        self.ledger.rebuild().await?;
         Ok(self.health_tick().await)
-    }
-
-    async fn rebuild_index(&self) -> Result<()> {
-        let pools = self.db.pools()?;
-        let tenants = self.db.tenants()?;
-        let mut idx = PoolIndex::new();
-        let grouped = by_pool(&tenants);
-        for p in &pools {
-            idx.upsert(Self::capacity(p, tenants_of(&grouped, p.number)));
-        }
-        let mut idx_guard = self.placer.lock().await;
-        *idx_guard = idx;
-        let by_number: HashMap<u64, &PoolRow> = pools.iter().map(|p| (p.number, p)).collect();
-        *self.routes_mut() = tenants
-            .iter()
-            .filter(|t| t.desired != Desired::Deleting)
-            .filter_map(|t| {
-                Some((t.id.to_string(), {
-                    let p = by_number.get(&t.pool)?;
-                    route(&t.owner, p, self.backend.agent_addr(p), t.slot)
-                }))
-            })
-            .collect();
-        Ok(())
     }
 
     /// The proxy routes, for a port check at connect time (local backend
     /// as root: there, every tenant's listener must be its slot user's).
     pub fn port_guard(&self) -> Option<Arc<std::sync::RwLock<Routes>>> {
-        (self.backend.name() == "local" && self.isolated()).then(|| self.routes.clone())
-    }
-
-    /// The routes for a change; when the guard drops, every open proxy
-    /// stream checks whether its route still stands.
-    fn routes_mut(&self) -> RoutesMut<'_> {
-        RoutesMut {
-            routes: self.routes.write().unwrap_or_else(|e| e.into_inner()),
-            access: &self.access,
-        }
+        (self.backend.name() == "local" && self.isolated()).then(|| self.ledger.routes().clone())
     }
 
     /// Create an owner token, with its own quota settings if given.
@@ -489,17 +420,6 @@ impl Orchestrator {
     /// The API's connection caps, once `serve` has set them.
     pub fn conn_limits(&self) -> Option<&Arc<crate::server::ConnLimits>> {
         self.conn_limits.get()
-    }
-}
-
-/// The proxy route of `owner`'s tenant in `slot` of `pool`, whose agent
-/// is at `agent` (its slot ports are on the same host).
-fn route(owner: &str, pool: &PoolRow, agent: std::net::SocketAddr, slot: u32) -> Route {
-    Route {
-        owner: owner.to_string(),
-        ip: agent.ip(),
-        port: pool.base_port + slot as u16,
-        uid: pool.uid_base + slot,
     }
 }
 

@@ -45,6 +45,16 @@ impl PoolRow {
     pub fn id(&self) -> String {
         pool_id(self.number)
     }
+
+    /// The port of `slot`: the one place a slot's port is computed. `None`
+    /// for a slot the pool does not have (or a port past 65535, which
+    /// `blocks` never hands out).
+    pub fn slot_port(&self, slot: u32) -> Option<u16> {
+        if slot >= self.slots {
+            return None;
+        }
+        u16::try_from(u32::from(self.base_port) + slot).ok()
+    }
 }
 
 /// `pool-<number>`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{by_pool, tenants_of, Orchestrator, Result, ServiceError};
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolRow, TenantRow};
+use crate::ledger::{Held, Moved};
 use crate::model::HealthReport;
 use crate::placement::{PoolIndex, Request};
 use crate::states::Desired;
@@ -36,10 +37,10 @@ impl Orchestrator {
             .collect();
         let committed = {
             // Read under the placement lock: no pool or tenant appears meanwhile.
-            let mut idx = self.placer.lock().await;
+            let mut held = self.ledger.lock().await;
             let pools = self.db.pools()?;
             let tenants = self.db.tenants()?;
-            let (view, residents) = drain_view(&idx, &pools, &tenants, &healthy);
+            let (view, residents) = drain_view(held.index(), &pools, &tenants, &healthy);
             let limits = Limits {
                 keep_free_slots: u64::from(self.cfg.warm_slots),
                 ..Limits::default()
@@ -48,17 +49,18 @@ impl Orchestrator {
                 return Ok(());
             };
             let source = find_pool(&pools, drain.pool)?.clone();
-            let result = self.commit_moves(&mut idx, &drain, &source, &pools, &tenants);
+            let result = self.commit_moves(&mut held, &drain, &source, &pools, &tenants);
+            if result.is_err() {
+                // Some moves may be committed (the ledger keeps each one
+                // whole); the source opens again and the reconciler
+                // converges the agents on the next tick.
+                held.open_pool(source.number)?;
+            }
             result.map(|moving| (source, moving))
         };
         let (source, moving) = match committed {
             Ok(c) => c,
-            Err(e) => {
-                // Some moves may be committed: derive the index afresh; the
-                // reconciler converges the agents on the next tick.
-                self.rebuild_index().await?;
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         // Committed: after a crash from here on the reconciler finishes the job.
         let why = format!("consolidation: {} emptied", source.id());
@@ -125,14 +127,14 @@ impl Orchestrator {
     /// so no new tenant lands there. Placement lock held.
     fn commit_moves(
         &self,
-        idx: &mut PoolIndex,
+        held: &mut Held<'_>,
         drain: &Drain,
         source: &PoolRow,
         pools: &[PoolRow],
         tenants: &[TenantRow],
     ) -> Result<Vec<Moving>> {
         let why = format!("consolidation: emptying {}", source.id());
-        idx.remove(source.number);
+        held.close_pool(source.number)?;
         let mut moving = Vec::with_capacity(drain.moves.len());
         for m in &drain.moves {
             let tenant = tenants
@@ -140,23 +142,24 @@ impl Orchestrator {
                 .find(|t| t.pool == source.number && t.slot == m.from_slot)
                 .ok_or_else(|| {
                     ServiceError::Internal(format!("no tenant in slot {}", m.from_slot))
-                })?
-                .clone();
+                })?;
             let to = find_pool(pools, m.to_pool)?.clone();
-            let port = to.base_port + m.to_slot as u16;
-            self.db
-                .move_tenant(&tenant.id, to.number, m.to_slot, port, &why)?;
-            idx.take(to.number, m.to_slot, &request_of(&tenant, &to));
-            self.routes_mut().insert(
-                tenant.id.to_string(),
-                super::route(&tenant.owner, &to, self.backend.agent_addr(&to), m.to_slot),
-            );
-            moving.push(Moving {
-                tenant,
-                to,
-                slot: m.to_slot,
-                port,
-            });
+            match held.move_tenant(&tenant.id, source.number, &to, m.to_slot, &why)? {
+                Moved::Done(now) => moving.push(Moving {
+                    port: now.port,
+                    tenant: tenant.clone(),
+                    to,
+                    slot: m.to_slot,
+                }),
+                // Read under the same lock the plan was made under: cannot
+                // happen, but a deletion is never moved along.
+                Moved::Deleting(_) | Moved::Elsewhere => {
+                    return Err(ServiceError::Internal(format!(
+                        "{} changed while it was being moved",
+                        tenant.id
+                    )))
+                }
+            }
         }
         Ok(moving)
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::agent_client::Endpoint;
 use crate::db::{PoolRow, TenantRow};
+use crate::ledger::Moved;
 use crate::placement::Request;
 use crate::reconcile::{plan, Action};
 use crate::states::{Desired, PoolState};
@@ -120,7 +121,7 @@ impl Orchestrator {
         let now = unix_now();
         for t in &tenants {
             if t.expires_at.is_some_and(|e| e <= now) && t.desired != Desired::Deleting {
-                if !self.mark_deleting(&t.id)? {
+                if !self.mark_deleting(&t.id).await? {
                     continue;
                 }
                 let why = "maxLifetimeSeconds reached";
@@ -181,13 +182,12 @@ impl Orchestrator {
     pub(super) async fn evacuate(&self, dead: &PoolRow, why: &str) -> Result<Vec<String>> {
         let why = why.to_string();
         let mut moved = Vec::new();
-        let mut idx = self.placer.lock().await;
-        idx.remove(dead.number);
+        let mut held = self.ledger.lock().await;
+        held.close_pool(dead.number)?;
         let ids: Vec<TenantId> = self
             .db
-            .tenants()?
+            .pool_tenants(dead.number)?
             .into_iter()
-            .filter(|t| t.pool == dead.number)
             .map(|t| t.id)
             .collect();
         for id in ids {
@@ -197,8 +197,7 @@ impl Orchestrator {
                 continue;
             };
             if t.desired == Desired::Deleting {
-                self.db.delete_tenant(&t.id, &why)?;
-                self.routes_mut().remove(&t.id);
+                held.forget_tenant(&t.id, &why)?;
                 continue;
             }
             let want = Request {
@@ -206,23 +205,20 @@ impl Orchestrator {
                 cpu_millis: t.cpu_millis,
                 class: t.spec.pool_class.clone(),
             };
-            let (again, prow, slot) = self.choose_slot(idx, &want).await?;
-            idx = again;
-            // The row once more, now that the lock may have been let go.
-            let Some(t) = self.db.tenant(&id)?.filter(|t| t.pool == dead.number) else {
-                continue;
-            };
-            let pool = prow.number;
-            let port = prow.base_port + slot as u16;
-            self.db.move_tenant(&t.id, pool, slot, port, &why)?;
-            idx.take(pool, slot, &want);
-            self.routes_mut().insert(
-                t.id.to_string(),
-                route(&t.owner, &prow, self.backend.agent_addr(&prow), slot),
-            );
-            moved.push((t.id, t.spec, prow, slot, port, t.desired));
+            let (again, prow, slot) = self.choose_slot(held, &want).await?;
+            held = again;
+            // The ledger checks the row once more, now that the lock may
+            // have been let go: a deletion begun meanwhile is finished here
+            // (its pool is going), never moved along.
+            match held.move_tenant(&id, dead.number, &prow, slot, &why)? {
+                Moved::Done(t) => moved.push((t.id, t.spec, prow, slot, t.port, t.desired)),
+                Moved::Deleting(t) => {
+                    held.forget_tenant(&t.id, &why)?;
+                }
+                Moved::Elsewhere => {}
+            }
         }
-        drop(idx);
+        drop(held);
         // Committed: a failed PUT below is retried by the next reconciliation.
         for (id, spec, prow, slot, port, desired) in &moved {
             let ep = self.endpoint(prow);
@@ -281,9 +277,12 @@ impl Orchestrator {
                 match self.backend.start_pool(pool).await {
                     Ok(r) => {
                         self.note_restart(pool.number, true);
-                        let _ = self
-                            .db
-                            .set_pool_status(pool.number, PoolState::Running, Some(&r));
+                        // The ledger's index follows: it takes tenants again.
+                        let _ = self.ledger.lock().await.set_pool_status(
+                            pool.number,
+                            PoolState::Running,
+                            Some(&r),
+                        );
                         actions.push(format!(
                             "restarted {id}; its tenants come back from its state"
                         ));
@@ -291,9 +290,12 @@ impl Orchestrator {
                     }
                     Err(e) => {
                         let failures = self.note_restart(pool.number, false);
-                        let _ = self
-                            .db
-                            .set_pool_status(pool.number, PoolState::Failed, None);
+                        // No create lands on it while it is down.
+                        let _ = self.ledger.lock().await.set_pool_status(
+                            pool.number,
+                            PoolState::Failed,
+                            None,
+                        );
                         issues.push(format!("{id}: restart {failures} failed: {e}"));
                         if failures >= self.cfg.max_restart_attempts.max(1) {
                             let why = format!("{id} could not be restarted");

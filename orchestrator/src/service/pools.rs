@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::*;
 use crate::classes::{ClassInfo, ClassList, ClassSpec, Size};
 use crate::db::{pool_id, NewPool, PoolRow};
+use crate::ledger::Held;
 use crate::nodes::{self, Need, Placed};
 use crate::placement::{place, Decision, PoolIndex, Request};
 use crate::states::{PoolMode, PoolState};
@@ -25,27 +26,27 @@ impl Orchestrator {
         decision
     }
 
-    /// [`Self::decide`] for `want` under the placement lock `idx`. When a
-    /// new pool is needed its rows are reserved under the lock, the lock is
-    /// let go while the pool starts (up to 30 s in Docker), and taken again
-    /// to add the pool to the index: nobody else places into it meanwhile
-    /// (it joins the index only then), so its slot 0 is `want`'s. Returns
-    /// the lock (held again), the pool and the slot.
+    /// [`Self::decide`] for `want` under the ledger's lock `held`. When a
+    /// new pool is needed it is reserved under the lock (closed to others),
+    /// the lock is let go while the pool starts (up to 30 s in Docker), and
+    /// taken again to open it: nobody else places into it meanwhile, so its
+    /// slot 0 is `want`'s. Returns the lock (held again), the pool and the
+    /// slot.
     pub(super) async fn choose_slot<'a>(
         &'a self,
-        idx: tokio::sync::MutexGuard<'a, PoolIndex>,
+        held: Held<'a>,
         want: &Request,
-    ) -> Result<(tokio::sync::MutexGuard<'a, PoolIndex>, PoolRow, u32)> {
-        let mut idx = idx;
-        let mut decision = self.decide(&idx, want);
+    ) -> Result<(Held<'a>, PoolRow, u32)> {
+        let mut held = held;
+        let mut decision = self.decide(held.index(), want);
         if matches!(decision, Decision::NewPool) && self.backend.nodes().is_some() {
             // On a cluster the node is chosen from a fresh node list: read
             // without the lock, then decide again (another create may have
             // made room meanwhile).
-            drop(idx);
+            drop(held);
             self.backend.refresh_nodes().await?;
-            idx = self.placer.lock().await;
-            decision = self.decide(&idx, want);
+            held = self.ledger.lock().await;
+            decision = self.decide(held.index(), want);
         }
         match decision {
             Decision::Place { pool, slot } => {
@@ -53,22 +54,26 @@ impl Orchestrator {
                     .db
                     .pool(pool)?
                     .ok_or_else(|| ServiceError::Internal(format!("{} vanished", pool_id(pool))))?;
-                Ok((idx, row, slot))
+                Ok((held, row, slot))
             }
             Decision::NewPool => {
-                let reserved = self.reserve_pool(want.class.clone())?;
-                drop(idx);
+                let reserved = self.reserve_pool(&mut held, want.class.clone())?;
+                drop(held);
                 let started = self.start_reserved(reserved).await?;
-                let mut idx = self.placer.lock().await;
-                idx.upsert(Self::capacity(&started, &[]));
-                Ok((idx, started, 0))
+                let mut held = self.ledger.lock().await;
+                held.open_pool(started.number)?;
+                Ok((held, started, 0))
             }
         }
     }
 
     /// Store a new pool of `class` (`starting`): its port block and slot
     /// users are taken. Quick; called with the placement lock held.
-    pub(super) fn reserve_pool(&self, class: Option<String>) -> Result<PoolRow> {
+    pub(super) fn reserve_pool(
+        &self,
+        held: &mut Held<'_>,
+        class: Option<String>,
+    ) -> Result<PoolRow> {
         let legacy = !self.cfg.pool_mode_enabled;
         let (size, spec) = self.class_of(&class)?;
         let slots = if legacy { 1 } else { size.slots };
@@ -88,7 +93,7 @@ impl Orchestrator {
             seen.as_ref()
                 .is_none_or(|(h, ours)| crate::uid_ranges::clash(&range, h, ours).is_none())
         };
-        let row = self.db.insert_pool(
+        let row = held.reserve_pool(
             &NewPool {
                 slots,
                 block_width: self.cfg.max_bots_per_container,
@@ -162,22 +167,29 @@ impl Orchestrator {
         }
     }
 
-    /// Start a reserved pool (no lock needed: health ticks leave `starting`
-    /// pools alone). On failure the pool is removed again.
+    /// Start a reserved pool (without the lock: health ticks leave
+    /// `starting` pools alone). It stays closed until its creator opens it.
+    /// On failure the pool is removed again.
     pub(super) async fn start_reserved(&self, row: PoolRow) -> Result<PoolRow> {
         match self.backend.start_pool(&row).await {
-            Ok(r) => self
-                .db
-                .set_pool_status(row.number, PoolState::Running, Some(&r))?,
+            Ok(r) => {
+                let now = self.ledger.lock().await.set_pool_status(
+                    row.number,
+                    PoolState::Running,
+                    Some(&r),
+                )?;
+                self.metrics.pools_created.inc();
+                Ok(now.unwrap_or(row))
+            }
             Err(e) => {
                 let _ = self.backend.remove_pool(&row).await;
-                self.db
-                    .delete_pool(row.number, &format!("start failed: {e}"))?;
-                return Err(ServiceError::Backend(e));
+                self.ledger
+                    .lock()
+                    .await
+                    .remove_pool(row.number, &format!("start failed: {e}"))?;
+                Err(ServiceError::Backend(e))
             }
         }
-        self.metrics.pools_created.inc();
-        Ok(self.db.pool(row.number)?.unwrap_or(row))
     }
 
     /// The size of `class`'s pools and the class itself (`None`: the
@@ -292,18 +304,27 @@ impl Orchestrator {
                 }
             }
             let reserved = {
-                let idx = self.placer.lock().await;
-                if idx.free_slots(&None) >= u64::from(self.cfg.warm_slots) {
+                let mut held = self.ledger.lock().await;
+                if held.index().free_slots(&None) >= u64::from(self.cfg.warm_slots) {
                     return;
                 }
-                self.reserve_pool(None)
+                self.reserve_pool(&mut held, None)
             };
             let started = match reserved {
                 Ok(r) => self.start_reserved(r).await,
                 Err(e) => Err(e),
             };
-            match started {
-                Ok(row) => self.placer.lock().await.upsert(Self::capacity(&row, &[])),
+            let opened = match started {
+                Ok(row) => self
+                    .ledger
+                    .lock()
+                    .await
+                    .open_pool(row.number)
+                    .map_err(ServiceError::from),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "no warm pool");
                     return;
@@ -316,8 +337,7 @@ impl Orchestrator {
     /// health tick can never start again a pool that is on its way out; a
     /// crash in between leaves an orphan that the next tick removes.
     pub(super) async fn remove_pool(&self, pool: &PoolRow, why: &str) -> Result<()> {
-        self.db.delete_pool(pool.number, why)?;
-        self.placer.lock().await.remove(pool.number);
+        self.ledger.lock().await.remove_pool(pool.number, why)?;
         self.backend
             .remove_pool(pool)
             .await
@@ -329,10 +349,7 @@ impl Orchestrator {
     pub async fn cleanup(&self) -> Result<u32> {
         let mut removed = self.sweep_orphans().await?.0.len() as u32;
         let tenants = self.db.tenants()?;
-        let mut free: u64 = {
-            let idx = self.placer.lock().await;
-            idx.free_slots(&None)
-        };
+        let mut free: u64 = self.ledger.lock().await.index().free_slots(&None);
         for p in self.db.pools()? {
             // A starting pool is empty only until its creator places into it.
             if p.status == PoolState::Starting || tenants.iter().any(|t| t.pool == p.number) {
@@ -346,18 +363,23 @@ impl Orchestrator {
             }
             // Re-check under the lock that nothing was placed meanwhile.
             {
-                let mut idx = self.placer.lock().await;
-                if idx.get(p.number).is_some_and(|c| !c.used_slots.is_empty()) {
+                let mut held = self.ledger.lock().await;
+                if held
+                    .index()
+                    .get(p.number)
+                    .is_some_and(|c| !c.used_slots.is_empty())
+                {
                     continue;
                 }
-                idx.remove(p.number);
+                held.close_pool(p.number)?;
             }
             free = free.saturating_sub(u64::from(p.slots));
             match self.remove_pool(&p, "empty (cleanup)").await {
                 Ok(()) => removed += 1,
                 Err(e) => {
                     tracing::warn!(pool = %p.id(), error = %e, "cleanup failed");
-                    self.rebuild_index().await?;
+                    // Still stored (the row could not go): open it again.
+                    self.ledger.lock().await.open_pool(p.number)?;
                 }
             }
         }

@@ -160,8 +160,8 @@ impl Orchestrator {
             }
         }
         {
-            let idx = self.placer.lock().await;
-            for p in idx.pools() {
+            let held = self.ledger.lock().await;
+            for p in held.index().pools() {
                 s.slots_used += p.used_slots.len() as u64;
                 s.slots_free += u64::from(p.free_slots());
             }

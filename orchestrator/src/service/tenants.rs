@@ -17,10 +17,12 @@ use crate::tenant_spec::TenantSpec;
 impl Orchestrator {
     /// Mark a tenant as being deleted: the proxy stops at once. Returns
     /// whether this changed anything (false: gone, or already deleting).
-    pub(super) fn mark_deleting(&self, id: &str) -> Result<bool> {
-        let changed = self.db.set_desired(id, Desired::Deleting)?;
-        self.routes_mut().remove(id);
-        Ok(changed)
+    pub(super) async fn mark_deleting(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .ledger
+            .lock()
+            .await
+            .set_desired(id, Desired::Deleting)?)
     }
 
     /// Check a create request; returns the owner and the stored request.
@@ -122,43 +124,41 @@ impl Orchestrator {
             cpu_millis: req.resources.cpu_millis,
             class: req.pool_class.clone(),
         };
-        let idx = self.placer.lock().await;
+        let held = self.ledger.lock().await;
         if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
-            drop(idx);
+            drop(held);
             return Ok((self.view(&old).await?, false));
         }
         // Under the placement lock: two creates cannot both pass.
         self.check_quota(quota, &owner, want.memory_mb)?;
         // A new pool, if one is needed, starts without the lock (up to
         // 30 s), so other creates are not held.
-        let (mut idx, prow, slot) = self.choose_slot(idx, &want).await?;
+        let (mut held, prow, slot) = self.choose_slot(held, &want).await?;
         if let Some(old) = self.already(caller, &req.id, &owner, &stored)? {
             // The same request won while the lock was let go; a new pool
             // stays free.
-            drop(idx);
+            drop(held);
             return Ok((self.view(&old).await?, false));
         }
         self.check_quota(quota, &owner, want.memory_mb)?;
+        let port = prow
+            .slot_port(slot)
+            .ok_or_else(|| ServiceError::Internal(format!("{} has no slot {slot}", prow.id())))?;
         let row = TenantRow {
             id: req.id.clone(),
             owner,
             spec: stored,
             pool: prow.number,
             slot,
-            port: prow.base_port + slot as u16,
+            port,
             memory_mb: want.memory_mb,
             cpu_millis: want.cpu_millis,
             desired: Desired::Running,
             created_at: slotpack_proto::clock::now_rfc3339(),
             expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
         };
-        self.db.insert_tenant(&row)?;
-        idx.take(prow.number, slot, &want);
-        self.routes_mut().insert(
-            row.id.to_string(),
-            route(&row.owner, &prow, self.backend.agent_addr(&prow), slot),
-        );
-        drop(idx);
+        held.insert_tenant(&row)?;
+        drop(held);
         // Committed: from here on the reconciler would finish the job after a crash.
         let pool = self
             .db
@@ -204,16 +204,12 @@ impl Orchestrator {
 
     /// Drop a tenant row and free its slot, if the row still exists.
     pub(super) async fn forget_tenant(&self, id: &str, why: &str) -> Result<()> {
-        let mut idx = self.placer.lock().await;
-        if let Some(t) = self.db.tenant(id)? {
-            self.db.delete_tenant(id, why)?;
-            self.routes_mut().remove(id);
-            self.access.forget_tenant(id);
-            idx.release(t.pool, t.slot, t.memory_mb, t.cpu_millis);
+        let mut held = self.ledger.lock().await;
+        if let Some(t) = held.forget_tenant(id, why)? {
             if let Some(p) = self.db.pool(t.pool)? {
                 if p.mode == PoolMode::Legacy {
                     // A legacy pool ends with its tenant.
-                    drop(idx);
+                    drop(held);
                     self.remove_pool(&p, "its legacy tenant is gone").await?;
                 }
             }
@@ -321,7 +317,10 @@ impl Orchestrator {
     /// Stop the tenant and free its slot.
     pub async fn delete_tenant(&self, caller: &Caller, id: &str) -> Result<()> {
         let t = self.visible(caller, id)?;
-        self.mark_deleting(id)?;
+        self.mark_deleting(id).await?;
+        // Read again: a move (evacuation, consolidation) may have committed
+        // between the read above and the mark, and no move follows it.
+        let t = self.db.tenant(id)?.unwrap_or(t);
         self.finish_delete(&t, "deleted through the API").await
     }
 
@@ -344,11 +343,8 @@ impl Orchestrator {
         } else {
             Desired::Running
         };
-        self.db.set_desired(id, desired)?;
-        if desired == Desired::Stopped {
-            // What the proxy holds open to it ends now.
-            self.routes_mut().bump(id);
-        }
+        // Stopped: what the proxy holds open to it ends now.
+        self.ledger.lock().await.set_desired(id, desired)?;
         let stop = Duration::from_millis(t.spec.stop.timeout_ms) + Duration::from_secs(2);
         if desired == Desired::Running {
             // The stored spec first (no change if the agent holds it): a
@@ -376,7 +372,11 @@ impl Orchestrator {
     /// The tenant's address and its route's generation, for the proxy
     /// (memory only, no database).
     pub fn proxy_target(&self, caller: &Caller, id: &str) -> Result<(std::net::SocketAddr, u64)> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let routes = self
+            .ledger
+            .routes()
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         match routes.get_with_generation(id) {
             Some((r, g)) if caller.may_see(&r.owner) => {
                 Ok((std::net::SocketAddr::new(r.ip, r.port), g))
@@ -397,7 +397,11 @@ impl Orchestrator {
         if !self.access.valid(grant) {
             return false;
         }
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let routes = self
+            .ledger
+            .routes()
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         routes
             .get_with_generation(id)
             .is_some_and(|(_, g)| g == generation)
