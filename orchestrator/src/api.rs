@@ -17,9 +17,9 @@ use slotpack_proto::http_error::{json_body, query, with_json_errors, ApiError};
 use slotpack_proto::protocol::ProgramAction;
 
 use crate::access::{Grant, Quota};
+use crate::api_types::*;
 use crate::auth::{presented_token, AuthVia};
 use crate::classes::{ClassInfo, ClassList, ClassSpec};
-use crate::model::*;
 use crate::openapi::ErrorAnswers;
 use crate::proxy;
 use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
@@ -539,7 +539,7 @@ async fn metrics(State(app): State<App>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent_client::AgentError;
+    use crate::agents::AgentError;
     use crate::backend::BackendError;
     use crate::db::DbError;
 

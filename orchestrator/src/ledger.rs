@@ -1,6 +1,6 @@
 //! The ledger: the one owner of placement state. Pool rows, tenant
 //! placement (pool, slot, desired state), the placement [`PoolIndex`] and
-//! the proxy [`Routes`] change only here, under one lock, and every change
+//! the proxy [`RouteTable`] change only here, under one lock, and every change
 //! writes the database row first and then derives the in-memory views
 //! from the rows it wrote, in the same method. Nothing else writes those
 //! rows or views, so they cannot drift apart.
@@ -18,14 +18,14 @@ use crate::access::Access;
 use crate::backend::Backend;
 use crate::db::{Db, DbError, NewPool, PoolRow, TenantRow};
 use crate::placement::{PoolCapacity, PoolIndex};
-use crate::routes::{Route, Routes};
+use crate::proxy::route_table::{Route, RouteTable};
 use crate::states::{Desired, PoolMode, PoolState};
 
 /// Placement state and its lock; see the module doc.
 pub struct Ledger {
     db: Arc<Db>,
     book: tokio::sync::Mutex<Book>,
-    routes: Arc<RwLock<Routes>>,
+    routes: Arc<RwLock<RouteTable>>,
     access: Arc<Access>,
     backend: Arc<dyn Backend>,
 }
@@ -89,19 +89,19 @@ pub fn route_of(t: &TenantRow, pool: &PoolRow, agent: std::net::SocketAddr) -> O
 /// The routes, write-locked; wakes the proxy streams when dropped, so each
 /// checks whether its route still stands.
 struct RoutesMut<'a> {
-    routes: RwLockWriteGuard<'a, Routes>,
+    routes: RwLockWriteGuard<'a, RouteTable>,
     access: &'a Access,
 }
 
 impl std::ops::Deref for RoutesMut<'_> {
-    type Target = Routes;
-    fn deref(&self) -> &Routes {
+    type Target = RouteTable;
+    fn deref(&self) -> &RouteTable {
         &self.routes
     }
 }
 
 impl std::ops::DerefMut for RoutesMut<'_> {
-    fn deref_mut(&mut self) -> &mut Routes {
+    fn deref_mut(&mut self) -> &mut RouteTable {
         &mut self.routes
     }
 }
@@ -134,7 +134,7 @@ impl Ledger {
 
     /// The proxy routes, to read (the proxy's hot path; never written
     /// outside the ledger).
-    pub fn routes(&self) -> &Arc<RwLock<Routes>> {
+    pub fn routes(&self) -> &Arc<RwLock<RouteTable>> {
         &self.routes
     }
 
@@ -145,7 +145,7 @@ impl Ledger {
         let pools = self.db.pools()?;
         let tenants = self.db.tenants()?;
         let mut index = PoolIndex::new();
-        let mut routes = Routes::default();
+        let mut routes = RouteTable::default();
         for p in &pools {
             let mine: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
             index.upsert(capacity(p, &mine, held.book.closed.contains(&p.number)));

@@ -4,13 +4,14 @@
 //! a thin wrapper over [`serve`] and [`status::run`].
 
 pub mod access;
-pub mod agent_client;
+pub mod agents;
 pub mod api;
+pub mod api_client;
+pub mod api_types;
 pub mod auth;
 pub mod backend;
 pub mod blocks;
 pub mod classes;
-pub mod client;
 pub mod config;
 pub mod consolidate;
 pub mod db;
@@ -19,13 +20,11 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
-pub mod model;
 pub mod nodes;
 pub mod openapi;
 pub mod placement;
 pub mod proxy;
 pub mod reconcile;
-pub mod routes;
 pub mod server;
 pub mod service;
 pub mod states;

@@ -22,9 +22,9 @@ use bollard::Docker;
 use clap::Args;
 use serde_json::Value;
 
+use crate::api_client::ApiClient;
 use crate::backend::engine::is_status;
 use crate::classes::{ClassList, ClassSpec};
-use crate::client::ApiClient;
 use crate::db::Db;
 
 mod legacy;

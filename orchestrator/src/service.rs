@@ -22,14 +22,14 @@ use tokio::sync::Mutex;
 
 use crate::ledger::Ledger;
 
-use crate::agent_client::{AgentClient, AgentError, Endpoint};
+use crate::agents::{AgentClient, AgentError, Endpoint};
+use crate::api_types::*;
 use crate::backend::{Backend, BackendError};
 use crate::config::ServeConfig;
 use crate::db::{Db, DbError, PoolRow, TenantRow};
 use crate::metrics::Metrics;
-use crate::model::*;
+use crate::proxy::route_table::RouteTable;
 use crate::reconcile::Action;
-use crate::routes::Routes;
 use crate::states::PoolState;
 
 mod consolidation;
@@ -312,7 +312,7 @@ impl Orchestrator {
 
     /// The proxy routes, for a port check at connect time (local backend
     /// as root: there, every tenant's listener must be its slot user's).
-    pub fn port_guard(&self) -> Option<Arc<std::sync::RwLock<Routes>>> {
+    pub fn port_guard(&self) -> Option<Arc<std::sync::RwLock<RouteTable>>> {
         (self.backend.name() == "local" && self.isolated()).then(|| self.ledger.routes().clone())
     }
 

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::client::ApiClient;
+use crate::api_client::ApiClient;
 
 /// Flags of `slotpack status`.
 #[derive(Debug, Clone, Args)]

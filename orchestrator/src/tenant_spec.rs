@@ -11,7 +11,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::{Deserialize, Serialize};
 use slotpack_proto::protocol::{PingSpec, ProgramSpec, RestartSpec, StopSpec};
 
-use crate::model::{CreateTenant, Resources};
+use crate::api_types::{CreateTenant, Resources};
 
 /// The format this build writes. Version 1: the fields below.
 pub const SPEC_VERSION: u32 = 1;

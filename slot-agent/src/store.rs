@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use slotpack_proto::protocol::{is_valid_id, ProgramSpec};
 
-/// Whether a program should run.
+/// Whether a program should run (the agent's own; the orchestrator's
+/// tenant-level goal is `states::Desired`, which also has `deleting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Desired {
+pub enum RunGoal {
     /// Keep it running.
     Running,
     /// Stopped through the API; stays stopped across agent restarts.
@@ -24,7 +25,7 @@ pub struct Record {
     /// The spec as accepted.
     pub spec: ProgramSpec,
     /// Whether it should run.
-    pub desired: Desired,
+    pub desired: RunGoal,
 }
 
 /// The `programs/` and `run/` folders of the state dir.
@@ -193,7 +194,7 @@ mod tests {
             serde_json::from_str(r#"{"command":"/bin/true","slot":2}"#).unwrap();
         let rec = Record {
             spec,
-            desired: Desired::Stopped,
+            desired: RunGoal::Stopped,
         };
         s.save("a-1", &rec).unwrap();
         fs::write(d.join("programs/junk.json"), b"{").unwrap();

@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use crate::config::AgentConfig;
 use crate::logs::LogFile;
 use crate::policy::{self, Decision, Pacing, RunEnd};
-use crate::store::{Desired, Record, Store};
+use crate::store::{Record, RunGoal, Store};
 use host::{lock_log, Exit, Host, Launch, OsHost, PingPlan};
 use slotpack_proto::clock::{now_rfc3339, rfc3339};
 use slotpack_proto::ping::PingResult;
@@ -137,7 +137,7 @@ struct Program {
     slot: u32,
     port: u16,
     pacing: Pacing,
-    desired: Desired,
+    desired: RunGoal,
     phase: Phase,
     /// Bumped on every spawn, exit and cancel; stale timers compare it.
     gen: u64,

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use slotpack_proto::procfs;
 
 use super::{Backend, BackendError, FoundPool};
-use crate::agent_client::{AgentClient, Endpoint};
+use crate::agents::{AgentClient, Endpoint};
 use crate::db::{pool_number, PoolRow};
 
 /// Pools as local slot-agent processes.

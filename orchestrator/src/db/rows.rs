@@ -122,7 +122,7 @@ pub struct TenantRow {
 }
 
 /// An owner token as listed (an API shape; see `model`).
-pub use crate::model::TokenRow;
+pub use crate::api_types::TokenRow;
 
 /// One lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::model::{CreateTenant, Resources};
+use crate::api_types::{CreateTenant, Resources};
 use slotpack_proto::protocol::TenantId;
 
 /// A legacy container and the tenant it becomes.

@@ -16,13 +16,14 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
 use crate::auth::{is_our_cookie, sets_our_cookie, AuthVia};
-use crate::routes::Routes;
+use crate::proxy::route_table::RouteTable;
 
+pub mod route_table;
 mod upstreams;
 
 /// The routes whose ports are checked at connect time (local backend as
 /// root), see [`check_port`].
-pub type PortGuard = Option<Arc<RwLock<Routes>>>;
+pub type PortGuard = Option<Arc<RwLock<RouteTable>>>;
 
 /// `Err` if another user than the tenant's slot user listens on `port`:
 /// a tenant squatting a neighbour's port never receives its traffic.

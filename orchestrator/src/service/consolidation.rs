@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{by_pool, tenants_of, Orchestrator, Result, ServiceError};
+use crate::api_types::HealthReport;
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolRow, TenantRow};
 use crate::ledger::{Held, Moved};
-use crate::model::HealthReport;
 use crate::placement::{PoolIndex, Request};
 use crate::states::Desired;
 

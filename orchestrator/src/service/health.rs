@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::agent_client::Endpoint;
+use crate::agents::Endpoint;
 use crate::db::{PoolRow, TenantRow};
 use crate::ledger::Moved;
 use crate::placement::Request;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
-use crate::agent_client::Endpoint;
+use crate::agents::Endpoint;
 use crate::metrics::Snapshot;
 use crate::states::{Desired, PoolState};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use slotpack_proto::protocol::{is_valid_id, ProgramAction, ProgramStatus};
 
 use super::*;
-use crate::agent_client::Endpoint;
+use crate::agents::Endpoint;
 use crate::db::{pool_id, PoolRow, TenantRow};
 use crate::placement::Request;
 use crate::states::{Desired, PoolMode};

@@ -77,7 +77,7 @@ impl Supervisor {
             id,
             &Record {
                 spec: spec.clone(),
-                desired: Desired::Running,
+                desired: RunGoal::Running,
             },
         )?;
         let slot = spec.slot.unwrap_or_default();
@@ -89,11 +89,11 @@ impl Supervisor {
             p.slot = slot;
             p.port = port;
             p.pacing = pacing;
-            p.desired = Desired::Running;
+            p.desired = RunGoal::Running;
             self.restart_now(id);
             return Ok(false);
         }
-        self.insert(id, spec, Desired::Running)?;
+        self.insert(id, spec, RunGoal::Running)?;
         self.start(id);
         Ok(true)
     }
@@ -103,7 +103,7 @@ impl Supervisor {
         &mut self,
         id: &str,
         spec: ProgramSpec,
-        desired: Desired,
+        desired: RunGoal,
     ) -> Result<(), SupervisorError> {
         let slot = spec.slot.unwrap_or_default();
         let port = spec.port.unwrap_or_default();
@@ -142,7 +142,7 @@ impl Supervisor {
         let ids: Vec<String> = self
             .programs
             .iter()
-            .filter(|(_, p)| p.desired == Desired::Running)
+            .filter(|(_, p)| p.desired == RunGoal::Running)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -153,7 +153,7 @@ impl Supervisor {
     /// API start: mark desired running and start unless a run is under way.
     pub fn api_start(&mut self, id: &str) -> Result<(), SupervisorError> {
         self.refuse_if_shutting_down()?;
-        self.set_desired(id, Desired::Running)?;
+        self.set_desired(id, RunGoal::Running)?;
         let p = self.program_mut(id)?;
         if p.pid().is_none() {
             p.gen += 1; // cancel backoff/cooldown timers
@@ -165,7 +165,7 @@ impl Supervisor {
 
     /// API stop: mark desired stopped (kept across agent restarts) and stop.
     pub fn api_stop(&mut self, id: &str) -> Result<(), SupervisorError> {
-        self.set_desired(id, Desired::Stopped)?;
+        self.set_desired(id, RunGoal::Stopped)?;
         self.stop(id, Kill::Stop);
         Ok(())
     }
@@ -173,7 +173,7 @@ impl Supervisor {
     /// API restart: desired running, end the current run, start again at once.
     pub fn api_restart(&mut self, id: &str) -> Result<(), SupervisorError> {
         self.refuse_if_shutting_down()?;
-        self.set_desired(id, Desired::Running)?;
+        self.set_desired(id, RunGoal::Running)?;
         self.program_mut(id)?.failed_starts = 0;
         self.restart_now(id);
         Ok(())
@@ -185,7 +185,7 @@ impl Supervisor {
         self.program_mut(id)?;
         self.store.remove(id)?;
         let p = self.program_mut(id)?;
-        p.desired = Desired::Stopped;
+        p.desired = RunGoal::Stopped;
         p.deleting = true;
         self.stop(id, Kill::Stop);
         if self.is_down(id) {
@@ -263,7 +263,7 @@ impl Supervisor {
     pub(super) fn set_desired(
         &mut self,
         id: &str,
-        desired: Desired,
+        desired: RunGoal,
     ) -> Result<(), SupervisorError> {
         let p = self.program_mut(id)?;
         if p.desired != desired {

@@ -346,7 +346,7 @@ impl Supervisor {
             self.api_delete_finish(&id);
             return;
         }
-        if self.shutting_down || p.desired == Desired::Stopped {
+        if self.shutting_down || p.desired == RunGoal::Stopped {
             self.go_down(&id, ProgramState::Stopped);
             return;
         }

@@ -10,8 +10,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::api_types::{BotInfo, CreateTenant, PoolStatus};
 use crate::classes::{ClassList, ClassSpec};
-use crate::model::{BotInfo, CreateTenant, PoolStatus};
 
 /// A client of one orchestrator.
 pub struct ApiClient {

@@ -18,17 +18,17 @@ pub struct Route {
 }
 
 /// Every route, by tenant id and by port, each with a generation: a new
-/// one at every insert (a move) and [`Routes::bump`] (a stop), so that a
+/// one at every insert (a move) and [`RouteTable::bump`] (a stop), so that a
 /// proxy stream opened under one generation knows when it no longer holds.
 #[derive(Debug, Default)]
-pub struct Routes {
+pub struct RouteTable {
     by_id: HashMap<String, Route>,
     uid_by_port: HashMap<u16, u32>,
     generation: HashMap<String, u64>,
     last_generation: u64,
 }
 
-impl Routes {
+impl RouteTable {
     /// Add or replace the route of `id` (a new generation).
     pub fn insert(&mut self, id: String, route: Route) {
         self.uid_by_port.insert(route.port, route.uid);
@@ -73,9 +73,9 @@ impl Routes {
     }
 }
 
-impl FromIterator<(String, Route)> for Routes {
+impl FromIterator<(String, Route)> for RouteTable {
     fn from_iter<I: IntoIterator<Item = (String, Route)>>(it: I) -> Self {
-        let mut r = Routes::default();
+        let mut r = RouteTable::default();
         for (id, route) in it {
             r.insert(id, route);
         }
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn ports_follow_their_tenants() {
-        let mut r: Routes = [("a".to_string(), route(9000, 1))].into_iter().collect();
+        let mut r: RouteTable = [("a".to_string(), route(9000, 1))].into_iter().collect();
         assert_eq!(r.uid_of_port(9000), Some(1));
         // A move to another port.
         r.insert("a".into(), route(9005, 7));
