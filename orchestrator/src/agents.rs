@@ -1,9 +1,13 @@
-//! HTTP client of the pools' slot-agents.
+//! The pools' slot-agents as the service sees them: the [`Agents`] trait
+//! (every call the service makes), and [`AgentClient`], its HTTP/1 client.
+//! An agent's error answer is parsed once, here, into a typed
+//! [`AgentError`]: nobody re-reads its body.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,15 +21,32 @@ pub enum AgentError {
     /// No answer (connect failure, timeout, broken connection).
     #[error("agent at {0} unreachable: {1}")]
     Unreachable(SocketAddr, String),
-    /// The agent answered with an error.
-    #[error("agent at {addr} answered {status}: {body}")]
+    /// The agent refused the request (400): a spec it cannot run, said in
+    /// its own words (the caller's to fix).
+    #[error("agent at {addr} refused it: {message}")]
+    Refused {
+        /// Agent address.
+        addr: SocketAddr,
+        /// The agent's message.
+        message: String,
+    },
+    /// The agent has no such program (404).
+    #[error("agent at {addr}: {message}")]
+    NotFound {
+        /// Agent address.
+        addr: SocketAddr,
+        /// The agent's message.
+        message: String,
+    },
+    /// The agent answered with any other error.
+    #[error("agent at {addr} answered {status}: {message}")]
     Status {
         /// Agent address.
         addr: SocketAddr,
         /// Status code.
         status: StatusCode,
-        /// Body text.
-        body: String,
+        /// The agent's message (its body when not the error envelope).
+        message: String,
     },
     /// The answer was not the expected JSON.
     #[error("agent at {0} answered malformed JSON: {1}")]
@@ -35,7 +56,159 @@ pub enum AgentError {
 impl AgentError {
     /// Whether the agent said the program does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, AgentError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+        matches!(self, AgentError::NotFound { .. })
+    }
+
+    /// The error of an agent's answer with `status` and `body`.
+    fn of_answer(addr: SocketAddr, status: StatusCode, body: &[u8]) -> Self {
+        let message = serde_json::from_slice::<slotpack_proto::protocol::ErrorBody>(body)
+            .map_or_else(
+                |_| String::from_utf8_lossy(body).into_owned(),
+                |b| b.error.message,
+            );
+        match status {
+            StatusCode::BAD_REQUEST => AgentError::Refused { addr, message },
+            StatusCode::NOT_FOUND => AgentError::NotFound { addr, message },
+            status => AgentError::Status {
+                addr,
+                status,
+                message,
+            },
+        }
+    }
+}
+
+/// Every call the service makes to an agent; [`AgentClient`] makes them
+/// over HTTP, the service's tests use a recording fake.
+pub trait Agents: Send + Sync {
+    /// `GET /v1/health`.
+    fn health<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<slotpack_proto::protocol::Health, AgentError>>;
+    /// Every program and its state.
+    fn list<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<Vec<ProgramStatus>, AgentError>>;
+    /// One program's state.
+    fn get<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
+    /// Create or replace a program (no change if it holds `spec` already).
+    fn put<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        spec: &'a ProgramSpec,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
+    /// Stop and remove a program, waiting up to `stop_timeout`; a missing
+    /// one counts as removed.
+    fn delete<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        stop_timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), AgentError>>;
+    /// Begin removing a program; whether it is gone already.
+    fn begin_delete<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AgentError>>;
+    /// Begin stopping a program.
+    fn begin_stop<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), AgentError>>;
+    /// Start, stop or restart a program (a stop waits up to `stop_timeout`).
+    fn action<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        action: ProgramAction,
+        stop_timeout: Duration,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
+    /// A program's last `tail` log lines.
+    fn logs<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        tail: usize,
+    ) -> BoxFuture<'a, Result<Bytes, AgentError>>;
+}
+
+// The trait's methods call the inherent ones of the same name (inherent
+// methods win name resolution).
+impl Agents for AgentClient {
+    fn health<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<slotpack_proto::protocol::Health, AgentError>> {
+        Box::pin(AgentClient::health(self, ep))
+    }
+    fn list<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<Vec<ProgramStatus>, AgentError>> {
+        Box::pin(AgentClient::list(self, ep))
+    }
+    fn get<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
+        Box::pin(AgentClient::get(self, ep, id))
+    }
+    fn put<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        spec: &'a ProgramSpec,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
+        Box::pin(AgentClient::put(self, ep, id, spec))
+    }
+    fn delete<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        stop_timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(AgentClient::delete(self, ep, id, stop_timeout))
+    }
+    fn begin_delete<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AgentError>> {
+        Box::pin(AgentClient::begin_delete(self, ep, id))
+    }
+    fn begin_stop<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(AgentClient::begin_stop(self, ep, id))
+    }
+    fn action<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        action: ProgramAction,
+        stop_timeout: Duration,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
+        Box::pin(AgentClient::action(self, ep, id, action, stop_timeout))
+    }
+    fn logs<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        tail: usize,
+    ) -> BoxFuture<'a, Result<Bytes, AgentError>> {
+        Box::pin(AgentClient::logs(self, ep, id, tail))
     }
 }
 
@@ -140,11 +313,7 @@ impl AgentClient {
         if status.is_success() {
             Ok((status, bytes))
         } else {
-            Err(AgentError::Status {
-                addr: ep.addr,
-                status,
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            })
+            Err(AgentError::of_answer(ep.addr, status, &bytes))
         }
     }
 
@@ -281,4 +450,33 @@ impl AgentClient {
 /// Extra time for calls that may wait for a stop.
 pub fn stop_grace(spec: &ProgramSpec) -> Duration {
     Duration::from_millis(spec.stop.timeout_ms) + Duration::from_secs(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_error_answer_is_typed_once() {
+        let addr: SocketAddr = "127.0.0.1:8999".parse().unwrap();
+        let envelope =
+            br#"{"success":false,"error":{"code":"bad_request","message":"cannot run /x"}}"#;
+        match AgentError::of_answer(addr, StatusCode::BAD_REQUEST, envelope) {
+            AgentError::Refused { message, .. } => assert_eq!(message, "cannot run /x"),
+            e => panic!("{e:?}"),
+        }
+        let gone = AgentError::of_answer(addr, StatusCode::NOT_FOUND, b"{}");
+        assert!(gone.is_not_found(), "{gone:?}");
+        match AgentError::of_answer(addr, StatusCode::BAD_GATEWAY, b"plain words") {
+            AgentError::Status {
+                status, message, ..
+            } => {
+                assert_eq!(
+                    (status, message.as_str()),
+                    (StatusCode::BAD_GATEWAY, "plain words")
+                )
+            }
+            e => panic!("{e:?}"),
+        }
+    }
 }

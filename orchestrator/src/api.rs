@@ -630,11 +630,9 @@ mod tests {
         );
         assert_eq!(b["error"]["message"], "port taken");
         // The agent's own 400 is the caller's spec: its message, as a 400.
-        let refused = AgentError::Status {
+        let refused = AgentError::Refused {
             addr,
-            status: StatusCode::BAD_REQUEST,
-            body: r#"{"success":false,"error":{"code":"bad_request","message":"cannot run /x"}}"#
-                .into(),
+            message: "cannot run /x".into(),
         };
         let (s, b) = answer(ServiceError::from(refused));
         assert_eq!(s, StatusCode::BAD_REQUEST);

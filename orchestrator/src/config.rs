@@ -43,7 +43,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// `local`, `docker` or `swarm`.
     #[arg(long, env = "SLOTPACK_BACKEND", default_value = "local")]
-    pub backend: String,
+    pub backend: crate::backend::BackendKind,
     /// Database, local pools' state and logs.
     #[arg(long, env = "SLOTPACK_DATA_DIR", default_value = "./slotpack-data")]
     pub data_dir: PathBuf,

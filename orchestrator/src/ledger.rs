@@ -149,7 +149,7 @@ impl Ledger {
         for p in &pools {
             let mine: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
             index.upsert(capacity(p, &mine, held.book.closed.contains(&p.number)));
-            let agent = self.backend.agent_addr(p);
+            let agent = self.backend.agent_addr(&p.spec());
             for t in mine {
                 if let Some(r) = route_of(t, p, agent) {
                     routes.insert(t.id.to_string(), r);
@@ -205,7 +205,7 @@ impl Held<'_> {
     fn refresh_route(&mut self, id: &str) -> Result<(), DbError> {
         let route = match self.ledger.db.tenant(id)? {
             Some(t) => match self.ledger.db.pool(t.pool)? {
-                Some(p) => route_of(&t, &p, self.ledger.backend.agent_addr(&p)),
+                Some(p) => route_of(&t, &p, self.ledger.backend.agent_addr(&p.spec())),
                 None => None,
             },
             None => None,

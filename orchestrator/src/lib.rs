@@ -40,7 +40,7 @@ use anyhow::{bail, Context};
 use crate::backend::docker::DockerBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::swarm::SwarmBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendKind};
 use crate::config::ServeConfig;
 use crate::service::Orchestrator;
 
@@ -141,7 +141,7 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .with_context(|| format!("chmod 711 {}", cfg.data_dir.display()))?;
-    if cfg.backend == "local" && nix::unistd::geteuid().is_root() {
+    if cfg.backend == BackendKind::Local && nix::unistd::geteuid().is_root() {
         check_traversable(&cfg.data_dir)?;
     }
     // Nothing we create from here on is readable by others: the database
@@ -175,8 +175,8 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
         ),
         ("SLOT_MAX_PROCS".to_string(), cfg.slot_max_procs.to_string()),
     ];
-    let backend: Arc<dyn Backend> = match cfg.backend.as_str() {
-        "local" => {
+    let backend: Arc<dyn Backend> = match cfg.backend {
+        BackendKind::Local => {
             // Pools, agents and the API share one network namespace here:
             // no slot may reach (or bind) any port the deployment can use.
             let mut env = env;
@@ -193,15 +193,14 @@ pub async fn build(mut cfg: ServeConfig) -> anyhow::Result<Arc<Orchestrator>> {
                     .context("local backend")?,
             )
         }
-        "docker" => Arc::new(
+        BackendKind::Docker => Arc::new(
             DockerBackend::connect(&cfg.deployment, &cfg.pool_image, cfg.pool_pids_limit, env)
                 .await?,
         ),
-        "swarm" => Arc::new(
+        BackendKind::Swarm => Arc::new(
             SwarmBackend::connect(&cfg.deployment, &cfg.pool_image, cfg.pool_pids_limit, env)
                 .await?,
         ),
-        other => bail!("unknown backend {other:?}: want local, docker or swarm"),
     };
     Ok(Arc::new(
         Orchestrator::new(cfg, db, backend)?.with_uid_registry(uid_registry),
@@ -264,7 +263,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let report = svc.recover().await?;
     tracing::info!(
         %listen,
-        backend = svc.backend().name(),
+        backend = %svc.backend().kind(),
         pools = report.pools.len(),
         issues = report.issues.len(),
         workers,

@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::ledger::Ledger;
 
-use crate::agents::{AgentClient, AgentError, Endpoint};
+use crate::agents::{AgentClient, AgentError, Agents, Endpoint};
 use crate::api_types::*;
 use crate::backend::{Backend, BackendError};
 use crate::config::ServeConfig;
@@ -114,16 +114,12 @@ impl From<BackendError> for ServiceError {
 }
 
 impl From<AgentError> for ServiceError {
-    /// An agent's 400 is the caller's spec (e.g. a command the slot's user
-    /// cannot run): a 400 with the agent's message. Anything else: 503.
+    /// An agent's refusal is the caller's spec (e.g. a command the slot's
+    /// user cannot run): a 400 with the agent's message. Anything else: 503.
     fn from(e: AgentError) -> Self {
-        match &e {
-            AgentError::Status { status, body, .. } if status.as_u16() == 400 => {
-                let message = serde_json::from_str::<slotpack_proto::protocol::ErrorBody>(body)
-                    .map_or_else(|_| body.clone(), |b| b.error.message);
-                ServiceError::BadRequest(message)
-            }
-            _ => ServiceError::Agent(e),
+        match e {
+            AgentError::Refused { message, .. } => ServiceError::BadRequest(message),
+            e => ServiceError::Agent(e),
         }
     }
 }
@@ -145,8 +141,8 @@ pub struct Orchestrator {
     ledger: Ledger,
     /// Where pools run.
     backend: Arc<dyn Backend>,
-    /// Client of the agents.
-    agents: AgentClient,
+    /// The agents (HTTP; a fake in the service's tests).
+    agents: Arc<dyn Agents>,
     /// Counters.
     metrics: Metrics,
     /// This deployment's note of its slot uids on the host (as root).
@@ -188,6 +184,7 @@ struct Observed {
 /// reconciliation steps still to apply.
 struct PoolCheck {
     ep: Endpoint,
+    pool: crate::db::PoolId,
     pool_id: String,
     health: PoolHealth,
     bots: Vec<BotHealth>,
@@ -213,7 +210,17 @@ pub fn random_token() -> String {
 impl Orchestrator {
     /// Build the orchestrator (no I/O beyond what `db` and `backend` did).
     pub fn new(cfg: ServeConfig, db: Db, backend: Arc<dyn Backend>) -> Result<Self> {
-        let agents = AgentClient::new(cfg.ping_timeout());
+        let agents = Arc::new(AgentClient::new(cfg.ping_timeout()));
+        Self::with_agents(cfg, db, backend, agents)
+    }
+
+    /// [`Orchestrator::new`] with the given agents (the tests' fake).
+    pub fn with_agents(
+        cfg: ServeConfig,
+        db: Db,
+        backend: Arc<dyn Backend>,
+        agents: Arc<dyn Agents>,
+    ) -> Result<Self> {
         let access = Arc::new(crate::access::Access::new(db.token_hashes()?));
         let db = Arc::new(db);
         let ledger = Ledger::new(db.clone(), access.clone(), backend.clone());
@@ -285,7 +292,7 @@ impl Orchestrator {
 
     fn endpoint(&self, pool: &PoolRow) -> Endpoint {
         Endpoint {
-            addr: self.backend.agent_addr(pool),
+            addr: self.backend.agent_addr(&pool.spec()),
             token: pool.token.clone(),
         }
     }
@@ -294,7 +301,7 @@ impl Orchestrator {
     /// remove pools the database does not know, reconcile everything.
     pub async fn recover(&self) -> Result<HealthReport> {
         for pool in self.db.pools()? {
-            let (status, r) = match self.backend.start_pool(&pool).await {
+            let (status, r) = match self.backend.start_pool(&pool.spec()).await {
                 Ok(r) => (PoolState::Running, Some(r)),
                 Err(e) => {
                     tracing::error!(pool = %pool.id(), error = %e, "pool did not start");
@@ -313,7 +320,8 @@ impl Orchestrator {
     /// The proxy routes, for a port check at connect time (local backend
     /// as root: there, every tenant's listener must be its slot user's).
     pub fn port_guard(&self) -> Option<Arc<std::sync::RwLock<RouteTable>>> {
-        (self.backend.name() == "local" && self.isolated()).then(|| self.ledger.routes().clone())
+        (self.backend.kind().shares_the_api_network() && self.isolated())
+            .then(|| self.ledger.routes().clone())
     }
 
     /// Create an owner token, with its own quota settings if given.

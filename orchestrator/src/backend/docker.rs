@@ -34,18 +34,12 @@ mod agent_volume;
 
 use super::engine::{
     agent_args, agent_env, is_status, other, pool_labels, remove_volume, wait_for_agent,
+    AGENT_PORT, DEPLOYMENT_LABEL, MANAGED_BY, POOL_LABEL,
 };
+use super::PoolSpec;
 use super::{Backend, BackendError, FoundPool};
-use crate::db::{pool_id, pool_number, PoolRow};
+use crate::db::{pool_id, pool_number};
 
-/// The label every container and volume of ours carries.
-pub const MANAGED_BY: (&str, &str) = ("managed-by", "slotpack");
-/// The label naming the pool of a container.
-pub const POOL_LABEL: &str = "slotpack.pool";
-/// The label naming the deployment (`SLOTPACK_DEPLOYMENT`) of a container.
-pub const DEPLOYMENT_LABEL: &str = "slotpack.deployment";
-/// The agent's port inside a pool container.
-pub const AGENT_PORT: u16 = 8999;
 /// Where pool containers see the agent volume.
 pub const AGENT_DIR: &str = "/opt/slotpack";
 
@@ -150,8 +144,8 @@ impl DockerBackend {
         of_deployment(labels, &self.deployment)
     }
 
-    async fn create(&self, pool: &PoolRow) -> Result<(), BackendError> {
-        let id = pool.id();
+    async fn create(&self, pool: &PoolSpec) -> Result<(), BackendError> {
+        let id = pool.id.to_string();
         self.ensure_agent_volume(&id).await?;
         self.docker
             .create_volume(VolumeCreateRequest {
@@ -223,7 +217,7 @@ impl DockerBackend {
         self.docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(self.name(&pool.id())),
+                    name: Some(self.name(&pool.id.to_string())),
                     ..Default::default()
                 }),
                 config,
@@ -233,10 +227,10 @@ impl DockerBackend {
         Ok(())
     }
 
-    async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
-        let name = self.name(&pool.id());
+    async fn start(&self, pool: &PoolSpec) -> Result<String, BackendError> {
+        let name = self.name(&pool.id.to_string());
         let err = |reason: String| BackendError::Start {
-            pool: pool.id(),
+            pool: pool.id.to_string(),
             reason,
         };
         let running = match self.docker.inspect_container(&name, None).await {
@@ -293,7 +287,7 @@ impl DockerBackend {
     }
 
     /// Pool ids of our containers that die or are removed, as they happen.
-    fn death_events(&self) -> BoxStream<'static, String> {
+    fn death_events(&self) -> BoxStream<'static, super::PoolId> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             (
@@ -317,7 +311,7 @@ impl DockerBackend {
                 async move {
                     let attrs = ev.ok()?.actor?.attributes?;
                     of_deployment(Some(&attrs), &deployment)
-                        .then(|| attrs.get(POOL_LABEL).cloned())
+                        .then(|| attrs.get(POOL_LABEL)?.parse().ok())
                         .flatten()
                 }
             })
@@ -326,30 +320,30 @@ impl DockerBackend {
 }
 
 impl Backend for DockerBackend {
-    fn name(&self) -> &'static str {
-        "docker"
+    fn kind(&self) -> super::BackendKind {
+        super::BackendKind::Docker
     }
 
-    fn container_name(&self, pool: &PoolRow) -> String {
-        self.name(&pool.id())
+    fn container_name(&self, pool: &PoolSpec) -> String {
+        self.name(&pool.id.to_string())
     }
 
-    fn deaths(&self) -> Option<BoxStream<'static, String>> {
+    fn deaths(&self) -> Option<BoxStream<'static, super::PoolId>> {
         Some(self.death_events())
     }
 
-    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr {
+    fn agent_addr(&self, pool: &PoolSpec) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], pool.agent_port))
     }
 
-    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>> {
+    fn start_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<String, BackendError>> {
         self.start(pool).boxed()
     }
 
-    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
+    fn pool_running<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, bool> {
         async move {
             self.docker
-                .inspect_container(&self.name(&pool.id()), None)
+                .inspect_container(&self.name(&pool.id.to_string()), None)
                 .await
                 .ok()
                 .and_then(|c| c.state?.running)
@@ -358,20 +352,20 @@ impl Backend for DockerBackend {
         .boxed()
     }
 
-    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             // Give the agent its SIGTERM and the programs their stop time first.
             let _ = self
                 .docker
                 .stop_container(
-                    &self.name(&pool.id()),
+                    &self.name(&pool.id.to_string()),
                     Some(StopContainerOptions {
                         t: Some(30),
                         ..Default::default()
                     }),
                 )
                 .await;
-            self.remove_by_pool_id(&pool.id()).await
+            self.remove_by_pool_id(&pool.id.to_string()).await
         }
         .boxed()
     }

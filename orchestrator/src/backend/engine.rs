@@ -11,9 +11,17 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::RemoveVolumeOptions;
 use bollard::Docker;
 
-use super::docker::{AGENT_PORT, DEPLOYMENT_LABEL, MANAGED_BY, POOL_LABEL};
 use super::BackendError;
-use crate::db::PoolRow;
+
+/// The label every container and volume of ours carries.
+pub const MANAGED_BY: (&str, &str) = ("managed-by", "slotpack");
+/// The label naming the pool of a container.
+pub const POOL_LABEL: &str = "slotpack.pool";
+/// The label naming the deployment (`SLOTPACK_DEPLOYMENT`) of a container.
+pub const DEPLOYMENT_LABEL: &str = "slotpack.deployment";
+/// The agent's port inside a pool container.
+pub const AGENT_PORT: u16 = 8999;
+use super::PoolSpec;
 
 /// Any engine failure as a backend error.
 pub fn other(e: impl std::fmt::Display) -> BackendError {
@@ -38,7 +46,7 @@ pub fn pool_labels(deployment: &str, id: &str) -> HashMap<String, String> {
 /// The agent's flags in a pool container: its API on [`AGENT_PORT`], state
 /// in `/pool`, the pool's slots and slot users, the image's environment
 /// passed on to programs.
-pub fn agent_args(pool: &PoolRow) -> Vec<String> {
+pub fn agent_args(pool: &PoolSpec) -> Vec<String> {
     vec![
         "--listen".to_string(),
         format!("0.0.0.0:{AGENT_PORT}"),
@@ -56,7 +64,7 @@ pub fn agent_args(pool: &PoolRow) -> Vec<String> {
 
 /// The agent's environment in a pool container: the settings in `env` and
 /// the pool's token.
-pub fn agent_env(env: &[(String, String)], pool: &PoolRow) -> Vec<String> {
+pub fn agent_env(env: &[(String, String)], pool: &PoolSpec) -> Vec<String> {
     let mut out: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     out.push(format!("SLOT_AGENT_TOKEN={}", pool.token));
     out

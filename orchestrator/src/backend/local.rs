@@ -18,9 +18,10 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use slotpack_proto::procfs;
 
+use super::PoolSpec;
 use super::{Backend, BackendError, FoundPool};
 use crate::agents::{AgentClient, Endpoint};
-use crate::db::{pool_number, PoolRow};
+use crate::db::pool_number;
 
 /// Pools as local slot-agent processes.
 pub struct LocalBackend {
@@ -77,7 +78,7 @@ impl LocalBackend {
     /// before a crash of the orchestrator, or by hand): one that answers
     /// the pool's own token on the pool's agent port (and, as root, whose
     /// listener is ours). Notes its pid; returns it.
-    async fn adopt(&self, pool: &PoolRow) -> Option<i32> {
+    async fn adopt(&self, pool: &PoolSpec) -> Option<i32> {
         let ep = Endpoint {
             addr: self.agent_addr(pool),
             token: pool.token.clone(),
@@ -85,12 +86,16 @@ impl LocalBackend {
         self.probe.list(&ep).await.ok()?;
         let pid = procfs::listener_pid(ep.addr.port())?;
         let ticks = procfs::stat(pid)?.start_ticks;
-        std::fs::write(self.file(&pool.id(), "pid"), format!("{pid} {ticks}\n")).ok()?;
+        std::fs::write(
+            self.file(&pool.id.to_string(), "pid"),
+            format!("{pid} {ticks}\n"),
+        )
+        .ok()?;
         Some(pid)
     }
 
-    async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
-        let id = pool.id();
+    async fn start(&self, pool: &PoolSpec) -> Result<String, BackendError> {
+        let id = pool.id.to_string();
         if let Some(pid) = self.running_pid(&id) {
             return Ok(pid.to_string());
         }
@@ -222,29 +227,29 @@ impl LocalBackend {
 }
 
 impl Backend for LocalBackend {
-    fn name(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> super::BackendKind {
+        super::BackendKind::Local
     }
 
-    fn container_name(&self, pool: &PoolRow) -> String {
-        super::container_name(&self.deployment, &pool.id())
+    fn container_name(&self, pool: &PoolSpec) -> String {
+        super::container_name(&self.deployment, &pool.id.to_string())
     }
 
-    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr {
+    fn agent_addr(&self, pool: &PoolSpec) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], pool.agent_port))
     }
 
-    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>> {
+    fn start_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<String, BackendError>> {
         self.start(pool).boxed()
     }
 
-    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
-        let r = self.running_pid(&pool.id()).is_some();
+    fn pool_running<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, bool> {
+        let r = self.running_pid(&pool.id.to_string()).is_some();
         async move { r }.boxed()
     }
 
-    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>> {
-        async move { self.remove(&pool.id()).await }.boxed()
+    fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move { self.remove(&pool.id.to_string()).await }.boxed()
     }
 
     fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>> {

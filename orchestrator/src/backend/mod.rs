@@ -12,7 +12,32 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
 use crate::blocks::Block;
-use crate::db::PoolRow;
+pub use crate::db::PoolId;
+
+/// What a backend is told of a pool: how to run it, not how it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Its id.
+    pub id: PoolId,
+    /// Port of slot 0.
+    pub base_port: u16,
+    /// Port of the agent API (on the host).
+    pub agent_port: u16,
+    /// Uid of slot 0's programs (slot N: + N).
+    pub uid_base: u32,
+    /// Slots.
+    pub slots: u32,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// CPU limit in millicores.
+    pub cpu_millis: u64,
+    /// Image of its container (`None`: the backend's default).
+    pub image: Option<String>,
+    /// The cluster node it is pinned to (swarm).
+    pub node: Option<String>,
+    /// The agent's API token.
+    pub token: String,
+}
 
 /// Errors of a backend.
 #[derive(Debug, thiserror::Error)]
@@ -44,21 +69,77 @@ pub fn container_name(deployment: &str, pool_id: &str) -> String {
     format!("{deployment}-{pool_id}")
 }
 
+/// Which backend: what it can and cannot do is asked of its kind, never
+/// by comparing names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// Agents as processes of this host.
+    Local,
+    /// One Docker engine's containers.
+    Docker,
+    /// Docker Swarm services on chosen nodes.
+    Swarm,
+}
+
+impl BackendKind {
+    /// The word of `SLOTPACK_BACKEND` (also the metrics' `backend` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Docker => "docker",
+            BackendKind::Swarm => "swarm",
+        }
+    }
+
+    /// Whether pools, agents, tenants and the API share one network
+    /// namespace (so the proxy checks who listens on a tenant's port, and
+    /// slots are kept off every port the deployment uses).
+    pub fn shares_the_api_network(self) -> bool {
+        self == BackendKind::Local
+    }
+
+    /// Whether slots get their own uids even when `serve` is not root (a
+    /// container's agent is root inside it).
+    pub fn isolates_as_any_user(self) -> bool {
+        self != BackendKind::Local
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(BackendKind::Local),
+            "docker" => Ok(BackendKind::Docker),
+            "swarm" => Ok(BackendKind::Swarm),
+            other => Err(format!(
+                "unknown backend {other:?}: want local, docker or swarm"
+            )),
+        }
+    }
+}
+
 /// A place where pools (slot-agents) run.
 pub trait Backend: Send + Sync {
-    /// `local`, `docker` or `swarm`.
-    fn name(&self) -> &'static str;
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
     /// Name shown as `containerName` (and the docker container's name).
-    fn container_name(&self, pool: &PoolRow) -> String;
+    fn container_name(&self, pool: &PoolSpec) -> String;
     /// Address of the pool's agent API.
-    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr;
+    fn agent_addr(&self, pool: &PoolSpec) -> SocketAddr;
     /// Start the pool unless it runs already; returns its backend reference.
     /// A restarted pool brings its programs back from its own state.
-    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>>;
+    fn start_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<String, BackendError>>;
     /// Whether the pool's agent process or container is running.
-    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool>;
+    fn pool_running<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, bool>;
     /// Stop and remove the pool with its state.
-    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Every pool of ours the backend can see running.
     fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>>;
     /// Stop and remove a pool known only by its backend reference.
@@ -80,7 +161,7 @@ pub trait Backend: Send + Sync {
     }
     /// Pool ids as their pools die, if the backend can tell at once
     /// (otherwise the health tick notices).
-    fn deaths(&self) -> Option<BoxStream<'static, String>> {
+    fn deaths(&self) -> Option<BoxStream<'static, PoolId>> {
         None
     }
     /// The cluster's nodes as last read (`None`: a one-host backend, whose
@@ -95,7 +176,7 @@ pub trait Backend: Send + Sync {
     }
     /// The host clients reach `pool`'s slot ports on, when it is not
     /// `SLOTPACK_PUBLIC_HOST` (a cluster node's address).
-    fn public_host(&self, pool: &PoolRow) -> Option<String> {
+    fn public_host(&self, pool: &PoolSpec) -> Option<String> {
         let _ = pool;
         None
     }

@@ -33,12 +33,13 @@ use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::docker::{AGENT_PORT, DEPLOYMENT_LABEL, POOL_LABEL};
 use super::engine::{
     agent_args, agent_env, is_status, other, pool_labels, remove_volume, wait_for_agent,
+    AGENT_PORT, DEPLOYMENT_LABEL, POOL_LABEL,
 };
+use super::PoolSpec;
 use super::{Backend, BackendError, FoundPool};
-use crate::db::{pool_number, PoolRow};
+use crate::db::pool_number;
 use crate::nodes::{Availability, Node};
 
 /// How long a pool's agent may take to answer after its service is made
@@ -170,8 +171,8 @@ impl SwarmBackend {
     }
 
     /// The service of `pool`: one replica of the pool image on its node.
-    fn spec(&self, pool: &PoolRow) -> Result<ServiceSpec, BackendError> {
-        let id = pool.id();
+    fn spec(&self, pool: &PoolSpec) -> Result<ServiceSpec, BackendError> {
+        let id = pool.id.to_string();
         let node = pool
             .node
             .clone()
@@ -289,10 +290,10 @@ impl SwarmBackend {
             .any(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
     }
 
-    async fn start(&self, pool: &PoolRow) -> Result<String, BackendError> {
-        let name = self.name(&pool.id());
+    async fn start(&self, pool: &PoolSpec) -> Result<String, BackendError> {
+        let name = self.name(&pool.id.to_string());
         let err = |reason: String| BackendError::Start {
-            pool: pool.id(),
+            pool: pool.id.to_string(),
             reason,
         };
         let service_id = match self.docker.inspect_service(&name, None).await {
@@ -324,7 +325,7 @@ impl SwarmBackend {
 
     /// Why `pool`'s node can run nothing now (down, gone or drained), as
     /// the engine says at this moment; `None` if it can.
-    async fn node_unfit(&self, pool: &PoolRow) -> Option<String> {
+    async fn node_unfit(&self, pool: &PoolSpec) -> Option<String> {
         let node = pool.node.as_deref()?;
         match self.docker.inspect_node(node).await {
             Err(e) if is_status(&e, 404) => Some(format!("node {node} left the swarm")),
@@ -384,29 +385,29 @@ impl SwarmBackend {
 }
 
 impl Backend for SwarmBackend {
-    fn name(&self) -> &'static str {
-        "swarm"
+    fn kind(&self) -> super::BackendKind {
+        super::BackendKind::Swarm
     }
 
-    fn container_name(&self, pool: &PoolRow) -> String {
-        self.name(&pool.id())
+    fn container_name(&self, pool: &PoolSpec) -> String {
+        self.name(&pool.id.to_string())
     }
 
-    fn agent_addr(&self, pool: &PoolRow) -> SocketAddr {
+    fn agent_addr(&self, pool: &PoolSpec) -> SocketAddr {
         SocketAddr::new(self.addr_of(pool.node.as_deref()), pool.agent_port)
     }
 
-    fn start_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<String, BackendError>> {
+    fn start_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<String, BackendError>> {
         self.start(pool).boxed()
     }
 
-    fn pool_running<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, bool> {
-        async move { self.task_running(&self.name(&pool.id())).await }.boxed()
+    fn pool_running<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, bool> {
+        async move { self.task_running(&self.name(&pool.id.to_string())).await }.boxed()
     }
 
-    fn remove_pool<'a>(&'a self, pool: &'a PoolRow) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            self.remove_by_pool_id(&pool.id(), pool.node.as_deref())
+            self.remove_by_pool_id(&pool.id.to_string(), pool.node.as_deref())
                 .await
         }
         .boxed()
@@ -476,7 +477,7 @@ impl Backend for SwarmBackend {
         self.refresh().boxed()
     }
 
-    fn public_host(&self, pool: &PoolRow) -> Option<String> {
+    fn public_host(&self, pool: &PoolSpec) -> Option<String> {
         Some(self.addr_of(pool.node.as_deref()).to_string())
     }
 }

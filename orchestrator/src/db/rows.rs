@@ -41,9 +41,25 @@ pub struct PoolRow {
 }
 
 impl PoolRow {
-    /// The pool's id, `pool-<number>`.
-    pub fn id(&self) -> String {
-        pool_id(self.number)
+    /// The pool's id (`pool-<number>` when shown).
+    pub fn id(&self) -> PoolId {
+        PoolId(self.number)
+    }
+
+    /// What the backend is told of it.
+    pub fn spec(&self) -> crate::backend::PoolSpec {
+        crate::backend::PoolSpec {
+            id: self.id(),
+            base_port: self.base_port,
+            agent_port: self.agent_port,
+            uid_base: self.uid_base,
+            slots: self.slots,
+            memory_mb: self.memory_mb,
+            cpu_millis: self.cpu_millis,
+            image: self.image.clone(),
+            node: self.node.clone(),
+            token: self.token.clone(),
+        }
     }
 
     /// The port of `slot`: the one place a slot's port is computed. `None`
@@ -57,9 +73,29 @@ impl PoolRow {
     }
 }
 
+/// A pool's id: its number, shown (and parsed) as `pool-<number>` only at
+/// the edges (API, labels, file names, logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub u64);
+
+impl std::fmt::Display for PoolId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pool-{}", self.0)
+    }
+}
+
+impl std::str::FromStr for PoolId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        pool_number(s)
+            .map(PoolId)
+            .ok_or_else(|| format!("{s:?} is not a pool id (pool-<number>)"))
+    }
+}
+
 /// `pool-<number>`.
 pub fn pool_id(number: u64) -> String {
-    format!("pool-{number}")
+    PoolId(number).to_string()
 }
 
 /// The number in `pool-<number>`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{by_pool, tenants_of, Orchestrator, Result, ServiceError};
 use crate::api_types::HealthReport;
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
-use crate::db::{PoolRow, TenantRow};
+use crate::db::{PoolId, PoolRow, TenantRow};
 use crate::ledger::{Held, Moved};
 use crate::placement::{PoolIndex, Request};
 use crate::states::Desired;
@@ -28,19 +28,17 @@ impl Orchestrator {
     /// the database first; then the tenants are stopped in the old pool, the
     /// pool is removed, and only then are they started in their new slots,
     /// so a tenant never runs twice. Tick lock held.
-    pub(super) async fn consolidate(&self, r: &mut HealthReport) -> Result<()> {
-        let healthy: HashSet<&str> = r
-            .pools
-            .iter()
-            .filter(|p| p.healthy)
-            .map(|p| p.id.as_str())
-            .collect();
+    pub(super) async fn consolidate(
+        &self,
+        r: &mut HealthReport,
+        healthy: &HashSet<PoolId>,
+    ) -> Result<()> {
         let committed = {
             // Read under the placement lock: no pool or tenant appears meanwhile.
             let mut held = self.ledger.lock().await;
             let pools = self.db.pools()?;
             let tenants = self.db.tenants()?;
-            let (view, residents) = drain_view(held.index(), &pools, &tenants, &healthy);
+            let (view, residents) = drain_view(held.index(), &pools, &tenants, healthy);
             let limits = Limits {
                 keep_free_slots: u64::from(self.cfg.warm_slots),
                 ..Limits::default()
@@ -172,13 +170,13 @@ fn drain_view(
     idx: &PoolIndex,
     pools: &[PoolRow],
     tenants: &[TenantRow],
-    healthy: &HashSet<&str>,
+    healthy: &HashSet<PoolId>,
 ) -> (PoolIndex, HashMap<u64, Vec<Resident>>) {
     let mut view = idx.clone();
     let mut residents = HashMap::new();
     let grouped = by_pool(tenants);
     for p in pools {
-        if !healthy.contains(p.id().as_str()) {
+        if !healthy.contains(&p.id()) {
             if let Some(mut c) = view.get(p.number).cloned() {
                 c.accepting = false;
                 view.upsert(c);

@@ -31,11 +31,15 @@ impl Orchestrator {
             recovery_actions: vec![],
             duration_ms: 0,
         };
-        if let Err(e) = self.tick_into(&mut r).await {
-            r.issues.push(format!("health tick failed: {e}"));
-        }
+        let healthy = match self.tick_into(&mut r).await {
+            Ok(h) => h,
+            Err(e) => {
+                r.issues.push(format!("health tick failed: {e}"));
+                Default::default()
+            }
+        };
         if self.cfg.consolidate && self.cfg.pool_mode_enabled {
-            if let Err(e) = self.consolidate(&mut r).await {
+            if let Err(e) = self.consolidate(&mut r, &healthy).await {
                 r.issues.push(format!("consolidation: {e}"));
             }
         }
@@ -52,7 +56,12 @@ impl Orchestrator {
         r
     }
 
-    pub(super) async fn tick_into(&self, r: &mut HealthReport) -> Result<()> {
+    /// The tick but for consolidation and warm slots; returns the pools
+    /// whose agents answered.
+    pub(super) async fn tick_into(
+        &self,
+        r: &mut HealthReport,
+    ) -> Result<std::collections::HashSet<crate::db::PoolId>> {
         // Pools the backend runs that the database does not know.
         let (removed, failed) = self.sweep_orphans().await?;
         for f in &removed {
@@ -91,6 +100,11 @@ impl Orchestrator {
                 let rows = tenants_of(&grouped, o.pool.number);
                 self.plan_pool(o, rows)
             })
+            .collect();
+        let healthy = checks
+            .iter()
+            .filter(|c| c.health.healthy)
+            .map(|c| c.pool)
             .collect();
         for c in &mut checks {
             r.pools.push(c.health.clone());
@@ -138,7 +152,7 @@ impl Orchestrator {
                 }
             }
         }
-        Ok(())
+        Ok(healthy)
     }
 
     /// Whether `pool` must leave its node (a cluster backend's node that is
@@ -242,7 +256,7 @@ impl Orchestrator {
     pub(super) async fn observe_pool(&self, pool: &PoolRow) -> Observed {
         let (mut issues, mut actions) = (vec![], vec![]);
         let ep = self.endpoint(pool);
-        let id = pool.id();
+        let id = pool.id().to_string();
         if let Some((node, why)) = self.must_leave(pool) {
             let why = format!("its node {node} is {why}");
             issues.push(format!("{id}: {why}"));
@@ -273,8 +287,8 @@ impl Orchestrator {
         let mut health = self.agents.health(&ep).await;
         if let Err(e) = &health {
             issues.push(format!("{id}: agent unreachable: {e}"));
-            if !self.backend.pool_running(pool).await {
-                match self.backend.start_pool(pool).await {
+            if !self.backend.pool_running(&pool.spec()).await {
+                match self.backend.start_pool(&pool.spec()).await {
                     Ok(r) => {
                         self.note_restart(pool.number, true);
                         // The ledger's index follows: it takes tenants again.
@@ -346,9 +360,10 @@ impl Orchestrator {
             mut issues,
             actions,
         } = o;
-        let id = pool.id();
+        let id = pool.id().to_string();
         let mut check = PoolCheck {
             ep: self.endpoint(&pool),
+            pool: pool.id(),
             pool_id: id.clone(),
             health,
             bots: vec![],

@@ -171,7 +171,7 @@ impl Orchestrator {
     /// `starting` pools alone). It stays closed until its creator opens it.
     /// On failure the pool is removed again.
     pub(super) async fn start_reserved(&self, row: PoolRow) -> Result<PoolRow> {
-        match self.backend.start_pool(&row).await {
+        match self.backend.start_pool(&row.spec()).await {
             Ok(r) => {
                 let now = self.ledger.lock().await.set_pool_status(
                     row.number,
@@ -182,7 +182,7 @@ impl Orchestrator {
                 Ok(now.unwrap_or(row))
             }
             Err(e) => {
-                let _ = self.backend.remove_pool(&row).await;
+                let _ = self.backend.remove_pool(&row.spec()).await;
                 self.ledger
                     .lock()
                     .await
@@ -339,7 +339,7 @@ impl Orchestrator {
     pub(super) async fn remove_pool(&self, pool: &PoolRow, why: &str) -> Result<()> {
         self.ledger.lock().await.remove_pool(pool.number, why)?;
         self.backend
-            .remove_pool(pool)
+            .remove_pool(&pool.spec())
             .await
             .map_err(ServiceError::Backend)
     }

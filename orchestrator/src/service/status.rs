@@ -30,16 +30,19 @@ impl Orchestrator {
             .pools()?
             .iter()
             .map(|p| TargetGroup {
-                targets: vec![self.backend.agent_addr(p).to_string()],
+                targets: vec![self.backend.agent_addr(&p.spec()).to_string()],
                 labels: BTreeMap::from([
-                    ("pool".to_string(), p.id()),
+                    ("pool".to_string(), p.id().to_string()),
                     (
                         "class".to_string(),
                         p.class.clone().unwrap_or_else(|| "default".into()),
                     ),
                     ("deployment".to_string(), self.cfg.deployment.clone()),
-                    ("backend".to_string(), self.backend.name().to_string()),
-                    ("container".to_string(), self.backend.container_name(p)),
+                    ("backend".to_string(), self.backend.kind().to_string()),
+                    (
+                        "container".to_string(),
+                        self.backend.container_name(&p.spec()),
+                    ),
                 ]),
             })
             .collect())
@@ -70,14 +73,14 @@ impl Orchestrator {
             .iter()
             .map(|p| {
                 let bots = tenants_of(&grouped, p.number);
-                let id = p.id();
+                let id = p.id().to_string();
                 PoolInfo {
                     status: if p.status == PoolState::Running && unreachable(p.number) {
                         "unreachable".into()
                     } else {
                         p.status.to_string()
                     },
-                    container_name: self.backend.container_name(p),
+                    container_name: self.backend.container_name(&p.spec()),
                     bots_count: bots.len() as u32,
                     capacity: p.slots,
                     utilization_percent: (bots.len() as u32 * 100 + p.slots / 2) / p.slots.max(1),

@@ -84,7 +84,7 @@ impl Orchestrator {
     /// Whether slots get their own uids: always in containers (the agent is
     /// root there), on the local backend only when this process is root.
     pub fn isolated(&self) -> bool {
-        self.backend.name() != "local" || nix::unistd::geteuid().is_root()
+        self.backend.kind().isolates_as_any_user() || nix::unistd::geteuid().is_root()
     }
 
     /// Without isolation, tenants of a second owner are refused (unless
@@ -272,11 +272,11 @@ impl Orchestrator {
     pub(super) fn placement(&self, t: &TenantRow, pool: &PoolRow) -> Placement {
         let host = self
             .backend
-            .public_host(pool)
+            .public_host(&pool.spec())
             .unwrap_or_else(|| self.cfg.public_host.clone());
         Placement {
-            pool_id: pool.id(),
-            container_name: self.backend.container_name(pool),
+            pool_id: pool.id().to_string(),
+            container_name: self.backend.container_name(&pool.spec()),
             slot: t.slot,
             port: t.port,
             url: format!("http://{host}:{}", t.port),

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::{CreateContainerOptions, ListVolumesOptions};
 
-use super::{DockerBackend, DEPLOYMENT_LABEL, POOL_LABEL};
+use super::DockerBackend;
 use crate::backend::engine::other;
+use crate::backend::engine::{DEPLOYMENT_LABEL, POOL_LABEL};
 use crate::backend::BackendError;
 
 /// Where `SLOTPACK_POOL_IMAGE` holds the static agent.
