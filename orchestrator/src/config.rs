@@ -284,6 +284,12 @@ pub fn with_file_defaults(
     Ok(cmd)
 }
 
+/// `serve`'s settings from `args` (flags only), for unit tests elsewhere.
+#[cfg(test)]
+pub(crate) fn serve_args(args: &[&str]) -> ServeConfig {
+    tests::serve(&[], args).expect("valid test settings")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +306,7 @@ mod tests {
         Serve(Box<ServeConfig>),
     }
 
-    fn serve(settings: &[(&str, &str)], args: &[&str]) -> Result<ServeConfig, String> {
+    pub(super) fn serve(settings: &[(&str, &str)], args: &[&str]) -> Result<ServeConfig, String> {
         use clap::CommandFactory;
         let s: Vec<(String, String)> = settings
             .iter()

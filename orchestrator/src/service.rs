@@ -37,6 +37,8 @@ mod health;
 mod pools;
 mod status;
 mod tenants;
+#[cfg(test)]
+mod tests;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
