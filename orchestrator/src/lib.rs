@@ -15,6 +15,7 @@ pub mod classes;
 pub mod config;
 pub mod consolidate;
 pub mod db;
+pub mod events;
 pub mod ledger;
 pub mod limits;
 pub mod logging;
@@ -30,6 +31,7 @@ pub mod service;
 pub mod states;
 pub mod status;
 pub mod tenant_spec;
+pub mod tick_plan;
 pub mod uid_ranges;
 
 use std::path::PathBuf;
@@ -292,11 +294,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t.tick().await;
             loop {
-                // A tick that left a start waiting for a stop is followed soon.
-                let soon = FOLLOWUP_DELAY;
+                // A tenant a tick requeued (a start waiting for its old
+                // copy to stop) brings the next tick forward.
+                let requeued = svc.next_requeue();
+                let due = requeued.unwrap_or_else(std::time::Instant::now);
                 tokio::select! {
                     _ = t.tick() => {}
-                    _ = tokio::time::sleep(soon), if svc.wants_followup() => {}
+                    _ = tokio::time::sleep_until(due.into()), if requeued.is_some() => {}
                 }
                 tick_and_log(&svc).await;
             }
@@ -370,9 +374,6 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("stopped; pools keep running and are adopted at the next start");
     Ok(())
 }
-
-/// How soon a tick follows one that left a start waiting for a stop.
-const FOLLOWUP_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// One health tick, with its issues and recovery actions in the log.
 async fn tick_and_log(svc: &Orchestrator) {

@@ -41,6 +41,8 @@ pub struct Metrics {
     /// authorised them ended: a revoked token, a deleted, stopped or moved
     /// tenant.
     pub streams_ended: IntCounter,
+    /// `slotpack_events_total` by event kind (see `events`).
+    pub events: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -94,6 +96,17 @@ impl Default for Metrics {
         registry
             .register(Box::new(proxy_requests.clone()))
             .expect("unique name");
+        let events = IntCounterVec::new(
+            Opts::new(
+                "slotpack_events_total",
+                "Events the orchestrator recorded, by kind (recovery, tenant.memory, ...).",
+            ),
+            &["kind"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(events.clone()))
+            .expect("unique name");
         // Every class is shown from the start, at 0.
         let proxy_requests = PROXY_CODES.map(|code| proxy_requests.with_label_values(&[code]));
         Self {
@@ -108,6 +121,7 @@ impl Default for Metrics {
             pools_drained,
             quota_refused,
             streams_ended,
+            events,
         }
     }
 }

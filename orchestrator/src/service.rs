@@ -13,7 +13,6 @@
 //! construction and recovery, tokens, and the shared helpers.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,7 +28,6 @@ use crate::config::ServeConfig;
 use crate::db::{Db, DbError, PoolRow, TenantRow};
 use crate::metrics::Metrics;
 use crate::proxy::route_table::RouteTable;
-use crate::reconcile::Action;
 use crate::states::PoolState;
 
 mod consolidation;
@@ -154,8 +152,9 @@ pub struct Orchestrator {
     tick_lock: Mutex<()>,
     /// Failed restarts in a row per pool number (reset by a success).
     restart_failures: std::sync::Mutex<HashMap<u64, u32>>,
-    /// The last tick left a start waiting for an old copy to stop.
-    followup: std::sync::atomic::AtomicBool,
+    /// Tenants a tick asks to see again soon (a stop or delete it began
+    /// but did not wait for), each with when: the per-object requeue.
+    requeue: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// The agent message last recorded as an event, per tenant.
     reported: std::sync::Mutex<HashMap<String, String>>,
     /// Asks the warm-slot refiller (a task of `serve`) to run, so that a
@@ -170,30 +169,6 @@ pub struct Orchestrator {
     conn_limits: std::sync::OnceLock<Arc<crate::server::ConnLimits>>,
     /// One warm-slot refill at a time.
     warming: Mutex<()>,
-}
-
-/// What one pool showed in a health tick, before the database is read.
-struct Observed {
-    pool: PoolRow,
-    health: PoolHealth,
-    /// What its agent runs; `None` when it could not be asked.
-    programs: Option<Vec<slotpack_proto::protocol::ProgramStatus>>,
-    issues: Vec<String>,
-    actions: Vec<String>,
-}
-
-/// One pool's part of a health tick: what was found, what was done, and the
-/// reconciliation steps still to apply.
-struct PoolCheck {
-    ep: Endpoint,
-    pool: crate::db::PoolId,
-    pool_id: String,
-    health: PoolHealth,
-    bots: Vec<BotHealth>,
-    issues: Vec<String>,
-    actions: Vec<String>,
-    tenants: Vec<TenantRow>,
-    pending: Vec<Action>,
 }
 
 fn unix_now() -> i64 {
@@ -237,7 +212,7 @@ impl Orchestrator {
             last_health: std::sync::Mutex::new(None),
             tick_lock: Mutex::new(()),
             restart_failures: std::sync::Mutex::new(HashMap::new()),
-            followup: std::sync::atomic::AtomicBool::new(false),
+            requeue: std::sync::Mutex::new(HashMap::new()),
             reported: std::sync::Mutex::new(HashMap::new()),
             warm: tokio::sync::Notify::new(),
             access,
@@ -354,10 +329,31 @@ impl Orchestrator {
         })
     }
 
-    /// Whether the last tick left work that a tick soon should finish (a
-    /// start waiting for an old copy of the tenant to stop).
-    pub fn wants_followup(&self) -> bool {
-        self.followup.load(Relaxed)
+    /// When the next tick is due for a requeued tenant (a start waiting
+    /// for its old copy to stop), if any is.
+    pub fn next_requeue(&self) -> Option<std::time::Instant> {
+        let q = self.requeue.lock().unwrap_or_else(|e| e.into_inner());
+        q.values().min().copied()
+    }
+
+    /// Record `e` in the event log, log it with its pool and tenant, and
+    /// count it: every event of the service goes through here.
+    pub fn emit(&self, e: &crate::events::Event) {
+        let (kind, tenant, pool) = (e.kind(), e.tenant(), e.pool().map(|p| p.to_string()));
+        let detail = e.detail();
+        if let Err(err) = self.db.event(kind, tenant, pool.as_deref(), &detail) {
+            tracing::warn!(kind, error = %err, "event not recorded");
+        }
+        tracing::info!(
+            kind,
+            tenant = tenant.unwrap_or_default(),
+            pool = pool.as_deref().unwrap_or_default(),
+            "{detail}"
+        );
+        self.metrics.events.with_label_values(&[kind]).inc();
+        if matches!(e, crate::events::Event::Recovery(_)) {
+            self.metrics.recovery_actions.inc();
+        }
     }
 
     /// Every owner token (ids, owners, quotas and what the owner uses;

@@ -149,6 +149,8 @@ struct Program {
     deleting: bool,
     /// The latest problem worth telling (see `ProgramStatus::message`).
     message: Option<String>,
+    /// What `message` is about.
+    problem: Option<slotpack_proto::protocol::Problem>,
     rss: u64,
     log: Arc<Mutex<LogFile>>,
 }
@@ -367,6 +369,27 @@ fn slot_port(base: u16, slot: u32) -> Option<u16> {
 /// the program ended well.
 const FIRST_RUN: &str = "in its first run";
 
+impl Program {
+    /// Tell `problem` in `message` (until a good run or a new spec).
+    fn tell(&mut self, problem: slotpack_proto::protocol::Problem, message: &str) {
+        self.problem = Some(problem);
+        self.message = Some(message.to_string());
+    }
+
+    /// Whatever went wrong is over.
+    fn clear_problem(&mut self) {
+        self.problem = None;
+        self.message = None;
+    }
+
+    /// Whether a memory kill now means the limit is too small for it: its
+    /// first run, or it never got past its limit since.
+    fn memory_too_small(&self) -> bool {
+        self.restarts == 0
+            || self.problem == Some(slotpack_proto::protocol::Problem::MemoryLimitTooSmall)
+    }
+}
+
 fn status(id: &str, p: &Program) -> ProgramStatus {
     ProgramStatus {
         id: id.to_string(),
@@ -382,6 +405,7 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
         started_at: p.run().map(|r| rfc3339(r.since_wall)),
         spec_digest: Some(slotpack_proto::protocol::spec_digest(&p.spec)),
         message: p.message.clone(),
+        problem: p.problem,
     }
 }
 

@@ -330,6 +330,27 @@ pub struct ProgramStatus {
     /// the program's first run); cleared by a good run or a new spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What `message` is about, for programs (no reader parses its words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// What a program's `message` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Problem {
+    /// It passed its memory limit and was restarted.
+    MemoryLimit,
+    /// It passed its memory limit in its first run: the limit is too small
+    /// for it.
+    MemoryLimitTooSmall,
+}
+
+impl Problem {
+    /// Whether it is about memory.
+    pub fn is_memory(self) -> bool {
+        matches!(self, Problem::MemoryLimit | Problem::MemoryLimitTooSmall)
+    }
 }
 
 /// A short digest of a spec (FNV-1a 64 of its JSON, hex): equal specs, equal

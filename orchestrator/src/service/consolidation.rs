@@ -5,10 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use super::health::Tick;
 use super::{by_pool, tenants_of, Orchestrator, Result, ServiceError};
-use crate::api_types::HealthReport;
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolId, PoolRow, TenantRow};
+use crate::events::Recovery;
 use crate::ledger::{Held, Moved};
 use crate::placement::{PoolIndex, Request};
 use crate::states::Desired;
@@ -28,11 +29,8 @@ impl Orchestrator {
     /// the database first; then the tenants are stopped in the old pool, the
     /// pool is removed, and only then are they started in their new slots,
     /// so a tenant never runs twice. Tick lock held.
-    pub(super) async fn consolidate(
-        &self,
-        r: &mut HealthReport,
-        healthy: &HashSet<PoolId>,
-    ) -> Result<()> {
+    pub(super) async fn consolidate(&self, r: &mut Tick) -> Result<()> {
+        let healthy = &r.healthy;
         let committed = {
             // Read under the placement lock: no pool or tenant appears meanwhile.
             let mut held = self.ledger.lock().await;
@@ -102,7 +100,7 @@ impl Orchestrator {
             }
             let to = self.endpoint(&m.to);
             match self.put_program(&to, &m.tenant, m.slot, m.port).await {
-                Ok(()) => moved.push(format!("{} to {} port {}", m.tenant.id, m.to.id(), m.port)),
+                Ok(()) => moved.push((m.tenant.id.to_string(), m.to.id(), m.port)),
                 Err(e) => r.issues.push(format!(
                     "{}: starting it in {} (the next tick retries): {e}",
                     m.tenant.id,
@@ -112,11 +110,10 @@ impl Orchestrator {
         }
         self.metrics.consolidation_moves.inc_by(moving.len() as u64);
         self.metrics.pools_drained.inc();
-        r.recovery_actions.push(format!(
-            "consolidation: moved {} and removed {}",
-            moved.join(", "),
-            source.id()
-        ));
+        r.actions.push(Recovery::Consolidated {
+            moved,
+            removed: source.id(),
+        });
         Ok(())
     }
 

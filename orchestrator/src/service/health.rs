@@ -1,19 +1,54 @@
-//! The health tick: agent health per pool (restart, then evacuation),
-//! reconciliation in two phases (stops before starts), and the steps
-//! that apply it.
+//! The health tick: observe every pool (agent health, restart, evacuation
+//! as `tick_plan` decides), plan each pool's reconciliation in the pure
+//! `tick_plan::plan_pool`, then apply it in two phases (stops before
+//! starts). What a tick leaves unfinished is requeued per tenant.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::agents::Endpoint;
-use crate::db::{PoolRow, TenantRow};
+use crate::db::{PoolId, PoolRow, TenantRow};
+use crate::events::{EvacuationCause, Event, Recovery};
 use crate::ledger::Moved;
 use crate::placement::Request;
-use crate::reconcile::{plan, Action};
+use crate::reconcile::Action;
 use crate::states::{Desired, PoolState};
-use slotpack_proto::protocol::{ProgramAction, TenantId};
+use crate::tick_plan::{after_restart, plan_pool, pool_step, AfterRestart, PoolStep, Seen};
+use slotpack_proto::protocol::{ProgramAction, ProgramStatus, TenantId};
+
+/// How soon a tenant whose stop or delete a tick began is looked at again.
+pub const REQUEUE_AFTER: Duration = Duration::from_millis(300);
+
+/// What a tick gathers; it becomes the API's [`HealthReport`].
+#[derive(Default)]
+pub(super) struct Tick {
+    pub(super) pools: Vec<PoolHealth>,
+    pub(super) bots: Vec<BotHealth>,
+    pub(super) issues: Vec<String>,
+    pub(super) actions: Vec<Recovery>,
+    /// Pools whose agents answered.
+    pub(super) healthy: HashSet<PoolId>,
+}
+
+/// What one pool showed, before the database is read.
+struct Observed {
+    pool: PoolRow,
+    health: PoolHealth,
+    /// What its agent runs; `None` when it could not be asked.
+    programs: Option<Vec<ProgramStatus>>,
+    issues: Vec<String>,
+    actions: Vec<Recovery>,
+}
+
+/// One pool's reconciliation steps still to apply, with the rows they
+/// were planned from.
+struct PoolCheck {
+    ep: Endpoint,
+    pool: PoolId,
+    tenants: Vec<TenantRow>,
+    pending: Vec<Action>,
+}
 
 impl Orchestrator {
     /// One health tick: check every agent, restart dead pools, reconcile
@@ -22,62 +57,51 @@ impl Orchestrator {
     pub async fn health_tick(&self) -> HealthReport {
         let _one_at_a_time = self.tick_lock.lock().await;
         let started = Instant::now();
-        let mut r = HealthReport {
-            success: true,
-            timestamp: slotpack_proto::clock::now_rfc3339(),
-            pools: vec![],
-            bots: vec![],
-            issues: vec![],
-            recovery_actions: vec![],
-            duration_ms: 0,
-        };
-        let healthy = match self.tick_into(&mut r).await {
-            Ok(h) => h,
-            Err(e) => {
-                r.issues.push(format!("health tick failed: {e}"));
-                Default::default()
-            }
-        };
+        let timestamp = slotpack_proto::clock::now_rfc3339();
+        let mut t = Tick::default();
+        if let Err(e) = self.tick_into(&mut t).await {
+            t.issues.push(format!("health tick failed: {e}"));
+        }
         if self.cfg.consolidate && self.cfg.pool_mode_enabled {
-            if let Err(e) = self.consolidate(&mut r, &healthy).await {
-                r.issues.push(format!("consolidation: {e}"));
+            if let Err(e) = self.consolidate(&mut t).await {
+                t.issues.push(format!("consolidation: {e}"));
             }
         }
         self.keep_warm().await;
-        r.duration_ms = started.elapsed().as_millis() as u64;
         self.metrics.health_ticks.inc();
-        self.metrics
-            .recovery_actions
-            .inc_by(r.recovery_actions.len() as u64);
-        for a in &r.recovery_actions {
-            let _ = self.db.event("recovery", None, None, a);
+        for a in &t.actions {
+            self.emit(&Event::Recovery(a.clone()));
         }
+        let r = HealthReport {
+            success: true,
+            timestamp,
+            pools: t.pools,
+            bots: t.bots,
+            issues: t.issues,
+            recovery_actions: t.actions.iter().map(ToString::to_string).collect(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
         *self.last_health.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
         r
     }
 
-    /// The tick but for consolidation and warm slots; returns the pools
-    /// whose agents answered.
-    pub(super) async fn tick_into(
-        &self,
-        r: &mut HealthReport,
-    ) -> Result<std::collections::HashSet<crate::db::PoolId>> {
+    /// The tick but for consolidation and warm slots.
+    pub(super) async fn tick_into(&self, t: &mut Tick) -> Result<()> {
         // Pools the backend runs that the database does not know.
         let (removed, failed) = self.sweep_orphans().await?;
-        for f in &removed {
-            r.issues
+        for f in removed {
+            t.issues
                 .push(format!("orphaned pool {f} (not in the database)"));
-            r.recovery_actions
-                .push(format!("removed orphaned pool {f}"));
+            t.actions.push(Recovery::OrphanRemoved(f));
         }
         for (f, e) in &failed {
-            r.issues
+            t.issues
                 .push(format!("orphaned pool {f} (not in the database)"));
-            r.issues.push(format!("removing orphaned pool {f}: {e}"));
+            t.issues.push(format!("removing orphaned pool {f}: {e}"));
         }
         // Nodes first: a pool whose node is lost or drained moves below.
         if let Err(e) = self.backend.refresh_nodes().await {
-            r.issues.push(format!("listing the cluster's nodes: {e}"));
+            t.issues.push(format!("listing the cluster's nodes: {e}"));
         }
         // A `starting` pool belongs to whoever starts it (a create or the
         // warm refill; after a crash, start-up recovery): left alone here.
@@ -94,65 +118,86 @@ impl Orchestrator {
         // tenant created meanwhile is mistaken for an orphan.
         let tenants = self.db.tenants()?;
         let grouped = by_pool(&tenants);
-        let mut checks: Vec<PoolCheck> = observed
-            .into_iter()
-            .map(|o| {
-                let rows = tenants_of(&grouped, o.pool.number);
-                self.plan_pool(o, rows)
-            })
-            .collect();
-        let healthy = checks
-            .iter()
-            .filter(|c| c.health.healthy)
-            .map(|c| c.pool)
-            .collect();
-        for c in &mut checks {
-            r.pools.push(c.health.clone());
-            r.bots.append(&mut c.bots);
-            r.issues.append(&mut c.issues);
-            r.recovery_actions.append(&mut c.actions);
+        let mut checks = Vec::new();
+        for o in observed {
+            t.issues.extend(o.issues);
+            t.actions.extend(o.actions);
+            if o.health.healthy {
+                t.healthy.insert(o.pool.id());
+            }
+            t.pools.push(o.health);
+            let Some(programs) = o.programs else {
+                continue;
+            };
+            let rows = tenants_of(&grouped, o.pool.number);
+            let plan = plan_pool(&o.pool, &programs, rows);
+            for r in &plan.reports {
+                self.report_once(o.pool.id(), r);
+            }
+            t.issues.extend(plan.issues);
+            t.bots.extend(plan.bots);
+            checks.push(PoolCheck {
+                ep: self.endpoint(&o.pool),
+                pool: o.pool.id(),
+                tenants: rows.iter().map(|r| (*r).clone()).collect(),
+                pending: plan.actions,
+            });
         }
         // Everything that stops or removes, in every pool, before anything
         // that starts: a tenant moved between pools never runs in both. A
         // stop only begins (the tick never waits for one), so a tenant whose
-        // old copy is not yet down is started by a later tick.
-        let mut not_down = std::collections::HashSet::new();
+        // old copy is not yet down is requeued and started by a later tick.
+        let mut not_down = HashSet::new();
         for starts in [false, true] {
             let applied = checks.iter().map(|c| self.apply_all(c, starts, &not_down));
             let mut next = Vec::new();
             for (issues, actions, up) in futures_util::future::join_all(applied).await {
-                r.issues.extend(issues);
-                r.recovery_actions.extend(actions);
+                t.issues.extend(issues);
+                t.actions.extend(actions);
                 next.extend(up);
             }
             not_down.extend(next);
         }
-        self.followup.store(!not_down.is_empty(), Relaxed);
+        self.requeue_tenants(&not_down);
         // Lifetimes: the deletion begins here; a tenant still stopping is
         // forgotten by a later tick's reconciliation (the tick never waits).
         // The rows read above: one whose deletion began meanwhile (by the
         // API or a step above) is not marked again.
         let now = unix_now();
-        for t in &tenants {
-            if t.expires_at.is_some_and(|e| e <= now) && t.desired != Desired::Deleting {
-                if !self.mark_deleting(&t.id).await? {
+        for row in &tenants {
+            if row.expires_at.is_some_and(|e| e <= now) && row.desired != Desired::Deleting {
+                if !self.mark_deleting(&row.id).await? {
                     continue;
                 }
                 let why = "maxLifetimeSeconds reached";
-                let pool = self.pool_of(t)?;
-                match self.agents.begin_delete(&self.endpoint(&pool), &t.id).await {
+                let pool = self.pool_of(row)?;
+                match self
+                    .agents
+                    .begin_delete(&self.endpoint(&pool), &row.id)
+                    .await
+                {
                     Ok(gone) => {
                         if gone {
-                            self.forget_tenant(&t.id, why).await?;
+                            self.forget_tenant(&row.id, why).await?;
                         }
-                        r.recovery_actions
-                            .push(format!("removing {} at the end of its lifetime", t.id));
+                        t.actions.push(Recovery::Expiring(row.id.to_string()));
                     }
-                    Err(e) => r.issues.push(format!("expiring {}: {e}", t.id)),
+                    Err(e) => t.issues.push(format!("expiring {}: {e}", row.id)),
                 }
             }
         }
-        Ok(healthy)
+        Ok(())
+    }
+
+    /// Requeue exactly the tenants in `waiting` (each due
+    /// [`REQUEUE_AFTER`] from now, unless already due sooner).
+    fn requeue_tenants(&self, waiting: &HashSet<String>) {
+        let due = Instant::now() + REQUEUE_AFTER;
+        let mut q = self.requeue.lock().unwrap_or_else(|e| e.into_inner());
+        q.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            q.entry(id.clone()).or_insert(due);
+        }
     }
 
     /// Whether `pool` must leave its node (a cluster backend's node that is
@@ -250,97 +295,93 @@ impl Orchestrator {
         Ok(moved.into_iter().map(|m| m.0.into()).collect())
     }
 
-    /// Phase one of a pool's check: agent health (restart the pool if its
-    /// process is gone, move its tenants away once restarts keep failing),
-    /// then the programs its agent runs.
-    pub(super) async fn observe_pool(&self, pool: &PoolRow) -> Observed {
+    /// One pool's look: agent health, then what `tick_plan::pool_step`
+    /// says (evacuate, restart, wait or reconcile), then its programs.
+    async fn observe_pool(&self, pool: &PoolRow) -> Observed {
         let (mut issues, mut actions) = (vec![], vec![]);
         let ep = self.endpoint(pool);
-        let id = pool.id().to_string();
-        if let Some((node, why)) = self.must_leave(pool) {
-            let why = format!("its node {node} is {why}");
-            issues.push(format!("{id}: {why}"));
-            match self.evacuate(pool, &why).await {
-                Ok(moved) => actions.push(format!(
-                    "{id}: {why}: moved {} to other pools and removed {id}",
-                    if moved.is_empty() {
-                        "no tenants".to_string()
-                    } else {
-                        moved.join(", ")
-                    }
-                )),
-                Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
-            }
-            return Observed {
-                health: PoolHealth {
-                    id,
-                    healthy: false,
-                    latency_ms: None,
-                },
-                pool: pool.clone(),
-                programs: None,
-                issues,
-                actions,
-            };
-        }
+        let id = pool.id();
         let t0 = Instant::now();
-        let mut health = self.agents.health(&ep).await;
-        if let Err(e) = &health {
-            issues.push(format!("{id}: agent unreachable: {e}"));
-            if !self.backend.pool_running(&pool.spec()).await {
-                match self.backend.start_pool(&pool.spec()).await {
-                    Ok(r) => {
-                        self.note_restart(pool.number, true);
-                        // The ledger's index follows: it takes tenants again.
-                        let _ = self.ledger.lock().await.set_pool_status(
-                            pool.number,
-                            PoolState::Running,
-                            Some(&r),
-                        );
-                        actions.push(format!(
-                            "restarted {id}; its tenants come back from its state"
-                        ));
-                        health = self.agents.health(&ep).await;
+        let seen = match self.must_leave(pool) {
+            Some((node, why)) => Seen::MustLeave { node, why },
+            None => match self.agents.health(&ep).await {
+                Ok(_) => Seen::Answered,
+                Err(e) => {
+                    issues.push(format!("{id}: agent unreachable: {e}"));
+                    Seen::Silent {
+                        running: self.backend.pool_running(&pool.spec()).await,
                     }
-                    Err(e) => {
-                        let failures = self.note_restart(pool.number, false);
-                        // No create lands on it while it is down.
-                        let _ = self.ledger.lock().await.set_pool_status(
-                            pool.number,
-                            PoolState::Failed,
-                            None,
-                        );
-                        issues.push(format!("{id}: restart {failures} failed: {e}"));
-                        if failures >= self.cfg.max_restart_attempts.max(1) {
-                            let why = format!("{id} could not be restarted");
-                            match self.evacuate(pool, &why).await {
-                                Ok(moved) => actions.push(format!(
-                                    "{id} could not be restarted: moved {} to other pools and removed {id}",
-                                    if moved.is_empty() { "no tenants".to_string() } else { moved.join(", ") }
-                                )),
-                                Err(e) => issues.push(format!("{id}: moving its tenants: {e}")),
-                            }
-                        }
+                }
+            },
+        };
+        let mut answered = seen == Seen::Answered;
+        match pool_step(&seen) {
+            PoolStep::Reconcile | PoolStep::Wait => {}
+            PoolStep::Evacuate(why) => {
+                issues.push(format!("{id}: {why}"));
+                self.evacuate_into(
+                    pool,
+                    EvacuationCause::NodeLeft(why),
+                    &mut issues,
+                    &mut actions,
+                )
+                .await;
+            }
+            PoolStep::Restart => {
+                let started = self.backend.start_pool(&pool.spec()).await;
+                let failures = self.note_restart(pool.number, started.is_ok());
+                // The ledger's index follows the status: a failed pool takes
+                // no tenant, a restarted one takes them again.
+                let (status, r) = match &started {
+                    Ok(r) => (PoolState::Running, Some(r.as_str())),
+                    Err(_) => (PoolState::Failed, None),
+                };
+                if let Err(e) = self
+                    .ledger
+                    .lock()
+                    .await
+                    .set_pool_status(pool.number, status, r)
+                {
+                    issues.push(format!("{id}: storing its status: {e}"));
+                }
+                if let Err(e) = &started {
+                    issues.push(format!("{id}: restart {failures} failed: {e}"));
+                }
+                match after_restart(started.is_ok(), failures, self.cfg.max_restart_attempts) {
+                    AfterRestart::Reconcile => {
+                        actions.push(Recovery::Restarted(id));
+                        answered = self.agents.health(&ep).await.is_ok();
+                    }
+                    AfterRestart::Retry => {}
+                    AfterRestart::Evacuate => {
+                        self.evacuate_into(
+                            pool,
+                            EvacuationCause::RestartsFailed,
+                            &mut issues,
+                            &mut actions,
+                        )
+                        .await;
                     }
                 }
             }
         }
         let latency = t0.elapsed().as_secs_f64() * 1000.0;
-        let programs = match &health {
-            Err(_) => None,
-            Ok(_) => match self.agents.list(&ep).await {
+        let programs = if answered {
+            match self.agents.list(&ep).await {
                 Ok(o) => Some(o),
                 Err(e) => {
                     issues.push(format!("{id}: listing programs: {e}"));
                     None
                 }
-            },
+            }
+        } else {
+            None
         };
         Observed {
             health: PoolHealth {
-                id,
-                healthy: health.is_ok(),
-                latency_ms: health.is_ok().then_some(latency),
+                id: id.to_string(),
+                healthy: answered,
+                latency_ms: answered.then_some(latency),
             },
             pool: pool.clone(),
             programs,
@@ -349,124 +390,82 @@ impl Orchestrator {
         }
     }
 
-    /// Phase two of a pool's check: what its agent runs against the pool's
-    /// rows (read once per tick for all pools, after every pool was
-    /// observed) → the pool's health, issues and reconciliation steps.
-    pub(super) fn plan_pool(&self, o: Observed, tenants: &[&TenantRow]) -> PoolCheck {
-        let Observed {
-            pool,
-            health,
-            programs,
-            mut issues,
-            actions,
-        } = o;
-        let id = pool.id().to_string();
-        let mut check = PoolCheck {
-            ep: self.endpoint(&pool),
-            pool: pool.id(),
-            pool_id: id.clone(),
-            health,
-            bots: vec![],
-            issues: vec![],
-            actions,
-            tenants: vec![],
-            pending: vec![],
+    /// [`Self::evacuate`], its outcome noted as an action or an issue.
+    async fn evacuate_into(
+        &self,
+        pool: &PoolRow,
+        cause: EvacuationCause,
+        issues: &mut Vec<String>,
+        actions: &mut Vec<Recovery>,
+    ) {
+        let why = match &cause {
+            EvacuationCause::NodeLeft(why) => why.clone(),
+            EvacuationCause::RestartsFailed => format!("{} could not be restarted", pool.id()),
         };
-        let Some(observed) = programs else {
-            check.issues = issues;
-            return check;
-        };
-        let desired: BTreeMap<String, Desired> = tenants
-            .iter()
-            .map(|t| (t.id.to_string(), t.desired))
-            .collect();
-        let seen: BTreeMap<String, _> = observed.iter().map(|s| (s.id.clone(), s.state)).collect();
-        let drifted: std::collections::BTreeSet<String> = observed
-            .iter()
-            .filter(|s| {
-                let stored = tenants.iter().find(|t| t.id == s.id);
-                match (
-                    stored.map(|t| t.spec.program(t.slot, t.port)),
-                    &s.spec_digest,
-                ) {
-                    (Some(spec), Some(d)) => slotpack_proto::protocol::spec_digest(&spec) != *d,
-                    _ => false,
-                }
-            })
-            .map(|s| s.id.clone())
-            .collect();
-        for s in &observed {
-            if let Some(m) = &s.message {
-                issues.push(format!("{}: {m}", s.id));
-                self.report_once(&s.id, &id, m);
-            }
-            if desired.get(&s.id) == Some(&Desired::Running) {
-                if !s.healthy {
-                    issues.push(format!(
-                        "{}: {} in {id}, not healthy",
-                        s.id,
-                        s.state.as_str()
-                    ));
-                }
-                check.bots.push(BotHealth {
-                    id: s.id.clone(),
-                    pool_id: id.clone(),
-                    state: s.state.as_str().to_string(),
-                    healthy: s.healthy,
-                    restarts: s.restarts,
-                });
-            }
+        match self.evacuate(pool, &why).await {
+            Ok(moved) => actions.push(Recovery::Evacuated {
+                pool: pool.id(),
+                cause,
+                moved,
+            }),
+            Err(e) => issues.push(format!("{}: moving its tenants: {e}", pool.id())),
         }
-        for t in &drifted {
-            issues.push(format!("{t}: its spec in {id} was changed behind our back"));
-        }
-        check.pending = plan(&desired, &seen, &drifted);
-        check.issues = issues;
-        check.tenants = tenants.iter().map(|t| (*t).clone()).collect();
-        check
     }
 
-    /// Record an agent's message about a tenant as an event (`tenant.memory`
-    /// when it is about memory, else `tenant.problem`), once per message.
-    pub(super) fn report_once(&self, tenant: &str, pool: &str, message: &str) {
-        let mut seen = self.reported.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.get(tenant).map(String::as_str) == Some(message) {
-            return;
-        }
-        let kind = if message.contains("memory") {
-            "tenant.memory"
-        } else {
-            "tenant.problem"
-        };
-        if self
-            .db
-            .event(kind, Some(tenant), Some(pool), message)
-            .is_ok()
+    /// Record an agent's report about a tenant as an event (memory or
+    /// another problem, as the agent typed it), once per message.
+    fn report_once(&self, pool: PoolId, r: &crate::tick_plan::Report) {
         {
-            seen.insert(tenant.to_string(), message.to_string());
+            let seen = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.get(&r.tenant) == Some(&r.message) {
+                return;
+            }
         }
+        let (tenant, message) = (r.tenant.clone(), r.message.clone());
+        self.emit(&if r.memory {
+            Event::TenantMemory {
+                tenant,
+                pool,
+                message,
+            }
+        } else {
+            Event::TenantProblem {
+                tenant,
+                pool,
+                message,
+            }
+        });
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.tenant.clone(), r.message.clone());
     }
 
     /// Apply the pending reconciliation steps of one pool that start
-    /// programs (`starts`) or the others; returns (issues, actions).
-    /// Returns (issues, actions, ids whose stop or delete is not finished).
-    pub(super) async fn apply_all(
+    /// programs (`starts`) or the others. Returns (issues, actions, ids
+    /// whose stop or delete is not finished).
+    async fn apply_all(
         &self,
         c: &PoolCheck,
         starts: bool,
-        not_down: &std::collections::HashSet<String>,
-    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        not_down: &HashSet<String>,
+    ) -> (Vec<String>, Vec<Recovery>, Vec<String>) {
         let (mut issues, mut actions, mut pending) = (vec![], vec![], vec![]);
-        let id = &c.pool_id;
+        let id = c.pool;
         for a in c.pending.iter().filter(|a| a.starts() == starts) {
             if not_down.contains(a.tenant()) {
                 issues.push(format!("{id}: {a:?} waits until its old copy is down"));
                 continue;
             }
+            let done = |finished| Recovery::Reconciled {
+                pool: id,
+                action: a.clone(),
+                finished,
+            };
             match self.apply(&c.ep, &c.tenants, a).await {
-                Ok(true) => actions.push(format!("{id}: {a:?}")),
+                Ok(true) => actions.push(done(true)),
                 Ok(false) => {
-                    actions.push(format!("{id}: {a:?} begun"));
+                    actions.push(done(false));
                     pending.push(a.tenant().to_string());
                 }
                 Err(e) => {

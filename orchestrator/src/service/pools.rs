@@ -238,15 +238,10 @@ impl Orchestrator {
         if existed.as_ref() == Some(&spec) {
             return Ok(false);
         }
-        self.db.event(
-            "class.defined",
-            None,
-            None,
-            &format!(
-                "{name}: {}",
-                serde_json::to_string(&spec).unwrap_or_default()
-            ),
-        )?;
+        self.emit(&crate::events::Event::ClassDefined {
+            name: name.to_string(),
+            spec: serde_json::to_string(&spec).unwrap_or_default(),
+        });
         Ok(existed.is_none())
     }
 
@@ -283,7 +278,7 @@ impl Orchestrator {
         if !self.db.delete_class(name)? {
             return Err(ServiceError::NotFound(format!("no class {name}")));
         }
-        self.db.event("class.deleted", None, None, name)?;
+        self.emit(&crate::events::Event::ClassDeleted(name.to_string()));
         Ok(())
     }
 

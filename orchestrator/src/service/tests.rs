@@ -243,6 +243,7 @@ impl Agents for FakeAgents {
                 started_at: None,
                 spec_digest: Some(slotpack_proto::protocol::spec_digest(spec)),
                 message: None,
+                problem: None,
             };
             p.insert(id.to_string(), st.clone());
             Ok(st)

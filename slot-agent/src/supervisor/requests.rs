@@ -84,7 +84,7 @@ impl Supervisor {
         let port = spec.port.unwrap_or_default();
         let pacing = self.pacing(&spec);
         if let Some(p) = self.programs.get_mut(id) {
-            p.message = None;
+            p.clear_problem();
             p.spec = spec;
             p.slot = slot;
             p.port = port;
@@ -130,6 +130,7 @@ impl Supervisor {
                 last_ping: None,
                 deleting: false,
                 message: None,
+                problem: None,
                 rss: 0,
                 log: Arc::new(Mutex::new(log)),
             },

@@ -53,8 +53,7 @@ impl Supervisor {
         for id in over {
             let p = self.programs.get_mut(&id).expect("present");
             let (rss, limit) = (p.rss >> 20, p.spec.max_memory_mb.unwrap_or_default());
-            let first =
-                p.restarts == 0 || p.message.as_deref().is_some_and(|m| m.contains(FIRST_RUN));
+            let first = p.memory_too_small();
             let msg = if first {
                 format!(
                     "memory limit exceeded: resident memory {rss} MiB passed the limit of \
@@ -67,7 +66,7 @@ impl Supervisor {
                      {limit} MiB: restarting"
                 )
             };
-            p.message = Some(msg.clone());
+            p.tell(memory_problem(first), &msg);
             self.note(&id, &msg);
             self.stop(&id, Kill::Memory);
         }
@@ -78,7 +77,7 @@ impl Supervisor {
     fn oom_message(&mut self, id: &str, ended: bool) -> String {
         let p = self.programs.get_mut(id).expect("present");
         let limit = p.spec.max_memory_mb.unwrap_or_default();
-        let first = p.restarts == 0 || p.message.as_deref().is_some_and(|m| m.contains(FIRST_RUN));
+        let first = p.memory_too_small();
         let what = if ended {
             "ended the program"
         } else {
@@ -96,7 +95,7 @@ impl Supervisor {
                  (shared memory and temp files count)"
             )
         };
-        p.message = Some(msg.clone());
+        p.tell(memory_problem(first), &msg);
         msg
     }
 
@@ -385,7 +384,7 @@ impl Supervisor {
     pub(super) fn apply_policy(&mut self, id: &str, end: RunEnd) {
         let p = self.programs.get_mut(id).expect("present");
         if end.started_ok(&p.pacing) {
-            p.message = None; // a good run: whatever went wrong is over
+            p.clear_problem(); // a good run: whatever went wrong is over
         }
         let decision = policy::after_exit(&p.pacing, end, p.failed_starts);
         let gen = p.gen;
@@ -577,5 +576,14 @@ impl Supervisor {
         };
         let gen = p.gen;
         self.host.ping_loop(self.handle.clone(), id, gen, plan);
+    }
+}
+
+/// The problem of a memory kill (`too_small`: in the first run).
+fn memory_problem(too_small: bool) -> slotpack_proto::protocol::Problem {
+    if too_small {
+        slotpack_proto::protocol::Problem::MemoryLimitTooSmall
+    } else {
+        slotpack_proto::protocol::Problem::MemoryLimit
     }
 }
