@@ -99,39 +99,37 @@ impl Db {
     }
 
     /// Insert a pool in the lowest block whose ports and uids touch no
-    /// stored pool's and pass `usable`; returns the stored row.
+    /// stored pool's and pass `usable`; returns the stored row. `usable`
+    /// (socket probes) runs outside any transaction and with the connection
+    /// free; the transaction checks the chosen block again.
     pub fn insert_pool(
         &self,
         p: &NewPool,
         usable: impl Fn(&blocks::Block) -> bool,
     ) -> Result<PoolRow, DbError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: Vec<blocks::Held> = tx
-            .prepare(
-                "SELECT block, base_port, slots, agent_port, COALESCE(uid_base, 0) FROM pools",
-            )?
-            .query_map([], |r| {
-                let (port, slots, uid): (u32, u32, u64) = (r.get(1)?, r.get(2)?, r.get(4)?);
-                Ok(blocks::Held {
-                    block: r.get(0)?,
-                    ports: port..port + slots,
-                    agent_port: r.get(3)?,
-                    uids: uid..uid + u64::from(slots),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
         let want = blocks::Want {
             slots: p.slots,
             width: p.block_width,
             pool_base_port: p.pool_base_port,
             uid_base: p.uid_base,
         };
+        let held = Self::held_blocks(&self.conn())?;
         let Some(b) = blocks::choose(&held, want, usable) else {
             return Err(DbError::Conflict(
                 "no port block left for a new pool".into(),
             ));
         };
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Nobody took it meanwhile (the service holds its ledger's lock
+        // around this anyway): the same choice over the rows now.
+        let again = blocks::choose(&Self::held_blocks(&tx)?, want, |c| c.block == b.block);
+        if again.as_ref() != Some(&b) {
+            return Err(DbError::Conflict(format!(
+                "port block {} was taken meanwhile",
+                b.block
+            )));
+        }
         let (block, base, last) = (b.block, b.base_port, u32::from(b.base_port) + p.slots - 1);
         let created = now();
         tx.execute(
@@ -155,6 +153,25 @@ impl Db {
         drop(conn);
         self.pool(number)?
             .ok_or_else(|| DbError::Conflict("pool vanished".into()))
+    }
+
+    /// The blocks, ports and uids the stored pools hold.
+    fn held_blocks(conn: &Connection) -> Result<Vec<blocks::Held>, DbError> {
+        let held = conn
+            .prepare(
+                "SELECT block, base_port, slots, agent_port, COALESCE(uid_base, 0) FROM pools",
+            )?
+            .query_map([], |r| {
+                let (port, slots, uid): (u32, u32, u64) = (r.get(1)?, r.get(2)?, r.get(4)?);
+                Ok(blocks::Held {
+                    block: r.get(0)?,
+                    ports: port..port + slots,
+                    agent_port: r.get(3)?,
+                    uids: uid..uid + u64::from(slots),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(held)
     }
 
     /// Set a pool's status and backend reference.
@@ -215,14 +232,15 @@ impl Db {
         Ok(())
     }
 
-    /// Insert a placed tenant; a taken id, slot or port is a conflict.
-    pub fn insert_tenant(&self, t: &TenantRow) -> Result<(), DbError> {
+    /// Insert a placed tenant reached on `port`; a taken id, slot or port
+    /// is a conflict.
+    pub fn insert_tenant(&self, t: &TenantRow, port: u16) -> Result<(), DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let r = tx.execute(
             "INSERT INTO tenants (id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![t.id.as_str(), t.owner, t.spec, t.pool, t.slot, t.port, t.memory_mb, t.cpu_millis, t.desired, t.created_at, t.expires_at],
+            params![t.id.as_str(), t.owner, t.spec, t.pool, t.slot, port, t.memory_mb(), t.cpu_millis(), t.desired, t.created_at, t.expires_at],
         );
         match r {
             Err(rusqlite::Error::SqliteFailure(e, msg))
@@ -238,7 +256,7 @@ impl Db {
         };
         tx.execute(
             "INSERT INTO events (at, kind, tenant, pool, detail) VALUES (?1, 'tenant.placed', ?2, ?3, ?4)",
-            params![now(), t.id.as_str(), pool_id(t.pool), format!("slot {}, port {}", t.slot, t.port)],
+            params![now(), t.id.as_str(), pool_id(t.pool), format!("slot {}, port {port}", t.slot)],
         )?;
         tx.commit()?;
         Ok(())
@@ -371,9 +389,9 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
         spec: r.get(2)?,
         pool: r.get(3)?,
         slot: r.get(4)?,
-        port: r.get(5)?,
-        memory_mb: r.get(6)?,
-        cpu_millis: r.get(7)?,
+        // Columns 5-7 (port, memory_mb, cpu_millis) are derived at write
+        // (the port from the pool, the rest from the spec) for SQL's own
+        // checks and readers; the row carries one copy of each.
         desired: r.get(8)?,
         created_at: r.get(9)?,
         expires_at: r.get(10)?,

@@ -65,8 +65,8 @@ pub fn capacity(pool: &PoolRow, tenants: &[&TenantRow], closed: bool) -> PoolCap
         memory_mb: pool.memory_mb,
         cpu_millis: pool.cpu_millis,
         used_slots: tenants.iter().map(|t| t.slot).collect(),
-        used_memory_mb: tenants.iter().map(|t| t.memory_mb).sum(),
-        used_cpu_millis: tenants.iter().map(|t| t.cpu_millis).sum(),
+        used_memory_mb: tenants.iter().map(|t| t.memory_mb()).sum(),
+        used_cpu_millis: tenants.iter().map(|t| t.cpu_millis()).sum(),
         accepting: !closed && pool.mode == PoolMode::Pooled && pool.status == PoolState::Running,
     }
 }
@@ -275,7 +275,13 @@ impl Held<'_> {
 
     /// Store a placed tenant: its slot is taken, its route opens.
     pub fn insert_tenant(&mut self, row: &TenantRow) -> Result<(), DbError> {
-        self.ledger.db.insert_tenant(row)?;
+        let port = self
+            .ledger
+            .db
+            .pool(row.pool)?
+            .and_then(|p| p.slot_port(row.slot))
+            .ok_or_else(|| DbError::Conflict(format!("{} has no slot {}", row.pool, row.slot)))?;
+        self.ledger.db.insert_tenant(row, port)?;
         self.refresh_pool(row.pool)?;
         self.refresh_route(&row.id)
     }

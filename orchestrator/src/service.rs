@@ -376,7 +376,7 @@ impl Orchestrator {
         for t in self.db.tenants()? {
             let e = m.entry(t.owner.clone()).or_default();
             e.0 += 1;
-            e.1 += t.memory_mb;
+            e.1 += t.memory_mb();
         }
         Ok(m)
     }

@@ -141,20 +141,26 @@ pub struct TenantRow {
     pub spec: crate::tenant_spec::TenantSpec,
     /// Pool number.
     pub pool: u64,
-    /// Slot.
+    /// Slot (its port is the pool's: [`PoolRow::slot_port`]).
     pub slot: u32,
-    /// Port.
-    pub port: u16,
-    /// Memory reserved in MiB.
-    pub memory_mb: u64,
-    /// CPU reserved in millicores.
-    pub cpu_millis: u64,
     /// What is wanted of it.
     pub desired: Desired,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// Unix time after which the tenant is removed.
     pub expires_at: Option<i64>,
+}
+
+impl TenantRow {
+    /// Memory reserved in MiB (its spec's; the one copy).
+    pub fn memory_mb(&self) -> u64 {
+        self.spec.resources.memory_mb
+    }
+
+    /// CPU reserved in millicores (its spec's; the one copy).
+    pub fn cpu_millis(&self) -> u64 {
+        self.spec.resources.cpu_millis
+    }
 }
 
 /// An owner token as listed (an API shape; see `model`).

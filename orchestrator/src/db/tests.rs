@@ -124,20 +124,18 @@ fn close_path(path: std::path::PathBuf) {
     }
 }
 
-fn tenant(id: &str, pool: u64, slot: u32, port: u16) -> TenantRow {
-    TenantRow {
+fn tenant(id: &str, pool: u64, slot: u32, port: u16) -> (TenantRow, u16) {
+    let row = TenantRow {
         id: TenantId::parse(id).unwrap(),
         owner: "o".into(),
         spec: TenantSpec::decode(r#"{"version": 1, "spec": {"command": "/bin/true"}}"#).unwrap(),
         pool,
         slot,
-        port,
-        memory_mb: 1,
-        cpu_millis: 1,
         desired: Desired::Running,
         created_at: now(),
         expires_at: None,
-    }
+    };
+    (row, port)
 }
 
 #[test]
@@ -158,14 +156,15 @@ fn pools_get_the_lowest_free_block_and_numbers_are_never_reused() {
 fn schema_rejects_a_second_tenant_on_a_slot_or_port() {
     let (db, path) = db("unique");
     let p = db.insert_pool(&new_pool(), |_| true).unwrap();
-    db.insert_tenant(&tenant("a", p.number, 0, 9000)).unwrap();
-    for t in [
+    let (a, port) = tenant("a", p.number, 0, 9000);
+    db.insert_tenant(&a, port).unwrap();
+    for (t, port) in [
         tenant("a", p.number, 1, 9001),
         tenant("b", p.number, 0, 9005),
         tenant("c", p.number, 2, 9000),
     ] {
         assert!(
-            matches!(db.insert_tenant(&t), Err(DbError::Conflict(_))),
+            matches!(db.insert_tenant(&t, port), Err(DbError::Conflict(_))),
             "{t:?}"
         );
     }

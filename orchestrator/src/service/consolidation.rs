@@ -98,8 +98,7 @@ impl Orchestrator {
                 ));
                 continue;
             }
-            let to = self.endpoint(&m.to);
-            match self.put_program(&to, &m.tenant, m.slot, m.port).await {
+            match self.put_program(&m.to, &m.tenant, m.slot).await {
                 Ok(()) => moved.push((m.tenant.id.to_string(), m.to.id(), m.port)),
                 Err(e) => r.issues.push(format!(
                     "{}: starting it in {} (the next tick retries): {e}",
@@ -141,7 +140,7 @@ impl Orchestrator {
             let to = find_pool(pools, m.to_pool)?.clone();
             match held.move_tenant(&tenant.id, source.number, &to, m.to_slot, &why)? {
                 Moved::Done(now) => moving.push(Moving {
-                    port: now.port,
+                    port: to.slot_port(now.slot).unwrap_or_default(),
                     tenant: tenant.clone(),
                     to,
                     slot: m.to_slot,
@@ -186,7 +185,7 @@ fn drain_view(
                 .iter()
                 .map(|t| Resident {
                     slot: t.slot,
-                    request: request_of(t, p),
+                    request: request_of(t),
                 })
                 .collect();
             residents.insert(p.number, list);
@@ -195,11 +194,12 @@ fn drain_view(
     (view, residents)
 }
 
-fn request_of(t: &TenantRow, pool: &PoolRow) -> Request {
+/// What `t` asks of a pool (its class is its spec's, which its pool has).
+fn request_of(t: &TenantRow) -> Request {
     Request {
-        memory_mb: t.memory_mb,
-        cpu_millis: t.cpu_millis,
-        class: pool.class.clone(),
+        memory_mb: t.memory_mb(),
+        cpu_millis: t.cpu_millis(),
+        class: t.spec.pool_class.clone(),
     }
 }
 

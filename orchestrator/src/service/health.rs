@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::agents::Endpoint;
 use crate::db::{PoolId, PoolRow, TenantRow};
 use crate::events::{EvacuationCause, Event, Recovery};
 use crate::ledger::Moved;
@@ -44,7 +43,7 @@ struct Observed {
 /// One pool's reconciliation steps still to apply, with the rows they
 /// were planned from.
 struct PoolCheck {
-    ep: Endpoint,
+    row: PoolRow,
     pool: PoolId,
     tenants: Vec<TenantRow>,
     pending: Vec<Action>,
@@ -137,7 +136,7 @@ impl Orchestrator {
             t.issues.extend(plan.issues);
             t.bots.extend(plan.bots);
             checks.push(PoolCheck {
-                ep: self.endpoint(&o.pool),
+                row: o.pool.clone(),
                 pool: o.pool.id(),
                 tenants: rows.iter().map(|r| (*r).clone()).collect(),
                 pending: plan.actions,
@@ -260,8 +259,8 @@ impl Orchestrator {
                 continue;
             }
             let want = Request {
-                memory_mb: t.memory_mb,
-                cpu_millis: t.cpu_millis,
+                memory_mb: t.memory_mb(),
+                cpu_millis: t.cpu_millis(),
                 class: t.spec.pool_class.clone(),
             };
             let (again, prow, slot) = self.choose_slot(held, &want).await?;
@@ -270,7 +269,7 @@ impl Orchestrator {
             // have been let go: a deletion begun meanwhile is finished here
             // (its pool is going), never moved along.
             match held.move_tenant(&id, dead.number, &prow, slot, &why)? {
-                Moved::Done(t) => moved.push((t.id, t.spec, prow, slot, t.port, t.desired)),
+                Moved::Done(t) => moved.push((t, prow)),
                 Moved::Deleting(t) => {
                     held.forget_tenant(&t.id, &why)?;
                 }
@@ -279,20 +278,24 @@ impl Orchestrator {
         }
         drop(held);
         // Committed: a failed PUT below is retried by the next reconciliation.
-        for (id, spec, prow, slot, port, desired) in &moved {
-            let ep = self.endpoint(prow);
-            if let Err(e) = self.agents.put(&ep, id, &spec.program(*slot, *port)).await {
-                tracing::warn!(tenant = %id, pool = %prow.id(), error = %e, "put to its agent failed");
-            } else if *desired == Desired::Stopped {
+        for (t, prow) in &moved {
+            if let Err(e) = self.put_program(prow, t, t.slot).await {
+                tracing::warn!(tenant = %t.id, pool = %prow.id(), error = %e, "put to its agent failed");
+            } else if t.desired == Desired::Stopped {
                 let _ = self
                     .agents
-                    .action(&ep, id, ProgramAction::Stop, Duration::from_secs(12))
+                    .action(
+                        &self.endpoint(prow),
+                        &t.id,
+                        ProgramAction::Stop,
+                        Duration::from_secs(12),
+                    )
                     .await;
             }
         }
         self.remove_pool(dead, &why).await?;
         self.note_restart(dead.number, true);
-        Ok(moved.into_iter().map(|m| m.0.into()).collect())
+        Ok(moved.into_iter().map(|(t, _)| t.id.into()).collect())
     }
 
     /// One pool's look: agent health, then what `tick_plan::pool_step`
@@ -462,7 +465,7 @@ impl Orchestrator {
                 action: a.clone(),
                 finished,
             };
-            match self.apply(&c.ep, &c.tenants, a).await {
+            match self.apply(&c.row, &c.tenants, a).await {
                 Ok(true) => actions.push(done(true)),
                 Ok(false) => {
                     actions.push(done(false));
@@ -477,28 +480,21 @@ impl Orchestrator {
         (issues, actions, pending)
     }
 
-    /// PUT the tenant's stored spec, for `slot` and `port`, to the agent at `ep`.
-    pub(super) async fn put_program(
-        &self,
-        ep: &Endpoint,
-        t: &TenantRow,
-        slot: u32,
-        port: u16,
-    ) -> Result<()> {
+    /// PUT tenant `t`'s stored spec, for `slot` of `pool`, to its agent.
+    pub(super) async fn put_program(&self, pool: &PoolRow, t: &TenantRow, slot: u32) -> Result<()> {
+        let port = pool
+            .slot_port(slot)
+            .ok_or_else(|| ServiceError::Internal(format!("{} has no slot {slot}", pool.id())))?;
         self.agents
-            .put(ep, &t.id, &t.spec.program(slot, port))
+            .put(&self.endpoint(pool), &t.id, &t.spec.program(slot, port))
             .await?;
         Ok(())
     }
 
     /// Apply one step; returns whether it is finished (false: a delete
     /// whose program is still stopping).
-    pub(super) async fn apply(
-        &self,
-        ep: &Endpoint,
-        tenants: &[TenantRow],
-        a: &Action,
-    ) -> Result<bool> {
+    async fn apply(&self, pool: &PoolRow, tenants: &[TenantRow], a: &Action) -> Result<bool> {
+        let ep = &self.endpoint(pool);
         let row = |id: &str| tenants.iter().find(|t| t.id == id);
         match a {
             Action::Put(id) => {
@@ -509,7 +505,7 @@ impl Orchestrator {
                 if now.is_none_or(|n| n.pool != t.pool || n.desired != Desired::Running) {
                     return Ok(true);
                 }
-                self.put_program(ep, t, t.slot, t.port).await?;
+                self.put_program(pool, t, t.slot).await?;
             }
             Action::Start(id) => {
                 self.agents

@@ -87,7 +87,7 @@ impl Orchestrator {
                     bots: bots.iter().map(|t| t.id.to_string()).collect(),
                     mode: p.mode.to_string(),
                     base_port: p.base_port,
-                    memory_used_mb: bots.iter().map(|t| t.memory_mb).sum(),
+                    memory_used_mb: bots.iter().map(|t| t.memory_mb()).sum(),
                     memory_mb: p.memory_mb,
                     class: p.class.clone(),
                     image: p.image.clone(),

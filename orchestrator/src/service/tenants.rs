@@ -25,60 +25,16 @@ impl Orchestrator {
             .set_desired(id, Desired::Deleting)?)
     }
 
-    /// Check a create request; returns the owner and the stored request.
-    pub(super) fn check_create(
-        &self,
-        caller: &Caller,
-        mut req: CreateTenant,
-    ) -> Result<CreateTenant> {
-        let bad = |m: String| Err(ServiceError::BadRequest(m));
-        // The id is valid by its type (checked when the body was read).
-        let owner = match (caller, req.owner.take()) {
-            (Caller::Admin, Some(o)) => o,
-            (Caller::Admin, None) => ADMIN_OWNER.to_string(),
-            (Caller::Owner(me), Some(o)) if &o != me => {
-                return Err(ServiceError::Forbidden(format!(
-                    "an owner token creates tenants for its own owner only, not {o:?}"
-                )))
-            }
-            (Caller::Owner(me), _) => me.clone(),
-        };
-        if !(owner == ADMIN_OWNER && *caller == Caller::Admin) {
-            check_owner(&owner)?;
-        }
-        req.owner = Some(owner);
+    /// Check a create request against its class's pool size (read here);
+    /// returns the request with its owner filled in.
+    pub(super) fn check_create(&self, caller: &Caller, req: CreateTenant) -> Result<CreateTenant> {
         if let Some(c) = &req.pool_class {
             if !is_valid_id(c) {
-                return bad(format!("invalid poolClass {c:?}"));
+                return Err(ServiceError::BadRequest(format!("invalid poolClass {c:?}")));
             }
         }
         let (size, _) = self.class_of(&req.pool_class)?;
-        let r = &req.resources;
-        if r.memory_mb == 0 || r.memory_mb > size.memory_mb {
-            return bad(format!(
-                "resources.memoryMb must be 1..={} (a pool's memory)",
-                size.memory_mb
-            ));
-        }
-        if r.cpu_millis > size.cpu_millis {
-            return bad(format!(
-                "resources.cpuMillis must be at most {} (a pool's cpu)",
-                size.cpu_millis
-            ));
-        }
-        slotpack_proto::protocol::in_range(
-            "resources.diskMb",
-            r.disk_mb,
-            &slotpack_proto::protocol::RANGES.disk_mb,
-        )
-        .map_err(ServiceError::BadRequest)?;
-        if let Some(v) = req.max_lifetime_seconds {
-            slotpack_proto::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
-                .map_err(ServiceError::BadRequest)?;
-        }
-        slotpack_proto::protocol::check_spec(&TenantSpec::of(&req).program(0, 0))
-            .map_err(ServiceError::BadRequest)?;
-        Ok(req)
+        validate_create(caller, req, &size)
     }
 
     /// Whether slots get their own uids: always in containers (the agent is
@@ -150,9 +106,6 @@ impl Orchestrator {
             spec: stored,
             pool: prow.number,
             slot,
-            port,
-            memory_mb: want.memory_mb,
-            cpu_millis: want.cpu_millis,
             desired: Desired::Running,
             created_at: slotpack_proto::clock::now_rfc3339(),
             expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
@@ -164,7 +117,7 @@ impl Orchestrator {
             .db
             .pool(row.pool)?
             .ok_or_else(|| ServiceError::Internal("pool vanished".into()))?;
-        let spec = row.spec.program(row.slot, row.port);
+        let spec = row.spec.program(row.slot, port);
         let status = match self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
             Ok(st) => st,
             Err(e) => {
@@ -258,8 +211,8 @@ impl Orchestrator {
             restarts: st.map_or(0, |s| s.restarts),
             placement: self.placement(t, pool),
             resources: Resources {
-                memory_mb: t.memory_mb,
-                cpu_millis: t.cpu_millis,
+                memory_mb: t.memory_mb(),
+                cpu_millis: t.cpu_millis(),
                 disk_mb: t.spec.resources.disk_mb,
             },
             pool_class: t.spec.pool_class.clone(),
@@ -274,12 +227,13 @@ impl Orchestrator {
             .backend
             .public_host(&pool.spec())
             .unwrap_or_else(|| self.cfg.public_host.clone());
+        let port = pool.slot_port(t.slot).unwrap_or_default();
         Placement {
             pool_id: pool.id().to_string(),
             container_name: self.backend.container_name(&pool.spec()),
             slot: t.slot,
-            port: t.port,
-            url: format!("http://{host}:{}", t.port),
+            port,
+            url: format!("http://{host}:{port}"),
             host,
         }
     }
@@ -350,7 +304,7 @@ impl Orchestrator {
             // The stored spec first (no change if the agent holds it): a
             // program the agent lost, or whose spec was changed behind our
             // back, runs as stored.
-            self.put_program(&ep, &t, t.slot, t.port).await?;
+            self.put_program(&pool, &t, t.slot).await?;
         }
         match self.agents.action(&ep, id, action, stop).await {
             Err(e) if e.is_not_found() && desired == Desired::Stopped => {}
@@ -443,4 +397,56 @@ impl Orchestrator {
             },
         })
     }
+}
+
+/// Check a create request of `caller` for a pool of `size` (pure): owner,
+/// resources within the pool, lifetime, and the program spec the agent
+/// would get. Returns the request with its owner filled in.
+pub(super) fn validate_create(
+    caller: &Caller,
+    mut req: CreateTenant,
+    size: &crate::classes::Size,
+) -> Result<CreateTenant> {
+    let bad = |m: String| Err(ServiceError::BadRequest(m));
+    // The id is valid by its type (checked when the body was read).
+    let owner = match (caller, req.owner.take()) {
+        (Caller::Admin, Some(o)) => o,
+        (Caller::Admin, None) => ADMIN_OWNER.to_string(),
+        (Caller::Owner(me), Some(o)) if &o != me => {
+            return Err(ServiceError::Forbidden(format!(
+                "an owner token creates tenants for its own owner only, not {o:?}"
+            )))
+        }
+        (Caller::Owner(me), _) => me.clone(),
+    };
+    if !(owner == ADMIN_OWNER && *caller == Caller::Admin) {
+        check_owner(&owner)?;
+    }
+    req.owner = Some(owner);
+    let r = &req.resources;
+    if r.memory_mb == 0 || r.memory_mb > size.memory_mb {
+        return bad(format!(
+            "resources.memoryMb must be 1..={} (a pool's memory)",
+            size.memory_mb
+        ));
+    }
+    if r.cpu_millis > size.cpu_millis {
+        return bad(format!(
+            "resources.cpuMillis must be at most {} (a pool's cpu)",
+            size.cpu_millis
+        ));
+    }
+    slotpack_proto::protocol::in_range(
+        "resources.diskMb",
+        r.disk_mb,
+        &slotpack_proto::protocol::RANGES.disk_mb,
+    )
+    .map_err(ServiceError::BadRequest)?;
+    if let Some(v) = req.max_lifetime_seconds {
+        slotpack_proto::protocol::in_range("maxLifetimeSeconds", v, &MAX_LIFETIME_SECONDS)
+            .map_err(ServiceError::BadRequest)?;
+    }
+    slotpack_proto::protocol::check_spec(&TenantSpec::of(&req).program(0, 0))
+        .map_err(ServiceError::BadRequest)?;
+    Ok(req)
 }

@@ -632,7 +632,6 @@ async fn a_crash_after_a_create_is_committed_is_finished_at_start_up() {
         let mut r = h.svc.db.tenant("t1").unwrap().unwrap();
         r.id = slotpack_proto::protocol::TenantId::parse("t2").unwrap();
         r.slot = 1;
-        r.port = 20001;
         r
     };
     h.svc.ledger.lock().await.insert_tenant(&row).unwrap();
@@ -683,5 +682,39 @@ async fn a_crash_after_a_move_is_committed_never_runs_the_tenant_twice() {
     assert_eq!(
         h.fakes.programs(1),
         Some(vec!["t2".to_string(), "t3".to_string()])
+    );
+}
+
+#[test]
+fn create_validation_is_pure_and_names_what_is_wrong() {
+    use super::tenants::validate_create;
+    let size = crate::classes::Size {
+        slots: 4,
+        memory_mb: 256,
+        cpu_millis: 1000,
+    };
+    let req = |extra: serde_json::Value| -> CreateTenant {
+        let mut body = json!({"id": "v1", "command": "/bin/true", "resources": {"memoryMb": 64}});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        serde_json::from_value(body).unwrap()
+    };
+    let me = Caller::Owner("alice".into());
+    let ok = validate_create(&me, req(json!({})), &size).unwrap();
+    assert_eq!(ok.owner.as_deref(), Some("alice"));
+    let admin = validate_create(&Caller::Admin, req(json!({})), &size).unwrap();
+    assert_eq!(admin.owner.as_deref(), Some(ADMIN_OWNER));
+    let e = validate_create(&me, req(json!({"owner": "bob"})), &size).unwrap_err();
+    assert!(matches!(e, ServiceError::Forbidden(_)), "{e:?}");
+    let e = validate_create(&me, req(json!({"resources": {"memoryMb": 512}})), &size).unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::BadRequest(m) if m.contains("1..=256")),
+        "{e:?}"
+    );
+    let e = validate_create(&me, req(json!({"maxLifetimeSeconds": 0})), &size).unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::BadRequest(m) if m.contains("maxLifetimeSeconds")),
+        "{e:?}"
     );
 }
