@@ -147,16 +147,8 @@ pub struct Orchestrator {
     metrics: Metrics,
     /// This deployment's note of its slot uids on the host (as root).
     uid_registry: Option<crate::uid_ranges::Registry>,
-    last_health: std::sync::Mutex<Option<HealthReport>>,
-    /// One health tick at a time (loop, API and backend events).
-    tick_lock: Mutex<()>,
-    /// Failed restarts in a row per pool number (reset by a success).
-    restart_failures: std::sync::Mutex<HashMap<u64, u32>>,
-    /// Tenants a tick asks to see again soon (a stop or delete it began
-    /// but did not wait for), each with when: the per-object requeue.
-    requeue: std::sync::Mutex<HashMap<String, std::time::Instant>>,
-    /// The agent message last recorded as an event, per tenant.
-    reported: std::sync::Mutex<HashMap<String, String>>,
+    /// What the health ticks keep between them (owned by `health`).
+    tick: health::TickState,
     /// Asks the warm-slot refiller (a task of `serve`) to run, so that a
     /// create never waits for a warm pool to start.
     pub warm: tokio::sync::Notify,
@@ -209,11 +201,7 @@ impl Orchestrator {
             agents,
             metrics: Metrics::default(),
             uid_registry: None,
-            last_health: std::sync::Mutex::new(None),
-            tick_lock: Mutex::new(()),
-            restart_failures: std::sync::Mutex::new(HashMap::new()),
-            requeue: std::sync::Mutex::new(HashMap::new()),
-            reported: std::sync::Mutex::new(HashMap::new()),
+            tick: health::TickState::default(),
             warm: tokio::sync::Notify::new(),
             access,
             conn_limits: std::sync::OnceLock::new(),
@@ -332,7 +320,7 @@ impl Orchestrator {
     /// When the next tick is due for a requeued tenant (a start waiting
     /// for its old copy to stop), if any is.
     pub fn next_requeue(&self) -> Option<std::time::Instant> {
-        let q = self.requeue.lock().unwrap_or_else(|e| e.into_inner());
+        let q = self.tick.requeue.lock().unwrap_or_else(|e| e.into_inner());
         q.values().min().copied()
     }
 

@@ -19,6 +19,22 @@ use slotpack_proto::protocol::{ProgramAction, ProgramStatus, TenantId};
 /// How soon a tenant whose stop or delete a tick began is looked at again.
 pub const REQUEUE_AFTER: Duration = Duration::from_millis(300);
 
+/// What the health ticks keep between them; nothing else touches it.
+#[derive(Default)]
+pub(super) struct TickState {
+    /// One health tick at a time (loop, API and backend events).
+    pub(super) one_at_a_time: tokio::sync::Mutex<()>,
+    /// The latest tick's report.
+    pub(super) last_report: std::sync::Mutex<Option<HealthReport>>,
+    /// Failed restarts in a row per pool number (reset by a success).
+    pub(super) restart_failures: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
+    /// Tenants a tick asks to see again soon (a stop or delete it began
+    /// but did not wait for), each with when: the per-object requeue.
+    pub(super) requeue: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// The agent message last recorded as an event, per tenant.
+    pub(super) reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
 /// What a tick gathers; it becomes the API's [`HealthReport`].
 #[derive(Default)]
 pub(super) struct Tick {
@@ -54,7 +70,7 @@ impl Orchestrator {
     /// every pool, expire tenants past their lifetime, remove pools the
     /// database does not know, consolidate (if enabled), keep warm slots.
     pub async fn health_tick(&self) -> HealthReport {
-        let _one_at_a_time = self.tick_lock.lock().await;
+        let _one_at_a_time = self.tick.one_at_a_time.lock().await;
         let started = Instant::now();
         let timestamp = slotpack_proto::clock::now_rfc3339();
         let mut t = Tick::default();
@@ -80,7 +96,7 @@ impl Orchestrator {
             recovery_actions: t.actions.iter().map(ToString::to_string).collect(),
             duration_ms: started.elapsed().as_millis() as u64,
         };
-        *self.last_health.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+        *self.tick.last_report.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
         r
     }
 
@@ -192,7 +208,7 @@ impl Orchestrator {
     /// [`REQUEUE_AFTER`] from now, unless already due sooner).
     fn requeue_tenants(&self, waiting: &HashSet<String>) {
         let due = Instant::now() + REQUEUE_AFTER;
-        let mut q = self.requeue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.tick.requeue.lock().unwrap_or_else(|e| e.into_inner());
         q.retain(|id, _| waiting.contains(id));
         for id in waiting {
             q.entry(id.clone()).or_insert(due);
@@ -222,6 +238,7 @@ impl Orchestrator {
     /// returns the failures in a row.
     pub(super) fn note_restart(&self, pool: u64, ok: bool) -> u32 {
         let mut m = self
+            .tick
             .restart_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -419,7 +436,7 @@ impl Orchestrator {
     /// another problem, as the agent typed it), once per message.
     fn report_once(&self, pool: PoolId, r: &crate::tick_plan::Report) {
         {
-            let seen = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = self.tick.reported.lock().unwrap_or_else(|e| e.into_inner());
             if seen.get(&r.tenant) == Some(&r.message) {
                 return;
             }
@@ -438,7 +455,8 @@ impl Orchestrator {
                 message,
             }
         });
-        self.reported
+        self.tick
+            .reported
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(r.tenant.clone(), r.message.clone());

@@ -16,7 +16,8 @@ impl Orchestrator {
 
     /// The latest health report, if a tick ran.
     pub fn last_health(&self) -> Option<HealthReport> {
-        self.last_health
+        self.tick
+            .last_report
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
