@@ -11,7 +11,7 @@ cargo build --release --locked -q -p orchestrator -p slot-agent -p test-tenant
 
 export SLOTPACK_ADMIN_TOKEN=${SLOTPACK_ADMIN_TOKEN:-demo-admin-token}
 export SLOTPACK_LISTEN=${SLOTPACK_LISTEN:-127.0.0.1:8088}
-export SLOTPACK_DATA_DIR=${SLOTPACK_DATA_DIR:-./slotpack-data/demo}
+export SLOTPACK_DATA_DIR=${SLOTPACK_DATA_DIR:-$PWD/slotpack-data/demo}
 export MAX_BOTS_PER_CONTAINER=${MAX_BOTS_PER_CONTAINER:-4}
 export HEALTH_CHECK_INTERVAL=${HEALTH_CHECK_INTERVAL:-5000}
 api=http://$SLOTPACK_LISTEN

@@ -92,7 +92,7 @@ type ApiResult<T> = Result<T, ApiError>;
           proxy_root_doc, events, healthz, metrics_doc, openapi_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
                        Placement, CreateToken, TokenCreated, TokenList, TokenRow, tenant_hosts::SessionCreated, PoolStatus, PoolInfo, HealthSummary,
-                       Count, HealthReport, PoolHealth, BotHealth, CleanupResult, BotInfo, Connection,
+                       Count, HealthReport, PoolHealth, BotHealth, CleanupResult, CleanupRequest, BotInfo, Connection,
                        ClassSpec, ClassInfo, ClassList, TargetGroup, ErrorDoc, ErrorDetailDoc)),
     modifiers(&BearerAuth, &ErrorAnswers),
 )]

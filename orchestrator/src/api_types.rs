@@ -278,6 +278,9 @@ pub struct PoolStatus {
     pub pools: Vec<PoolInfo>,
     /// Health summary.
     pub health: HealthSummary,
+    /// Pools the backend runs that the database has no row for, as the
+    /// latest health tick found them: kept until named in a cleanup.
+    pub orphans: Vec<String>,
 }
 
 /// Health of one pool in a health-check report.
@@ -326,6 +329,16 @@ pub struct HealthReport {
     pub recovery_actions: Vec<String>,
     /// Length of the tick.
     pub duration_ms: u64,
+}
+
+/// `POST /api/pool/cleanup` body (optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CleanupRequest {
+    /// Orphaned pools to remove, by the name the health report and status
+    /// give them (at most 100); nothing else removes them.
+    #[serde(default)]
+    pub orphans: Vec<String>,
 }
 
 /// `POST /api/pool/cleanup`.

@@ -44,8 +44,10 @@ pub struct ServeConfig {
     /// `local`, `docker` or `swarm`.
     #[arg(long, env = "SLOTPACK_BACKEND", default_value = "local")]
     pub backend: crate::backend::BackendKind,
-    /// Database, local pools' state and logs.
-    #[arg(long, env = "SLOTPACK_DATA_DIR", default_value = "./slotpack-data")]
+    /// Database, local pools' state and logs. Absolute by default
+    /// (`/var/lib/slotpack` as root, else `~/.local/share/slotpack`), so a
+    /// `cd` never points `serve` at an empty database.
+    #[arg(long, env = "SLOTPACK_DATA_DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
     /// Admin bearer token, from the environment or a config file only (the
     /// flag form is refused: command lines are readable by every process).
@@ -192,6 +194,20 @@ impl ServeConfig {
     }
 }
 
+/// The default data dir: `/var/lib/slotpack` as root, else
+/// `$XDG_DATA_HOME/slotpack` or `$HOME/.local/share/slotpack`.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/slotpack");
+    }
+    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"));
+    xdg.filter(|p| p.is_absolute())
+        .or(home)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("slotpack")
+}
+
 /// What a config file holds: settings by environment name (upper case),
 /// and pool classes.
 #[derive(Debug, Default)]
@@ -334,6 +350,15 @@ mod tests {
         assert!(e.contains("unknown setting max_bots_per_containr"), "{e}");
         // Values are checked as flags are.
         assert!(serve(&[("MAX_BOTS_PER_CONTAINER", "0")], &[]).is_err());
+    }
+
+    #[test]
+    fn the_default_data_dir_is_absolute() {
+        let d = default_data_dir();
+        assert!(d.is_absolute(), "{}", d.display());
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(d, PathBuf::from("/var/lib/slotpack"));
+        }
     }
 
     #[test]

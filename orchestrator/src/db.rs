@@ -155,6 +155,30 @@ impl Db {
             .ok_or_else(|| DbError::Conflict("pool vanished".into()))
     }
 
+    /// Make the next pool number greater than `n` (a number an orphaned
+    /// pool of the backend carries: a new pool must never share its name).
+    pub fn skip_pool_numbers_to(&self, n: u64) -> Result<(), DbError> {
+        let conn = self.conn();
+        let have: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'pools'",
+            [],
+            |r| r.get(0),
+        )?;
+        if (have as u64) < n {
+            let changed = conn.execute(
+                "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'pools'",
+                [n as i64],
+            )?;
+            if changed == 0 {
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('pools', ?1)",
+                    [n as i64],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// The blocks, ports and uids the stored pools hold.
     fn held_blocks(conn: &Connection) -> Result<Vec<blocks::Held>, DbError> {
         let held = conn

@@ -22,8 +22,8 @@ pub enum EvacuationCause {
 /// One recovery action of a health tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovery {
-    /// A pool the database does not know was removed (backend reference).
-    OrphanRemoved(String),
+    /// A pool's removal that a crash interrupted was finished.
+    RemovalFinished(PoolId),
     /// A pool whose process was gone was started again.
     Restarted(PoolId),
     /// A pool's tenants were moved to other pools and the pool removed.
@@ -63,8 +63,9 @@ impl Recovery {
             Recovery::Restarted(p)
             | Recovery::Evacuated { pool: p, .. }
             | Recovery::Reconciled { pool: p, .. }
-            | Recovery::Consolidated { removed: p, .. } => Some(*p),
-            Recovery::OrphanRemoved(_) | Recovery::Expiring(_) => None,
+            | Recovery::Consolidated { removed: p, .. }
+            | Recovery::RemovalFinished(p) => Some(*p),
+            Recovery::Expiring(_) => None,
         }
     }
 
@@ -88,7 +89,7 @@ impl fmt::Display for Recovery {
             }
         };
         match self {
-            Recovery::OrphanRemoved(r) => write!(f, "removed orphaned pool {r}"),
+            Recovery::RemovalFinished(p) => write!(f, "finished removing {p}"),
             Recovery::Restarted(p) => {
                 write!(f, "restarted {p}; its tenants come back from its state")
             }

@@ -163,6 +163,8 @@ pub struct Snapshot {
     pub connections: u64,
     /// Connections refused by a cap since the start.
     pub connections_refused: u64,
+    /// Pools the backend runs that the database has no row for (kept).
+    pub orphans: u64,
 }
 
 impl Snapshot {
@@ -244,6 +246,11 @@ impl Snapshot {
             g.set(v as i64);
             r.register(Box::new(g))
         };
+        gauge(
+            "slotpack_orphan_pools",
+            "Pools the backend runs that the database has no row for, at the latest tick (kept until an admin names them in a cleanup).",
+            self.orphans,
+        )?;
         gauge(
             "slotpack_api_connections",
             "API and proxy connections open.",
@@ -328,6 +335,7 @@ mod tests {
             .into(),
             connections: 7,
             connections_refused: 1,
+            orphans: 1,
         };
         let t = m.render(&snap);
         for line in [
@@ -344,6 +352,7 @@ mod tests {
             "slotpack_pools{status=\"running\"} 2",
             "slotpack_slots{state=\"used\"} 3",
             "slotpack_slots{state=\"free\"} 17",
+            "slotpack_orphan_pools 1",
             "slotpack_tenants{state=\"running\"} 3",
             "slotpack_tenant_restarts 4",
             "slotpack_nodes{state=\"active\"} 2",

@@ -58,7 +58,7 @@ pub struct MigrateArgs {
     #[arg(long, env = "SLOTPACK_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The orchestrator's data dir (its database holds the migration log).
-    #[arg(long, env = "SLOTPACK_DATA_DIR", default_value = "./slotpack-data")]
+    #[arg(long, env = "SLOTPACK_DATA_DIR", default_value_os_t = crate::config::default_data_dir())]
     pub data_dir: std::path::PathBuf,
     /// Seconds to wait for a migrated tenant's ping.
     #[arg(long, default_value_t = 30)]

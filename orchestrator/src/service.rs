@@ -216,28 +216,45 @@ impl Orchestrator {
         self
     }
 
-    /// Remove what the backend runs for pools the database does not know;
-    /// returns the removed ones and the failures (with why), by backend
-    /// reference. The backend is listed before the database is read, so a
-    /// pool made in between (its row is written before its container or
-    /// process exists) is never taken for an orphan. One sweep for the
-    /// health tick and cleanup.
-    async fn sweep_orphans(&self) -> Result<(Vec<String>, Vec<(String, String)>)> {
-        let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    /// What the backend runs for pools the database has no row for. Never
+    /// removed implicitly (it may be another deployment's, or hold data of
+    /// a lost database): reported, and removed only by
+    /// [`Orchestrator::remove_orphans`] naming it. The backend is listed
+    /// before the database is read, so a pool made in between (its row is
+    /// written before its container or process exists) is never taken for
+    /// one.
+    pub async fn find_orphans(&self) -> Result<Vec<crate::backend::FoundPool>> {
         let Ok(found) = self.backend.found_pools().await else {
-            return Ok((removed, failed));
+            return Ok(Vec::new());
         };
         let known: Vec<u64> = self.db.pools()?.iter().map(|p| p.number).collect();
-        for f in found
-            .iter()
+        Ok(found
+            .into_iter()
             .filter(|f| f.number.is_none_or(|n| !known.contains(&n)))
+            .collect())
+    }
+
+    /// Remove the orphans (backend references, as reported) the admin
+    /// names; every name must be a current orphan, or nothing is removed.
+    pub async fn remove_orphans(&self, names: &[String]) -> Result<u32> {
+        let orphans = self.find_orphans().await?;
+        if let Some(n) = names
+            .iter()
+            .find(|n| !orphans.iter().any(|o| &o.backend_ref == *n))
         {
-            match self.backend.remove_found(f).await {
-                Ok(()) => removed.push(f.backend_ref.clone()),
-                Err(e) => failed.push((f.backend_ref.clone(), e.to_string())),
-            }
+            let known: Vec<&str> = orphans.iter().map(|o| o.backend_ref.as_str()).collect();
+            return Err(ServiceError::BadRequest(format!(
+                "{n:?} is not an orphaned pool; orphans now: [{}]",
+                known.join(", ")
+            )));
         }
-        Ok((removed, failed))
+        let mut removed = 0;
+        for o in orphans.iter().filter(|o| names.contains(&o.backend_ref)) {
+            self.backend.remove_found(o).await?;
+            tracing::warn!(orphan = %o.backend_ref, "orphaned pool removed on request");
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Its settings (read-only).
@@ -266,6 +283,10 @@ impl Orchestrator {
     /// remove pools the database does not know, reconcile everything.
     pub async fn recover(&self) -> Result<HealthReport> {
         for pool in self.db.pools()? {
+            if pool.status == PoolState::Removing {
+                // Its removal is finished by the tick.
+                continue;
+            }
             let (status, r) = match self.backend.start_pool(&pool.spec()).await {
                 Ok(r) => (PoolState::Running, Some(r)),
                 Err(e) => {

@@ -88,6 +88,9 @@ word_enum! {
         Running = "running",
         /// It could not be started.
         Failed = "failed",
+        /// Its removal began (its row goes once the backend removed it; a
+        /// tick finishes a removal a crash interrupted).
+        Removing = "removing",
     }
 }
 

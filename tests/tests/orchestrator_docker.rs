@@ -113,7 +113,8 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
     let events = s.call("GET", "/api/events", "").json().to_string();
     assert!(events.contains("restarted pool-1"), "{events}");
 
-    // A labelled container the database does not know is removed by cleanup.
+    // A labelled container the database does not know is kept by a plain
+    // cleanup (issue K) and removed by one that names it.
     let stray = docker(&[
         "create",
         "--label",
@@ -129,6 +130,15 @@ fn docker_pools_are_labelled_limited_and_recover_from_kill_and_rm() {
         &pool_image(),
     ]);
     let r = s.call("POST", "/api/pool/cleanup", "").json();
+    assert_eq!(r["removedPools"], 0, "{r}");
+    assert_eq!(inspect(&stray, "{{.Name}}"), "/slotpack-pool-999");
+    let r = s
+        .call(
+            "POST",
+            "/api/pool/cleanup",
+            &json!({"orphans": [stray]}).to_string(),
+        )
+        .json();
     assert_eq!(r["removedPools"], 1, "{r}");
     assert!(
         std::process::Command::new("docker")
@@ -260,4 +270,87 @@ fn two_deployments_share_one_engine_and_never_touch_each_other() {
         );
         other.wait_pong("mine");
     }
+}
+
+/// Issue K: a `serve` on an empty data dir with the same deployment name
+/// finds the pools of the lost database and keeps them (their tenants run
+/// on); it reports them, and only a cleanup that names one removes it.
+#[test]
+fn pools_the_database_does_not_know_are_kept_until_an_admin_names_them() {
+    if !require_docker("orphans") {
+        return;
+    }
+    let name = format!("dep-orphan-{}", std::process::id());
+    let _guard = Deployment(name.clone());
+    let image = pool_image();
+    let env = [
+        ("SLOTPACK_BACKEND", "docker"),
+        ("SLOTPACK_POOL_IMAGE", image.as_str()),
+        ("SLOTPACK_POOL_MEMORY", "256m"),
+        ("SLOTPACK_DEPLOYMENT", name.as_str()),
+    ];
+    let mut first = Slotpack::start(&env);
+    first.create_ok("kept", in_container(json!({})));
+    let port = first.wait_pong("kept");
+    assert!(first.stop().success(), "{}", first.stderr());
+    let container = format!("{name}-pool-1");
+    let id = inspect(&container, "{{.Id}}");
+
+    // Same deployment, empty data dir: the old pool is an orphan, kept.
+    let s = Slotpack::start(&env);
+    let h = s.health_check();
+    let issues = h["issues"].to_string();
+    assert!(
+        issues.contains("orphaned pool") && issues.contains("kept"),
+        "{h}"
+    );
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["orphans"], json!([id]), "{st}");
+    let metrics = s.call("GET", "/metrics", "").text();
+    assert!(metrics.contains("slotpack_orphan_pools 1"), "{metrics}");
+    let ping = || {
+        slotpack_tests::http::request(
+            &format!("127.0.0.1:{port}"),
+            "GET",
+            "/api/v1/ping",
+            &[],
+            b"",
+        )
+        .map(|r| r.status)
+    };
+    assert_eq!(ping().unwrap(), 200, "the lost database's tenant was ended");
+    // A new pool never takes the orphan's number, hence its name.
+    s.create_ok("new", in_container(json!({})));
+    s.wait_pong("new");
+    let st = s.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["pools"][0]["id"], "pool-2", "{st}");
+    assert_eq!(inspect(&container, "{{.Id}}"), id);
+    // A plain cleanup keeps it; a wrong name is a 400 that removes nothing.
+    let r = s.call("POST", "/api/pool/cleanup", "");
+    assert_eq!(
+        (r.status, r.json()["removedPools"].clone()),
+        (200, json!(0)),
+        "{}",
+        r.text()
+    );
+    let r = s.call("POST", "/api/pool/cleanup", r#"{"orphans": ["nope"]}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains(&id), "names the orphans: {}", r.text());
+    let r = s.call("POST", "/api/pool/cleanup", r#"{"orphans": 7}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(inspect(&container, "{{.State.Running}}"), "true");
+    assert_eq!(ping().unwrap(), 200);
+    // Named, it goes.
+    let r = s.call(
+        "POST",
+        "/api/pool/cleanup",
+        &json!({"orphans": [id]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["removedPools"], 1, "{}", r.text());
+    wait_for(LONG, "orphan removed", || {
+        (!docker(&["ps", "-aq"]).lines().any(|c| id.starts_with(c))).then_some(())
+    });
+    let h = s.health_check();
+    assert!(!h["issues"].to_string().contains("orphaned"), "{h}");
 }

@@ -23,18 +23,46 @@ pub(super) async fn health_check(
     Ok(Json(app.svc.health_tick().await))
 }
 
-/// Remove empty pools and pools the database does not know (admin).
-#[utoipa::path(post, path = "/api/pool/cleanup", responses((status = 200, body = CleanupResult)), security(("bearer" = [])))]
+/// Remove empty pools (admin). Pools the database has no row for are
+/// never removed by this alone: only those named in `orphans` (as the
+/// health report and status list them) are.
+#[utoipa::path(post, path = "/api/pool/cleanup", request_body(content = Option<CleanupRequest>),
+    responses((status = 200, body = CleanupResult), (status = 400, body = ErrorDoc)), security(("bearer" = [])))]
 pub(super) async fn cleanup(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<CleanupResult>> {
     admin_only(&caller)?;
+    let empty = body
+        .as_ref()
+        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+    let req: CleanupRequest = if empty {
+        CleanupRequest::default()
+    } else {
+        json_body(body, "JSON body")?
+    };
+    if req.orphans.len() > 100 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "orphans: at most 100 names".to_string(),
+        ));
+    }
+    let orphans = if req.orphans.is_empty() {
+        0
+    } else {
+        app.svc.remove_orphans(&req.orphans).await?
+    };
     let n = app.svc.cleanup().await?;
     Ok(Json(CleanupResult {
         success: true,
-        removed_pools: n,
-        message: format!("Cleaned up {n} empty pool containers"),
+        removed_pools: n + orphans,
+        message: if orphans == 0 {
+            format!("Cleaned up {n} empty pool containers")
+        } else {
+            format!("Cleaned up {n} empty pool containers and {orphans} orphaned pools")
+        },
     }))
 }
 

@@ -31,6 +31,8 @@ pub(super) struct TickState {
     /// Tenants a tick asks to see again soon (a stop or delete it began
     /// but did not wait for), each with when: the per-object requeue.
     pub(super) requeue: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// The orphaned pools the last tick found.
+    pub(super) orphans: std::sync::Mutex<Vec<crate::backend::FoundPool>>,
     /// The agent message last recorded as an event, per tenant.
     pub(super) reported: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -96,23 +98,39 @@ impl Orchestrator {
             recovery_actions: t.actions.iter().map(ToString::to_string).collect(),
             duration_ms: started.elapsed().as_millis() as u64,
         };
-        *self.tick.last_report.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+        *self
+            .tick
+            .last_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
         r
     }
 
     /// The tick but for consolidation and warm slots.
     pub(super) async fn tick_into(&self, t: &mut Tick) -> Result<()> {
-        // Pools the backend runs that the database does not know.
-        let (removed, failed) = self.sweep_orphans().await?;
-        for f in removed {
-            t.issues
-                .push(format!("orphaned pool {f} (not in the database)"));
-            t.actions.push(Recovery::OrphanRemoved(f));
+        // Pools the backend runs that the database does not know: kept.
+        let orphans = self.find_orphans().await?;
+        for f in &orphans {
+            t.issues.push(format!(
+                "orphaned pool {} (not in the database): kept; remove it with \
+                 POST /api/pool/cleanup {{\"orphans\": [\"{}\"]}}",
+                f.backend_ref, f.backend_ref
+            ));
         }
-        for (f, e) in &failed {
-            t.issues
-                .push(format!("orphaned pool {f} (not in the database)"));
-            t.issues.push(format!("removing orphaned pool {f}: {e}"));
+        *self.tick.orphans.lock().unwrap_or_else(|e| e.into_inner()) = orphans;
+        // Removals a crash interrupted.
+        for p in self
+            .db
+            .pools()?
+            .iter()
+            .filter(|p| p.status == PoolState::Removing)
+        {
+            match self.remove_pool(p, "its removal is finished").await {
+                Ok(()) => t.actions.push(Recovery::RemovalFinished(p.id())),
+                Err(e) => t
+                    .issues
+                    .push(format!("{}: finishing its removal: {e}", p.id())),
+            }
         }
         // Nodes first: a pool whose node is lost or drained moves below.
         if let Err(e) = self.backend.refresh_nodes().await {
@@ -124,7 +142,7 @@ impl Orchestrator {
             .db
             .pools()?
             .into_iter()
-            .filter(|p| p.status != PoolState::Starting)
+            .filter(|p| !matches!(p.status, PoolState::Starting | PoolState::Removing))
             .collect();
         let observed =
             futures_util::future::join_all(pools.iter().map(|p| self.observe_pool(p))).await;

@@ -93,6 +93,19 @@ impl Orchestrator {
             seen.as_ref()
                 .is_none_or(|(h, ours)| crate::uid_ranges::clash(&range, h, ours).is_none())
         };
+        // A new pool never takes the number (so the container name) of an
+        // orphaned one the last tick saw.
+        let orphaned = self
+            .tick
+            .orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|f| f.number)
+            .max();
+        if let Some(n) = orphaned {
+            held.db().skip_pool_numbers_to(n)?;
+        }
         let row = held.reserve_pool(
             &NewPool {
                 slots,
@@ -328,26 +341,36 @@ impl Orchestrator {
         }
     }
 
-    /// Forget the pool, then remove it from the backend. In this order a
-    /// health tick can never start again a pool that is on its way out; a
-    /// crash in between leaves an orphan that the next tick removes.
+    /// Mark the pool `removing`, remove it from the backend, then forget
+    /// it. A `removing` pool is never started again, and a crash in between
+    /// leaves its row, whose removal the next tick finishes: the database
+    /// always knows a pool until the backend removed it, so nothing it does
+    /// not know is ever ours to remove.
     pub(super) async fn remove_pool(&self, pool: &PoolRow, why: &str) -> Result<()> {
-        self.ledger.lock().await.remove_pool(pool.number, why)?;
+        self.ledger
+            .lock()
+            .await
+            .set_pool_status(pool.number, PoolState::Removing, None)?;
         self.backend
             .remove_pool(&pool.spec())
             .await
-            .map_err(ServiceError::Backend)
+            .map_err(ServiceError::Backend)?;
+        self.ledger.lock().await.remove_pool(pool.number, why)?;
+        Ok(())
     }
 
-    /// Remove empty pools (keeping enough for the warm slots), and pools the
-    /// database does not know. Returns how many were removed.
+    /// Remove empty pools (keeping enough for the warm slots); orphaned
+    /// pools are left alone (see [`Orchestrator::remove_orphans`]).
+    /// Returns how many were removed.
     pub async fn cleanup(&self) -> Result<u32> {
-        let mut removed = self.sweep_orphans().await?.0.len() as u32;
+        let mut removed = 0;
         let tenants = self.db.tenants()?;
         let mut free: u64 = self.ledger.lock().await.index().free_slots(&None);
         for p in self.db.pools()? {
             // A starting pool is empty only until its creator places into it.
-            if p.status == PoolState::Starting || tenants.iter().any(|t| t.pool == p.number) {
+            if matches!(p.status, PoolState::Starting | PoolState::Removing)
+                || tenants.iter().any(|t| t.pool == p.number)
+            {
                 continue;
             }
             let keep_warm = p.class.is_none()

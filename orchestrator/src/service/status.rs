@@ -120,7 +120,16 @@ impl Orchestrator {
         } else {
             "degraded"
         };
+        let orphans = self
+            .tick
+            .orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|f| f.backend_ref.clone())
+            .collect();
         Ok(PoolStatus {
+            orphans,
             success: true,
             pool_mode: self.cfg.pool_mode_enabled,
             total_pools: infos.len() as u32,
@@ -163,6 +172,12 @@ impl Orchestrator {
                 s.node_pools.entry(n.id).or_default();
             }
         }
+        s.orphans = self
+            .tick
+            .orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as u64;
         {
             let held = self.ledger.lock().await;
             for p in held.index().pools() {

@@ -718,3 +718,62 @@ fn create_validation_is_pure_and_names_what_is_wrong() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn an_orphaned_pool_is_kept_reported_and_removed_only_when_named() {
+    let h = Harness::new("orphan", &[]);
+    // The backend runs pool-1 of a database that is gone.
+    {
+        let mut w = h.fakes.w();
+        w.up.insert(5555, BTreeMap::new());
+        w.names.insert(5555, PoolId(1));
+    }
+    let r = h.svc.health_tick().await;
+    assert!(
+        r.issues
+            .iter()
+            .any(|i| i.contains("orphaned pool port 5555") && i.contains("kept")),
+        "{r:?}"
+    );
+    // A new pool does not take its number (hence its name).
+    h.create("t1").await.unwrap();
+    assert_eq!(h.pool_of("t1"), Some(2));
+    assert_eq!(h.svc.cleanup().await.unwrap(), 0);
+    let status = h.svc.pool_status().await.unwrap();
+    assert_eq!(status.orphans, ["port 5555"]);
+    assert!(!h.fakes.take_calls().iter().any(|c| c.starts_with("remove")));
+    let e = h.svc.remove_orphans(&["port 1".into()]).await.unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::BadRequest(m) if m.contains("port 5555")),
+        "{e:?}"
+    );
+    assert_eq!(
+        h.svc.remove_orphans(&["port 5555".into()]).await.unwrap(),
+        1
+    );
+    assert_eq!(h.fakes.take_calls(), ["remove found port 5555"]);
+}
+
+#[tokio::test]
+async fn a_removal_a_crash_interrupted_is_finished_by_the_tick() {
+    let h = Harness::new("removing", &[]);
+    h.create("t1").await.unwrap();
+    h.svc.delete_tenant(&Caller::Admin, "t1").await.unwrap();
+    // A crash after the pool was marked, before the backend removed it.
+    h.svc
+        .ledger
+        .lock()
+        .await
+        .set_pool_status(1, crate::states::PoolState::Removing, None)
+        .unwrap();
+    assert!(!h.accepting(1).await);
+    h.fakes.take_calls();
+    let r = h.svc.health_tick().await;
+    assert!(
+        r.recovery_actions
+            .contains(&"finished removing pool-1".to_string()),
+        "{r:?}"
+    );
+    assert_eq!(h.fakes.take_calls(), ["remove pool-1"]);
+    assert!(h.svc.db.pool(1).unwrap().is_none());
+}
