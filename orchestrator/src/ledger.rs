@@ -146,9 +146,10 @@ impl Ledger {
         let tenants = self.db.tenants()?;
         let mut index = PoolIndex::new();
         let mut routes = RouteTable::default();
+        let grouped = crate::db::by_pool(&tenants);
         for p in &pools {
-            let mine: Vec<&TenantRow> = tenants.iter().filter(|t| t.pool == p.number).collect();
-            index.upsert(capacity(p, &mine, held.book.closed.contains(&p.number)));
+            let mine = crate::db::tenants_of(&grouped, p.number);
+            index.upsert(capacity(p, mine, held.book.closed.contains(&p.number)));
             let agent = self.backend.agent_addr(&p.spec());
             for t in mine {
                 if let Some(r) = route_of(t, p, agent) {

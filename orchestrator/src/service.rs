@@ -25,7 +25,7 @@ use crate::agents::{AgentClient, AgentError, Agents, Endpoint};
 use crate::api_types::*;
 use crate::backend::{Backend, BackendError};
 use crate::config::ServeConfig;
-use crate::db::{Db, DbError, PoolRow, TenantRow};
+use crate::db::{by_pool, tenants_of, Db, DbError, PoolRow};
 use crate::metrics::Metrics;
 use crate::proxy::route_table::RouteTable;
 use crate::states::PoolState;
@@ -436,23 +436,6 @@ impl Orchestrator {
     pub fn conn_limits(&self) -> Option<&Arc<crate::server::ConnLimits>> {
         self.conn_limits.get()
     }
-}
-
-/// Tenant rows grouped by pool number, in their original order.
-fn by_pool(tenants: &[TenantRow]) -> HashMap<u64, Vec<&TenantRow>> {
-    let mut m: HashMap<u64, Vec<&TenantRow>> = HashMap::new();
-    for t in tenants {
-        m.entry(t.pool).or_default().push(t);
-    }
-    m
-}
-
-/// The tenants of pool `number` in a [`by_pool`] grouping.
-fn tenants_of<'a>(
-    grouped: &'a HashMap<u64, Vec<&'a TenantRow>>,
-    number: u64,
-) -> &'a [&'a TenantRow] {
-    grouped.get(&number).map_or(&[], Vec::as_slice)
 }
 
 /// The owner of tenants the admin creates without naming one; no owner

@@ -1,5 +1,7 @@
 //! Rows as the store hands them out.
 
+use std::collections::HashMap;
+
 use crate::states::{Desired, PoolMode, PoolState};
 
 /// A pool as stored.
@@ -161,6 +163,23 @@ impl TenantRow {
     pub fn cpu_millis(&self) -> u64 {
         self.spec.resources.cpu_millis
     }
+}
+
+/// Tenant rows grouped by pool number, in their original order.
+pub fn by_pool(tenants: &[TenantRow]) -> HashMap<u64, Vec<&TenantRow>> {
+    let mut m: HashMap<u64, Vec<&TenantRow>> = HashMap::new();
+    for t in tenants {
+        m.entry(t.pool).or_default().push(t);
+    }
+    m
+}
+
+/// The tenants of pool `number` in a [`by_pool`] grouping.
+pub fn tenants_of<'a>(
+    grouped: &'a HashMap<u64, Vec<&'a TenantRow>>,
+    number: u64,
+) -> &'a [&'a TenantRow] {
+    grouped.get(&number).map_or(&[], Vec::as_slice)
 }
 
 /// An owner token as listed (an API shape; see `model`).

@@ -222,6 +222,15 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// The orphaned pools the latest tick found.
+    pub(super) fn last_orphans(&self) -> Vec<crate::backend::FoundPool> {
+        self.tick
+            .orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Requeue exactly the tenants in `waiting` (each due
     /// [`REQUEUE_AFTER`] from now, unless already due sooner).
     fn requeue_tenants(&self, waiting: &HashSet<String>) {

@@ -95,14 +95,7 @@ impl Orchestrator {
         };
         // A new pool never takes the number (so the container name) of an
         // orphaned one the last tick saw.
-        let orphaned = self
-            .tick
-            .orphans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(|f| f.number)
-            .max();
+        let orphaned = self.last_orphans().iter().filter_map(|f| f.number).max();
         if let Some(n) = orphaned {
             held.db().skip_pool_numbers_to(n)?;
         }

@@ -121,12 +121,9 @@ impl Orchestrator {
             "degraded"
         };
         let orphans = self
-            .tick
-            .orphans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|f| f.backend_ref.clone())
+            .last_orphans()
+            .into_iter()
+            .map(|f| f.backend_ref)
             .collect();
         Ok(PoolStatus {
             orphans,
@@ -172,12 +169,7 @@ impl Orchestrator {
                 s.node_pools.entry(n.id).or_default();
             }
         }
-        s.orphans = self
-            .tick
-            .orphans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len() as u64;
+        s.orphans = self.last_orphans().len() as u64;
         {
             let held = self.ledger.lock().await;
             for p in held.index().pools() {
