@@ -78,6 +78,25 @@ impl AgentError {
     }
 }
 
+/// What a program's removal does with its tenant's data (home, volumes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    /// Keep it: the tenant lives on elsewhere (a move).
+    Keep,
+    /// Remove it: the tenant itself is deleted.
+    Purge,
+}
+
+impl Data {
+    /// The agent's query parameter for it, after `sep` (none to keep).
+    fn query(self, sep: char) -> String {
+        match self {
+            Data::Keep => String::new(),
+            Data::Purge => format!("{sep}purge=true"),
+        }
+    }
+}
+
 /// Every call the service makes to an agent; [`AgentClient`] makes them
 /// over HTTP, the service's tests use a recording fake.
 pub trait Agents: Send + Sync {
@@ -105,18 +124,20 @@ pub trait Agents: Send + Sync {
         spec: &'a ProgramSpec,
     ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
     /// Stop and remove a program, waiting up to `stop_timeout`; a missing
-    /// one counts as removed.
+    /// one counts as removed. `data` says whether its tenant's data goes.
     fn delete<'a>(
         &'a self,
         ep: &'a Endpoint,
         id: &'a str,
         stop_timeout: Duration,
+        data: Data,
     ) -> BoxFuture<'a, Result<(), AgentError>>;
     /// Begin removing a program; whether it is gone already.
     fn begin_delete<'a>(
         &'a self,
         ep: &'a Endpoint,
         id: &'a str,
+        data: Data,
     ) -> BoxFuture<'a, Result<bool, AgentError>>;
     /// Begin stopping a program.
     fn begin_stop<'a>(
@@ -176,15 +197,17 @@ impl Agents for AgentClient {
         ep: &'a Endpoint,
         id: &'a str,
         stop_timeout: Duration,
+        data: Data,
     ) -> BoxFuture<'a, Result<(), AgentError>> {
-        Box::pin(AgentClient::delete(self, ep, id, stop_timeout))
+        Box::pin(AgentClient::delete(self, ep, id, stop_timeout, data))
     }
     fn begin_delete<'a>(
         &'a self,
         ep: &'a Endpoint,
         id: &'a str,
+        data: Data,
     ) -> BoxFuture<'a, Result<bool, AgentError>> {
-        Box::pin(AgentClient::begin_delete(self, ep, id))
+        Box::pin(AgentClient::begin_delete(self, ep, id, data))
     }
     fn begin_stop<'a>(
         &'a self,
@@ -381,12 +404,13 @@ impl AgentClient {
         ep: &Endpoint,
         id: &str,
         stop_timeout: Duration,
+        data: Data,
     ) -> Result<(), AgentError> {
         match self
             .call(
                 ep,
                 Method::DELETE,
-                &format!("/v1/programs/{id}"),
+                &format!("/v1/programs/{id}{}", data.query('?')),
                 None,
                 stop_timeout,
             )
@@ -399,8 +423,13 @@ impl AgentClient {
 
     /// `DELETE /v1/programs/{id}?wait=false`: begin the deletion without
     /// waiting for the stop; returns whether the program is gone already.
-    pub async fn begin_delete(&self, ep: &Endpoint, id: &str) -> Result<bool, AgentError> {
-        let path = format!("/v1/programs/{id}?wait=false");
+    pub async fn begin_delete(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        data: Data,
+    ) -> Result<bool, AgentError> {
+        let path = format!("/v1/programs/{id}?wait=false{}", data.query('&'));
         match self.call_status(ep, Method::DELETE, &path).await {
             Ok(status) => Ok(status == StatusCode::NO_CONTENT),
             Err(e) if e.is_not_found() => Ok(true),

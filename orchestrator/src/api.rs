@@ -86,7 +86,7 @@ type ApiResult<T> = Result<T, ApiError>;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
-    paths(create_tenant, list_tenants, get_tenant, delete_tenant, tenant_action, tenant_logs,
+    paths(create_tenant, list_tenants, get_tenant, update_tenant, delete_tenant, tenant_action, tenant_logs,
           proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, metrics_targets, put_class, delete_class,
           create_token, list_tokens, revoke_token, revoke_owner_tokens, tenant_hosts::open_session,
           proxy_root_doc, events, healthz, metrics_doc, openapi_doc),
@@ -136,7 +136,10 @@ struct ErrorDetailDoc {
 pub fn router(app: App) -> Router {
     let authed = Router::new()
         .route("/api/tenants", post(create_tenant).get(list_tenants))
-        .route("/api/tenants/{id}", get(get_tenant).delete(delete_tenant))
+        .route(
+            "/api/tenants/{id}",
+            get(get_tenant).put(update_tenant).delete(delete_tenant),
+        )
         .route("/api/tenants/{id}/{action}", post(tenant_action))
         .route("/api/tenants/{id}/logs", get(tenant_logs))
         .route("/api/pool/status", get(pool_status))
@@ -408,6 +411,27 @@ async fn list_tenants(
     Ok(Json(TenantList {
         success: true,
         tenants: app.svc.list_tenants(&caller).await?,
+    }))
+}
+
+/// Give a tenant a new spec: the full create body, same id. It restarts
+/// with it, in the same slot if it still fits its pool, else in another;
+/// its home and volumes stay.
+#[utoipa::path(put, path = "/api/tenants/{id}", params(("id" = String, Path)), request_body = CreateTenant,
+    responses((status = 200, body = TenantEnvelope), (status = 400, body = ErrorDoc), (status = 403, body = ErrorDoc),
+              (status = 404, body = ErrorDoc), (status = 409, body = ErrorDoc), (status = 503, body = ErrorDoc)),
+    security(("bearer" = []), ("apiKey" = [])))]
+async fn update_tenant(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(cred): Extension<Credential>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<TenantEnvelope>> {
+    let req: CreateTenant = json_body(body, "JSON body")?;
+    Ok(Json(TenantEnvelope {
+        success: true,
+        tenant: app.svc.update_tenant(&caller, cred.quota, &id, req).await?,
     }))
 }
 

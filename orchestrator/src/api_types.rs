@@ -93,6 +93,13 @@ pub struct CreateTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 4096, pattern = "^/")]
     pub working_dir: Option<String>,
+    /// The tenant's own durable folders, each at its absolute `path` in the
+    /// slot's view (at most 8; not under `/proc`, `/sys` or `/dev`). Kept,
+    /// like its home, through every move, update and restart; only the
+    /// tenant's DELETE removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>, max_items = 8)]
+    pub volumes: Vec<slotpack_proto::protocol::VolumeSpec>,
 }
 
 /// Where a tenant runs.

@@ -286,6 +286,54 @@ impl Db {
         Ok(())
     }
 
+    /// Give tenant `id` a new spec (an update), and with `to` a new pool,
+    /// slot and port too, in one transaction; an event says why.
+    pub fn update_tenant(
+        &self,
+        id: &str,
+        spec: &crate::tenant_spec::TenantSpec,
+        to: Option<(u64, u32, u16)>,
+        why: &str,
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (mem, cpu) = (spec.resources.memory_mb, spec.resources.cpu_millis);
+        let r = match to {
+            Some((pool, slot, port)) => tx.execute(
+                "UPDATE tenants SET spec = ?2, memory_mb = ?3, cpu_millis = ?4, pool = ?5, slot = ?6, port = ?7 WHERE id = ?1",
+                params![id, spec, mem, cpu, pool, slot, port],
+            ),
+            None => tx.execute(
+                "UPDATE tenants SET spec = ?2, memory_mb = ?3, cpu_millis = ?4 WHERE id = ?1",
+                params![id, spec, mem, cpu],
+            ),
+        };
+        match r {
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(DbError::Conflict(format!(
+                    "updating {id}: {}",
+                    msg.unwrap_or_default()
+                )))
+            }
+            r => r?,
+        };
+        let (pool, detail) = match to {
+            Some((pool, slot, port)) => (
+                Some(pool_id(pool)),
+                format!("{why}; now in slot {slot}, port {port}"),
+            ),
+            None => (None, why.to_string()),
+        };
+        tx.execute(
+            "INSERT INTO events (at, kind, tenant, pool, detail) VALUES (?1, 'tenant.updated', ?2, ?3, ?4)",
+            params![now(), id, pool, detail],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Move a tenant to another pool's slot (its port changes with it).
     pub fn move_tenant(
         &self,

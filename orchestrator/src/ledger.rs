@@ -314,6 +314,42 @@ impl Held<'_> {
         Ok(now.map_or(Moved::Elsewhere, Moved::Done))
     }
 
+    /// Give tenant `id` (in pool `from`) a new spec, and with `to` a new
+    /// slot in another pool, unless its deletion began or it left `from`
+    /// meanwhile.
+    pub fn update_tenant(
+        &mut self,
+        id: &str,
+        from: u64,
+        spec: &crate::tenant_spec::TenantSpec,
+        to: Option<(&PoolRow, u32)>,
+        why: &str,
+    ) -> Result<Moved, DbError> {
+        let Some(t) = self.ledger.db.tenant(id)?.filter(|t| t.pool == from) else {
+            return Ok(Moved::Elsewhere);
+        };
+        if t.desired == Desired::Deleting {
+            return Ok(Moved::Deleting(t));
+        }
+        let target = match to {
+            Some((p, slot)) => Some((
+                p.number,
+                slot,
+                p.slot_port(slot)
+                    .ok_or_else(|| DbError::Conflict(format!("{} has no slot {slot}", p.id())))?,
+            )),
+            None => None,
+        };
+        self.ledger.db.update_tenant(id, spec, target, why)?;
+        self.refresh_pool(from)?;
+        if let Some((to, _, _)) = target {
+            self.refresh_pool(to)?;
+        }
+        self.refresh_route(id)?;
+        let now = self.ledger.db.tenant(id)?;
+        Ok(now.map_or(Moved::Elsewhere, Moved::Done))
+    }
+
     /// Set what is wanted of tenant `id`; returns whether it changed. Its
     /// route follows: closed once it is being deleted, and a new
     /// generation when it stops (what the proxy holds open to it ends).

@@ -8,6 +8,7 @@ pub mod agents;
 pub mod api;
 pub mod api_client;
 pub mod api_types;
+pub mod apply;
 pub mod auth;
 pub mod backend;
 pub mod blocks;

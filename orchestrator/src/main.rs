@@ -1,4 +1,4 @@
-//! `slotpack`: the orchestrator binary (`serve`, `status`).
+//! `slotpack`: the orchestrator binary (`serve`, `status`, `migrate`, `apply`).
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use orchestrator::config::{read_config_file, with_file_defaults, ServeConfig};
@@ -30,6 +30,8 @@ enum Command {
     Status(StatusArgs),
     /// Move legacy one-container-per-tenant deployments into pools.
     Migrate(Box<orchestrator::migrate::MigrateArgs>),
+    /// Create a tenant from a JSON file, or give an existing one its spec.
+    Apply(orchestrator::apply::ApplyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(cfg) => orchestrator::serve(*cfg).await,
             Command::Status(a) => orchestrator::status::run(a).await,
             Command::Migrate(a) => orchestrator::migrate::run(*a).await,
+            Command::Apply(a) => orchestrator::apply::run(a).await,
         }
     });
     match r {

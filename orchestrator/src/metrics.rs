@@ -29,6 +29,8 @@ pub struct Metrics {
     pub recovery_actions: IntCounter,
     /// Tenants created.
     pub tenants_created: IntCounter,
+    /// Tenants given a new spec (`PUT /api/tenants/{id}`).
+    pub tenants_updated: IntCounter,
     /// Pools created.
     pub pools_created: IntCounter,
     /// Tenants moved by consolidation.
@@ -57,6 +59,10 @@ impl Default for Metrics {
         let recovery_actions =
             counter("slotpack_recovery_actions_total", "Recovery actions taken.");
         let tenants_created = counter("slotpack_tenants_created_total", "Tenants created.");
+        let tenants_updated = counter(
+            "slotpack_tenants_updated_total",
+            "Tenants given a new spec (PUT /api/tenants/{id}).",
+        );
         let pools_created = counter("slotpack_pools_created_total", "Pools created.");
         let consolidation_moves = counter(
             "slotpack_consolidation_moves_total",
@@ -116,6 +122,7 @@ impl Default for Metrics {
             health_ticks,
             recovery_actions,
             tenants_created,
+            tenants_updated,
             pools_created,
             consolidation_moves,
             pools_drained,

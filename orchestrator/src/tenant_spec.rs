@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
-use slotpack_proto::protocol::{PingSpec, ProgramSpec, RestartSpec, StopSpec};
+use slotpack_proto::protocol::{PingSpec, ProgramSpec, RestartSpec, StopSpec, VolumeSpec};
 
 use crate::api_types::{CreateTenant, Resources};
 
-/// The format this build writes. Version 1: the fields below.
-pub const SPEC_VERSION: u32 = 1;
+/// The format this build writes. Version 1: the fields below but
+/// `volumes`; version 2 adds `volumes` (an older slotpack, which would
+/// drop them, refuses the row).
+pub const SPEC_VERSION: u32 = 2;
 
 /// A tenant's program and what it reserves, as stored. Its id and owner are
 /// columns of the row, not part of the spec.
@@ -50,6 +52,9 @@ pub struct TenantSpec {
     /// Folder the program starts in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Durable folders (version 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
 }
 
 /// The stored envelope.
@@ -84,6 +89,7 @@ impl TenantSpec {
             pool_class: req.pool_class.clone(),
             max_lifetime_seconds: req.max_lifetime_seconds,
             working_dir: req.working_dir.clone(),
+            volumes: req.volumes.clone(),
         }
     }
 
@@ -102,6 +108,7 @@ impl TenantSpec {
             cpu_millis: Some(self.resources.cpu_millis),
             disk_mb: Some(self.resources.disk_mb),
             working_dir: self.working_dir.clone(),
+            volumes: self.volumes.clone(),
         }
     }
 
@@ -120,8 +127,7 @@ impl TenantSpec {
         if head.version > SPEC_VERSION {
             return Err(SpecError::Newer(head.version));
         }
-        // Version 1 is the only one so far; an older format gets its
-        // conversion here when version 2 comes.
+        // Version 1 is version 2 without volumes: read as it is.
         Ok(serde_json::from_str::<Stored<TenantSpec>>(text)?.spec)
     }
 }
@@ -172,11 +178,14 @@ mod tests {
 
     #[test]
     fn a_newer_or_foreign_text_is_refused_not_misread() {
-        let newer = r#"{"version": 2, "spec": {"command": "/x"}}"#;
+        let newer = r#"{"version": 3, "spec": {"command": "/x"}}"#;
         assert!(matches!(
             TenantSpec::decode(newer),
-            Err(SpecError::Newer(2))
+            Err(SpecError::Newer(3))
         ));
+        // A version-1 row (before volumes) reads as it is.
+        let v1 = r#"{"version": 1, "spec": {"command": "/x"}}"#;
+        assert!(TenantSpec::decode(v1).unwrap().volumes.is_empty());
         // The API body itself is not a stored spec.
         let body = serde_json::to_string(&request()).unwrap();
         assert!(TenantSpec::decode(&body).is_err());

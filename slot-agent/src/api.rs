@@ -148,16 +148,27 @@ struct WaitQuery {
     wait: Option<bool>,
 }
 
+/// DELETE's query: `wait` (see [`WaitQuery`]) and `purge=true`, which
+/// removes the tenant's data (home, volumes) too; without it the data is
+/// kept for the tenant's next slot.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    wait: Option<bool>,
+    purge: Option<bool>,
+}
+
 async fn delete_one(
     State(api): State<Api>,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     checked_id(&id)?;
-    let wait = query(q)?.wait.unwrap_or(true);
+    let q = query(q)?;
+    let wait = q.wait.unwrap_or(true);
     let limit = {
         let mut s = lock(&api.sup);
-        s.api_delete_begin(&id)?;
+        s.api_delete_begin(&id, q.purge.unwrap_or(false))?;
         s.max_stop_timeout(Some(&id))
     };
     if !wait {

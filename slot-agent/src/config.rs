@@ -20,9 +20,14 @@ pub struct AgentConfig {
     /// Directory for program specs, slot homes and logs.
     #[arg(long, env = "SLOT_AGENT_STATE_DIR", default_value = "/pool")]
     pub state_dir: PathBuf,
-    /// Root of the slot homes (`<homes-dir>/<slot>`, each 0700 and owned by
-    /// its slot user). Default `<state-dir>/slots`; outside the state dir,
-    /// the state dir itself is 0700.
+    /// Root of the tenants' durable data (`<tenants-dir>/<id>/home` and
+    /// `.../volumes/`), shared by every pool of a deployment on a host and
+    /// kept until a tenant's data is purged. Default `<state-dir>/tenants`.
+    #[arg(long, env = "SLOT_TENANTS_DIR")]
+    pub tenants_dir: Option<PathBuf>,
+    /// Where slot homes lay before per-tenant data (`<homes-dir>/<slot>`;
+    /// default `<state-dir>/slots`): a program found with such a home and
+    /// no tenant home yet gets it moved into its tenant home at start.
     #[arg(long, env = "SLOT_HOMES_DIR")]
     pub homes_dir: Option<PathBuf>,
     /// Address programs should bind (their `HOST`): `0.0.0.0` in a pool
@@ -141,7 +146,14 @@ impl AgentConfig {
         u16::try_from(u32::from(self.base_port) + slot).ok()
     }
 
-    /// Root of the slot homes.
+    /// Root of the tenants' durable data.
+    pub fn tenants(&self) -> PathBuf {
+        self.tenants_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("tenants"))
+    }
+
+    /// Root of the slot homes of the layout before per-tenant data.
     pub fn homes(&self) -> PathBuf {
         self.homes_dir
             .clone()

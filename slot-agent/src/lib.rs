@@ -17,6 +17,7 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod tenant_data;
 
 use std::fs;
 use std::sync::Arc;
@@ -129,7 +130,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             path: cfg.state_dir.display().to_string(),
             source,
         })?;
+        let data = tenant_data::TenantData::new(cfg.tenants());
         for (id, mut rec) in records {
+            // A home of the layout before per-tenant data moves in once.
+            if let Some(slot) = rec.spec.slot {
+                match data.adopt_slot_home(&id, &cfg.homes().join(slot.to_string())) {
+                    Ok(true) => eprintln!("slot-agent: {id}: slot {slot}'s home is now its own"),
+                    Ok(false) => {}
+                    Err(e) => eprintln!("slot-agent: {id}: moving slot {slot}'s home: {e}"),
+                }
+            }
             let valid = s.validate(&id, &mut rec.spec);
             match valid.and_then(|_| s.insert(&id, rec.spec, rec.desired)) {
                 Ok(()) => {}
@@ -267,14 +277,13 @@ fn prepare_state_dir(cfg: &AgentConfig) -> Result<store::Store, AgentError> {
         source,
     };
     let dir = &cfg.state_dir;
-    let homes = cfg.homes();
+    let data = tenant_data::TenantData::new(cfg.tenants());
     fs::create_dir_all(dir.join("logs")).map_err(err)?;
-    fs::create_dir_all(&homes).map_err(err)?;
+    data.create_root().map_err(err)?;
     // Slot users must traverse into their homes but list nothing; the
     // state dir is theirs to traverse only when the homes are inside it.
-    let inside = homes.starts_with(dir);
+    let inside = data.root().starts_with(dir);
     store::set_mode(dir, if inside { 0o711 } else { 0o700 }).map_err(err)?;
-    store::set_mode(&homes, 0o711).map_err(err)?;
     store::set_mode(&dir.join("logs"), 0o700).map_err(err)?;
     store::Store::open(dir).map_err(err)
 }

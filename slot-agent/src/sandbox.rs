@@ -68,6 +68,21 @@ pub struct SlotStart<'a> {
     pub keep: &'a [&'a Path],
     /// The same, read only (the command's folder).
     pub keep_read_only: &'a [&'a Path],
+    /// The tenant's data: the only tenant folder the slot sees.
+    pub tenant: Option<TenantView<'a>>,
+}
+
+/// What of the tenants' data a slot sees: its own tenant's folder, at the
+/// same path, and its volumes at their paths; the other tenants' folders
+/// are covered (an empty tmpfs over `root`).
+#[derive(Debug, Clone, Copy)]
+pub struct TenantView<'a> {
+    /// Root of every tenant's data.
+    pub root: &'a Path,
+    /// This tenant's folder (below `root`).
+    pub dir: &'a Path,
+    /// Its volumes.
+    pub volumes: &'a [crate::tenant_data::Volume],
 }
 
 /// What one program is started with, made before the fork so that the
@@ -75,6 +90,7 @@ pub struct SlotStart<'a> {
 pub struct Prepared {
     cgroup_fds: Vec<OwnedFd>,
     carry: Vec<Carry>,
+    tenant: Option<TenantMounts>,
     ruleset: Option<OwnedFd>,
     tmp_options: Option<CString>,
     uid: u32,
@@ -169,6 +185,7 @@ impl Sandbox {
             tmp_mb,
             keep,
             keep_read_only,
+            tenant,
         } = *start;
         let mut cgroup_fds = match &self.cgroups {
             Some(c) => {
@@ -186,12 +203,26 @@ impl Sandbox {
                 .expect("no NUL")
         });
         let mut carry = Vec::new();
+        let tenant = match tenant {
+            Some(t) if self.namespaces => Some(TenantMounts::of(&t)?),
+            _ => None,
+        };
         if self.namespaces {
+            let canonical_dir = tenant
+                .as_ref()
+                .map(|_| std::fs::canonicalize(start.tenant.map_or(Path::new("/"), |t| t.dir)))
+                .transpose()?;
             // Read-only ones first: a writable home inside one stays writable.
             let all = keep_read_only
                 .iter()
                 .map(|k| (k, true))
-                .chain(keep.iter().map(|k| (k, false)));
+                .chain(keep.iter().map(|k| (k, false)))
+                // The tenant's own folder comes along whole.
+                .filter(|(k, _)| {
+                    canonical_dir.as_ref().is_none_or(|d| {
+                        std::fs::canonicalize(k).map_or(true, |k| !k.starts_with(d))
+                    })
+                });
             for (k, read_only) in all {
                 if let Some(c) = Carry::of(k, read_only)? {
                     if carry.len() < MAX_CARRY
@@ -205,6 +236,7 @@ impl Sandbox {
         Ok(Prepared {
             cgroup_fds,
             carry,
+            tenant,
             ruleset,
             tmp_options,
             uid,
@@ -232,7 +264,7 @@ fn probe_namespaces() -> io::Result<()> {
     // SAFETY: the hook only makes system calls on data made before the fork.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || private_mounts(&opts, &carry));
+        cmd.pre_exec(move || private_mounts(&opts, &carry, None));
     }
     let status = cmd.status()?;
     if status.success() {
@@ -298,7 +330,11 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// New mount and IPC namespaces with private temp folders and `/proc`.
 /// Runs in the forked child: system calls only.
 #[allow(unsafe_code)]
-fn private_mounts(tmp_options: &CString, carry: &[Carry]) -> io::Result<()> {
+fn private_mounts(
+    tmp_options: &CString,
+    carry: &[Carry],
+    tenant: Option<&TenantMounts>,
+) -> io::Result<()> {
     // SAFETY (whole function): every pointer is a NUL-terminated string
     // that lives across the call, or null where the call allows it.
     unsafe {
@@ -327,6 +363,15 @@ fn private_mounts(tmp_options: &CString, carry: &[Carry]) -> io::Result<()> {
             check(fd as libc::c_int)?;
             *slot = fd as libc::c_int;
         }
+        // And of the tenant's own folder, before the others are covered.
+        let tenant_fd = match tenant {
+            Some(t) => {
+                let fd = clone_tree(&t.source);
+                check(fd)?;
+                fd
+            }
+            None => -1,
+        };
         let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
         check(libc::mount(
             c"tmpfs".as_ptr(),
@@ -394,8 +439,162 @@ fn private_mounts(tmp_options: &CString, carry: &[Carry]) -> io::Result<()> {
             nosuid | libc::MS_NOEXEC,
             c"hidepid=2".as_ptr().cast(),
         ))?;
+        if let Some(t) = tenant {
+            t.mount(tenant_fd)?;
+        }
     }
     Ok(())
+}
+
+/// A detached copy (`open_tree` clone, recursive) of the tree at `path`.
+/// In the child: a system call only.
+#[allow(unsafe_code)]
+fn clone_tree(path: &CString) -> libc::c_int {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) as libc::c_int
+    }
+}
+
+/// Make each folder of `dirs` (outermost first), root's, mode 0711 when
+/// new. In the child: system calls only.
+#[allow(unsafe_code)]
+fn make_dirs(dirs: &[CString]) -> io::Result<()> {
+    for d in dirs {
+        // SAFETY: NUL-terminated strings that outlive the calls.
+        unsafe {
+            if libc::mkdir(d.as_ptr(), 0o711) == 0 {
+                check(libc::chmod(d.as_ptr(), 0o711))?;
+            } else if *libc::__errno_location() != libc::EEXIST {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's view of the tenants' data, made before the fork (see
+/// [`TenantView`]).
+struct TenantMounts {
+    /// The tenant's folder, as it is outside the slot.
+    source: CString,
+    /// The tenants' root to cover with an empty tmpfs (`None` when it lies
+    /// below a private temp folder, which covers it already).
+    cover: Option<CString>,
+    /// Folders to make on the cover, outermost first, then the target.
+    dirs: Vec<CString>,
+    /// Where the tenant's folder goes back (its own path in the slot).
+    target: CString,
+    /// Volumes: source folder (visible once the tenant's folder is back),
+    /// the folders of its target path outermost first, and the target.
+    volumes: Vec<(CString, Vec<CString>, CString)>,
+}
+
+impl TenantMounts {
+    fn of(view: &TenantView<'_>) -> io::Result<TenantMounts> {
+        use std::os::unix::ffi::OsStrExt;
+        let cs = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+        let root = std::fs::canonicalize(view.root)?;
+        let dir = std::fs::canonicalize(view.dir)?;
+        if !dir.starts_with(&root) {
+            return Err(io::Error::other("tenant folder outside the tenants' root"));
+        }
+        // Below a private temp folder the slot's own tmpfs covers the
+        // root already; elsewhere an empty tmpfs covers it.
+        let private = PRIVATE_TMP
+            .iter()
+            .map(Path::new)
+            .find(|p| dir.starts_with(p));
+        let (cover, base) = match private {
+            Some(p) => (None, p.to_path_buf()),
+            None => (Some(cs(&root)?), root.clone()),
+        };
+        let mut dirs = Vec::new();
+        let mut at = base.clone();
+        for part in dir
+            .strip_prefix(&base)
+            .map_err(io::Error::other)?
+            .components()
+        {
+            at.push(part);
+            dirs.push(cs(&at)?);
+        }
+        let target = cs(&dir)?;
+        let mut volumes = Vec::new();
+        for v in view.volumes {
+            let mut prefixes = Vec::new();
+            let mut at = std::path::PathBuf::from("/");
+            for part in Path::new(&v.target).components().skip(1) {
+                at.push(part);
+                prefixes.push(cs(&at)?);
+            }
+            volumes.push((
+                cs(&dir.join(v.source.strip_prefix(view.dir).map_err(io::Error::other)?))?,
+                prefixes,
+                cs(Path::new(&v.target))?,
+            ));
+        }
+        Ok(TenantMounts {
+            source: cs(&dir)?,
+            cover,
+            dirs,
+            target,
+            volumes,
+        })
+    }
+
+    /// In the child, after the temp folders: cover the tenants' root, put
+    /// the tenant's folder (`fd`, its clone) back, bind its volumes.
+    #[allow(unsafe_code)]
+    fn mount(&self, fd: libc::c_int) -> io::Result<()> {
+        let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+        // SAFETY (whole function): NUL-terminated strings that outlive the
+        // calls, and a descriptor of our own.
+        unsafe {
+            if let Some(root) = &self.cover {
+                check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    root.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    nosuid | libc::MS_NOEXEC,
+                    c"size=64k,nr_inodes=64,mode=0711".as_ptr().cast(),
+                ))?;
+            }
+            make_dirs(&self.dirs)?;
+            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+            let r = libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                self.target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            );
+            libc::close(fd);
+            check(r as libc::c_int)?;
+            for (source, prefixes, target) in &self.volumes {
+                make_dirs(prefixes)?;
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | nosuid,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Prepared {
@@ -413,7 +612,7 @@ impl Prepared {
             }
         }
         if let Some(opts) = &self.tmp_options {
-            private_mounts(opts, &self.carry)?;
+            private_mounts(opts, &self.carry, self.tenant.as_ref())?;
         }
         // SAFETY: plain system calls with integer arguments.
         unsafe {

@@ -147,6 +147,8 @@ struct Program {
     last_ping: Option<LastPing>,
     /// Deleted through the API: forgotten as soon as its run has ended.
     deleting: bool,
+    /// Its tenant's data goes with it (the tenant's own DELETE).
+    purge: bool,
     /// The latest problem worth telling (see `ProgramStatus::message`).
     message: Option<String>,
     /// What `message` is about.
@@ -207,7 +209,7 @@ struct Settings {
     /// What every program's environment starts from (see `program_env`).
     base_env: Vec<(String, String)>,
     logs_dir: PathBuf,
-    slots_dir: PathBuf,
+    data: crate::tenant_data::TenantData,
     log_max_bytes: u64,
     log_backups: u32,
 }
@@ -261,7 +263,7 @@ impl Supervisor {
                 Vec::new()
             }),
             logs_dir: cfg.state_dir.join("logs"),
-            slots_dir: cfg.homes(),
+            data: crate::tenant_data::TenantData::new(cfg.tenants()),
             log_max_bytes: cfg.log_max_bytes,
             log_backups: cfg.log_backups,
         };

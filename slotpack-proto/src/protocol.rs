@@ -50,6 +50,84 @@ pub struct ProgramSpec {
     /// default its slot's home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// The tenant's own durable folders, each shown to the program at its
+    /// `path` (at most [`MAX_VOLUMES`]); kept with its home until the
+    /// tenant's data is purged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// One durable folder of a tenant (see [`ProgramSpec::volumes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Absolute path at which the program sees the folder.
+    pub path: String,
+}
+
+/// Most volumes one program may have.
+pub const MAX_VOLUMES: usize = 8;
+
+/// Longest volume path, in bytes (its folder name must fit a file name).
+pub const MAX_VOLUME_PATH: usize = 200;
+
+/// Check a volume list: at most [`MAX_VOLUMES`], each path absolute, in
+/// normal form (no `.`, `..`, empty or trailing parts), not `/` and not
+/// under `/proc`, `/sys` or `/dev`, and no path twice or inside another.
+pub fn check_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
+    if volumes.len() > MAX_VOLUMES {
+        return Err(format!(
+            "volumes: at most {MAX_VOLUMES}, got {}",
+            volumes.len()
+        ));
+    }
+    for (i, v) in volumes.iter().enumerate() {
+        let p = v.path.as_str();
+        let bad = |why: &str| Err(format!("volumes[{i}].path {p:?}: {why}"));
+        if !p.starts_with('/') {
+            return bad("must be an absolute path");
+        }
+        if p.len() > MAX_VOLUME_PATH {
+            return bad(&format!("longer than {MAX_VOLUME_PATH} bytes"));
+        }
+        if p == "/" {
+            return bad("must not be /");
+        }
+        if p.bytes().any(|b| b < b' ' || b == 0x7f) {
+            return bad("must not hold control characters");
+        }
+        if p[1..]
+            .split('/')
+            .any(|part| matches!(part, "" | "." | ".."))
+        {
+            return bad("must be in normal form (no empty, . or .. parts, no trailing /)");
+        }
+        if ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|k| p == *k || p.starts_with(&format!("{k}/")))
+        {
+            return bad("must not be under /proc, /sys or /dev");
+        }
+        for w in &volumes[..i] {
+            let q = w.path.as_str();
+            if q == p {
+                return bad("given twice");
+            }
+            if p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/")) {
+                return bad(&format!("nested with {q:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The folder name of a volume's data: its path without the leading `/`,
+/// with `%` and `/` escaped (`/freqtrade/user_data` is
+/// `freqtrade%2Fuser_data`), so that an operator can tell which is which.
+pub fn volume_dir_name(path: &str) -> String {
+    path.trim_start_matches('/')
+        .replace('%', "%25")
+        .replace('/', "%2F")
 }
 
 /// Kind of health ping.
@@ -635,7 +713,7 @@ pub fn check_spec(spec: &ProgramSpec) -> Result<(), String> {
     if let Some(v) = spec.disk_mb {
         in_range("diskMb", v, &RANGES.disk_mb)?;
     }
-    Ok(())
+    check_volumes(&spec.volumes)
 }
 
 #[cfg(test)]

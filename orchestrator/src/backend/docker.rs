@@ -33,8 +33,9 @@ use futures_util::{FutureExt, StreamExt};
 mod agent_volume;
 
 use super::engine::{
-    agent_args, agent_env, is_status, other, pool_labels, remove_volume, wait_for_agent,
-    AGENT_PORT, DEPLOYMENT_LABEL, MANAGED_BY, POOL_LABEL,
+    agent_args, agent_env, ensure_tenants_volume, is_status, other, pool_labels, remove_volume,
+    tenants_volume, wait_for_agent, AGENT_PORT, DEPLOYMENT_LABEL, MANAGED_BY, POOL_LABEL,
+    TENANTS_DIR,
 };
 use super::PoolSpec;
 use super::{Backend, BackendError, FoundPool};
@@ -147,6 +148,7 @@ impl DockerBackend {
     async fn create(&self, pool: &PoolSpec) -> Result<(), BackendError> {
         let id = pool.id.to_string();
         self.ensure_agent_volume(&id).await?;
+        ensure_tenants_volume(&self.docker, &self.deployment).await?;
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(self.volume(&id)),
@@ -189,6 +191,7 @@ impl DockerBackend {
                 binds: Some(vec![
                     format!("{}:/pool", self.volume(&id)),
                     format!("{}:{AGENT_DIR}:ro,nocopy", self.agent_volume),
+                    format!("{}:{TENANTS_DIR}", tenants_volume(&self.deployment)),
                 ]),
                 memory: Some((pool.memory_mb << 20) as i64),
                 nano_cpus: Some((cpu_millis * 1_000_000) as i64),

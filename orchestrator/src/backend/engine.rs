@@ -58,8 +58,40 @@ pub fn agent_args(pool: &PoolSpec) -> Vec<String> {
         pool.slots.to_string(),
         "--slot-uid-base".into(),
         pool.uid_base.to_string(),
+        "--tenants-dir".into(),
+        TENANTS_DIR.into(),
         "--inherit-env".into(),
     ]
+}
+
+/// Where pool containers see the deployment's tenants volume.
+pub const TENANTS_DIR: &str = "/tenants";
+
+/// The deployment's volume of tenant data on an engine (one per host):
+/// every pool container of the deployment mounts it at [`TENANTS_DIR`], so
+/// a tenant's home and volumes follow it to any pool on that host without
+/// a copy, and outlive every pool. Removed by nothing but an admin.
+pub fn tenants_volume(deployment: &str) -> String {
+    format!("{deployment}-tenants")
+}
+
+/// Create the deployment's tenants volume (labelled as ours, no pool
+/// label: never taken for a pool's); an existing one is kept as it is.
+pub async fn ensure_tenants_volume(docker: &Docker, deployment: &str) -> Result<(), BackendError> {
+    let labels = HashMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (DEPLOYMENT_LABEL.to_string(), deployment.to_string()),
+        ("slotpack.role".to_string(), "tenants".to_string()),
+    ]);
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(tenants_volume(deployment)),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .map_err(other)?;
+    Ok(())
 }
 
 /// The agent's environment in a pool container: the settings in `env` and

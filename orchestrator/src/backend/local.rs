@@ -4,8 +4,12 @@
 //!
 //! Files under `$DATA_DIR/pools/` (0700): `pool-N/` (the agent's state
 //! dir), `pool-N.token`, `pool-N.pid` (pid and start time), `pool-N.log`.
-//! Slot homes live apart, under `$DATA_DIR/homes/pool-N/` (0711: slot users
-//! traverse to their own 0700 home and list nothing).
+//! The tenants' durable data is the deployment's, not a pool's:
+//! `$DATA_DIR/tenants/<id>/{home,volumes/}` (0711: slot users traverse to
+//! their own 0700 folders and list nothing), given to every agent as its
+//! `--tenants-dir`, so a tenant that moves to another pool finds it there
+//! without a copy. `$DATA_DIR/homes/pool-N/` holds slot homes of the layout
+//! before it; each agent moves those into the tenants' folders at start.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,7 @@ pub struct LocalBackend {
     probe: AgentClient,
     dir: PathBuf,
     homes: PathBuf,
+    tenants: PathBuf,
     agent_bin: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -45,7 +50,8 @@ impl LocalBackend {
     ) -> std::io::Result<Self> {
         let dir = data_dir.join("pools");
         let homes = data_dir.join("homes");
-        for (d, mode) in [(&dir, 0o700), (&homes, 0o711)] {
+        let tenants = data_dir.join("tenants");
+        for (d, mode) in [(&dir, 0o700), (&homes, 0o711), (&tenants, 0o711)] {
             std::fs::create_dir_all(d)?;
             std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         }
@@ -54,6 +60,7 @@ impl LocalBackend {
             probe: AgentClient::new(Duration::from_secs(2)),
             dir,
             homes,
+            tenants,
             agent_bin,
             env,
         })
@@ -122,6 +129,8 @@ impl LocalBackend {
             .arg(addr.to_string())
             .arg("--state-dir")
             .arg(&state)
+            .arg("--tenants-dir")
+            .arg(&self.tenants)
             .arg("--homes-dir")
             .arg(self.homes.join(&id))
             .arg("--program-host")
@@ -218,7 +227,9 @@ impl LocalBackend {
                 .await;
         }
         let _ = std::fs::remove_dir_all(self.dir.join(id));
-        let _ = std::fs::remove_dir_all(self.homes.join(id));
+        // Slot homes of the old layout hold tenant data until an agent has
+        // moved them: only an emptied folder goes.
+        let _ = std::fs::remove_dir(self.homes.join(id));
         for ext in ["token", "pid", "log"] {
             let _ = std::fs::remove_file(self.file(id, ext));
         }

@@ -34,8 +34,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::engine::{
-    agent_args, agent_env, is_status, other, pool_labels, remove_volume, wait_for_agent,
-    AGENT_PORT, DEPLOYMENT_LABEL, POOL_LABEL,
+    agent_args, agent_env, is_status, other, pool_labels, remove_volume, tenants_volume,
+    wait_for_agent, AGENT_PORT, DEPLOYMENT_LABEL, MANAGED_BY, POOL_LABEL, TENANTS_DIR,
 };
 use super::PoolSpec;
 use super::{Backend, BackendError, FoundPool};
@@ -216,16 +216,34 @@ impl SwarmBackend {
                     // slot its own user.
                     user: Some("0:0".into()),
                     dir: Some("/".into()),
-                    mounts: Some(vec![Mount {
-                        target: Some("/pool".into()),
-                        source: Some(self.volume(&id)),
-                        typ: Some(MountType::VOLUME),
-                        volume_options: Some(MountVolumeOptions {
-                            labels: Some(self.labels(&id)),
+                    mounts: Some(vec![
+                        Mount {
+                            target: Some("/pool".into()),
+                            source: Some(self.volume(&id)),
+                            typ: Some(MountType::VOLUME),
+                            volume_options: Some(MountVolumeOptions {
+                                labels: Some(self.labels(&id)),
+                                ..Default::default()
+                            }),
                             ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                        },
+                        Mount {
+                            // The deployment's tenant data on that node (see
+                            // `engine::tenants_volume`): made on first use.
+                            target: Some(TENANTS_DIR.into()),
+                            source: Some(tenants_volume(&self.deployment)),
+                            typ: Some(MountType::VOLUME),
+                            volume_options: Some(MountVolumeOptions {
+                                labels: Some(HashMap::from([
+                                    (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                                    (DEPLOYMENT_LABEL.to_string(), self.deployment.clone()),
+                                    ("slotpack.role".to_string(), "tenants".to_string()),
+                                ])),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
                     // The agent stops its programs, each within its stop timeout.
                     stop_grace_period: Some(seconds(30)),
                     // What the agent needs for its slot sandboxes (see

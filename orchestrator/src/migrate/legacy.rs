@@ -143,6 +143,7 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
         pool_class: label("slotpack.pool-class"),
         max_lifetime_seconds: None,
         working_dir,
+        volumes: Vec::new(),
     };
     Ok(Candidate {
         container: name,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::health::Tick;
 use super::{by_pool, tenants_of, Orchestrator, Result, ServiceError};
+use crate::agents::Data;
 use crate::consolidate::{plan_drain, Drain, Limits, Resident};
 use crate::db::{PoolId, PoolRow, TenantRow};
 use crate::events::Recovery;
@@ -64,7 +65,7 @@ impl Orchestrator {
         let stops = moving.iter().map(|m| {
             let grace =
                 Duration::from_millis(m.tenant.spec.stop.timeout_ms) + Duration::from_secs(2);
-            self.agents.delete(&from, &m.tenant.id, grace)
+            self.agents.delete(&from, &m.tenant.id, grace, Data::Keep)
         });
         let mut down = Vec::with_capacity(moving.len());
         for (m, res) in moving

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::agents::Data;
 use crate::db::{PoolId, PoolRow, TenantRow};
 use crate::events::{EvacuationCause, Event, Recovery};
 use crate::ledger::Moved;
@@ -206,7 +207,7 @@ impl Orchestrator {
                 let pool = self.pool_of(row)?;
                 match self
                     .agents
-                    .begin_delete(&self.endpoint(&pool), &row.id)
+                    .begin_delete(&self.endpoint(&pool), &row.id, Data::Purge)
                     .await
                 {
                     Ok(gone) => {
@@ -563,7 +564,13 @@ impl Orchestrator {
                 self.agents.begin_stop(ep, id).await?;
             }
             Action::Delete(id) => {
-                let gone = self.agents.begin_delete(ep, id).await?;
+                // Its tenant's data goes only with the tenant's deletion; a
+                // program left behind by a move keeps it for its new slot.
+                let data = match row(id) {
+                    Some(t) if t.desired == Desired::Deleting => Data::Purge,
+                    _ => Data::Keep,
+                };
+                let gone = self.agents.begin_delete(ep, id, data).await?;
                 if let Some(t) = row(id).filter(|t| gone && t.desired == Desired::Deleting) {
                     self.forget_tenant(&t.id, "deleted (finished by the reconciler)")
                         .await?;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use slotpack_proto::protocol::{is_valid_id, ProgramAction, ProgramStatus};
 
 use super::*;
-use crate::agents::Endpoint;
+use crate::agents::{Data, Endpoint};
 use crate::db::{pool_id, PoolRow, TenantRow};
+use crate::ledger::Moved;
 use crate::placement::Request;
 use crate::states::{Desired, PoolMode};
 use crate::tenant_spec::TenantSpec;
@@ -131,6 +132,104 @@ impl Orchestrator {
         self.warm.notify_one();
         // The agent's answer to the PUT is the tenant's state: no second call.
         Ok((self.compose(&row, &pool, Some(&status)), true))
+    }
+
+    /// `PUT /api/tenants/{id}`: give tenant `id` the full spec `req`
+    /// (same id; its owner cannot change), held to `quota`. It restarts
+    /// with it in the same slot if it still fits its pool, else it moves
+    /// (stopped in the old slot before it starts in the new one). Its data
+    /// stays: it is the tenant's, wherever it runs. A stopped tenant stays
+    /// stopped.
+    pub async fn update_tenant(
+        &self,
+        caller: &Caller,
+        quota: Option<crate::access::Quota>,
+        id: &str,
+        req: CreateTenant,
+    ) -> Result<Tenant> {
+        if req.id.as_str() != id {
+            return Err(ServiceError::BadRequest(format!(
+                "the body's id {:?} is not the path's {id:?}",
+                req.id.as_str()
+            )));
+        }
+        let t = self.visible(caller, id)?;
+        let req = self.check_create(caller, req)?;
+        let owner = req.owner.clone().unwrap_or_default();
+        if owner != t.owner {
+            return Err(ServiceError::BadRequest(format!(
+                "owner {owner:?}: a tenant's owner cannot change (it is {:?})",
+                t.owner
+            )));
+        }
+        let spec = TenantSpec::of(&req);
+        let want = Request {
+            memory_mb: spec.resources.memory_mb,
+            cpu_millis: spec.resources.cpu_millis,
+            class: spec.pool_class.clone(),
+        };
+        let mut held = self.ledger.lock().await;
+        // Read again under the lock: no move or deletion is under way (a
+        // tenant being deleted is not found).
+        let t = self.visible(caller, id)?;
+        if t.spec == spec {
+            drop(held);
+            return self.view(&t).await;
+        }
+        if let Some(q) = quota {
+            let (n, mem) = self.owner_usage()?.get(&owner).copied().unwrap_or_default();
+            let have = (n.saturating_sub(1), mem.saturating_sub(t.memory_mb()));
+            if let Some(m) = crate::access::over_quota(q, &owner, have, want.memory_mb) {
+                self.metrics.quota_refused.inc();
+                return Err(ServiceError::Quota(m));
+            }
+        }
+        let from = self.pool_of(&t)?;
+        let stays = from.class == want.class
+            && held.index().get(from.number).is_some_and(|c| {
+                c.used_memory_mb - t.memory_mb() + want.memory_mb <= c.memory_mb
+                    && c.used_cpu_millis - t.cpu_millis() + want.cpu_millis <= c.cpu_millis
+            });
+        let why = "updated through the API";
+        let (row, to) = if stays {
+            match held.update_tenant(id, from.number, &spec, None, why)? {
+                Moved::Done(row) => (row, from.clone()),
+                _ => {
+                    return Err(ServiceError::Conflict(format!(
+                        "tenant {id} changed meanwhile"
+                    )))
+                }
+            }
+        } else {
+            let (again, to, slot) = self.choose_slot(held, &want).await?;
+            held = again;
+            match held.update_tenant(id, from.number, &spec, Some((&to, slot)), why)? {
+                Moved::Done(row) => (row, to),
+                _ => {
+                    return Err(ServiceError::Conflict(format!(
+                        "tenant {id} changed meanwhile"
+                    )))
+                }
+            }
+        };
+        drop(held);
+        // Committed: after a crash from here on the reconciler converges
+        // the agents on the stored spec and place.
+        if to.number != from.number {
+            let stop = Duration::from_millis(t.spec.stop.timeout_ms) + Duration::from_secs(2);
+            self.agents
+                .delete(&self.endpoint(&from), id, stop, Data::Keep)
+                .await?;
+        }
+        self.put_program(&to, &row, row.slot).await?;
+        if row.desired == Desired::Stopped {
+            let stop = Duration::from_millis(row.spec.stop.timeout_ms) + Duration::from_secs(2);
+            self.agents
+                .action(&self.endpoint(&to), id, ProgramAction::Stop, stop)
+                .await?;
+        }
+        self.metrics.tenants_updated.inc();
+        self.view(&row).await
     }
 
     /// The stored tenant `id` if this very request was accepted before
@@ -282,7 +381,7 @@ impl Orchestrator {
         let pool = self.pool_of(t)?;
         let stop = Duration::from_millis(t.spec.stop.timeout_ms) + Duration::from_secs(2);
         self.agents
-            .delete(&self.endpoint(&pool), &t.id, stop)
+            .delete(&self.endpoint(&pool), &t.id, stop, Data::Purge)
             .await?;
         self.forget_tenant(&t.id, why).await
     }

@@ -16,9 +16,17 @@ use serde_json::json;
 use slotpack_proto::protocol::{Health, ProgramAction, ProgramSpec, ProgramState, ProgramStatus};
 
 use super::*;
-use crate::agents::{AgentError, Agents, Endpoint};
+use crate::agents::{AgentError, Agents, Data, Endpoint};
 use crate::backend::{Backend, BackendError, BackendKind, FoundPool, PoolSpec};
 use crate::db::PoolId;
+
+/// How a recorded delete names what it did with the tenant's data.
+fn purged(data: Data) -> &'static str {
+    match data {
+        Data::Keep => "",
+        Data::Purge => " purge",
+    }
+}
 
 /// The service's results, and the fakes' own.
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -255,22 +263,32 @@ impl Agents for FakeAgents {
         ep: &'a Endpoint,
         id: &'a str,
         _: Duration,
+        data: Data,
     ) -> BoxFuture<'a, Result<(), AgentError>> {
-        let r = self.on(ep, Some(format!("delete {{pool}} {id}")), |p| {
-            p.remove(id);
-            Ok(())
-        });
+        let r = self.on(
+            ep,
+            Some(format!("delete {{pool}} {id}{}", purged(data))),
+            |p| {
+                p.remove(id);
+                Ok(())
+            },
+        );
         async { r }.boxed()
     }
     fn begin_delete<'a>(
         &'a self,
         ep: &'a Endpoint,
         id: &'a str,
+        data: Data,
     ) -> BoxFuture<'a, Result<bool, AgentError>> {
-        let r = self.on(ep, Some(format!("delete {{pool}} {id}")), |p| {
-            p.remove(id);
-            Ok(true)
-        });
+        let r = self.on(
+            ep,
+            Some(format!("delete {{pool}} {id}{}", purged(data))),
+            |p| {
+                p.remove(id);
+                Ok(true)
+            },
+        );
         async { r }.boxed()
     }
     fn begin_stop<'a>(
@@ -449,7 +467,7 @@ async fn a_delete_removes_the_program_then_the_row_the_route_and_the_slot() {
     h.create("t1").await.unwrap();
     h.fakes.take_calls();
     h.svc.delete_tenant(&Caller::Admin, "t1").await.unwrap();
-    assert_eq!(h.fakes.take_calls(), ["delete pool-1 t1"]);
+    assert_eq!(h.fakes.take_calls(), ["delete pool-1 t1 purge"]);
     assert_eq!((h.pool_of("t1"), h.route_port("t1")), (None, None));
     assert_eq!(h.used_slots().await, BTreeMap::from([(1, 0)]));
     // Another owner cannot see, hence not delete, a tenant.
@@ -776,4 +794,146 @@ async fn a_removal_a_crash_interrupted_is_finished_by_the_tick() {
     );
     assert_eq!(h.fakes.take_calls(), ["remove pool-1"]);
     assert!(h.svc.db.pool(1).unwrap().is_none());
+}
+
+/// The create body of [`Harness::create_with`], as a PUT takes it.
+fn body(id: &str, extra: serde_json::Value) -> CreateTenant {
+    let mut b = json!({
+        "id": id,
+        "command": "/bin/true",
+        "resources": {"memoryMb": 64, "cpuMillis": 10},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    serde_json::from_value(b).unwrap()
+}
+
+#[tokio::test]
+async fn an_update_restarts_the_tenant_in_its_slot_when_it_still_fits() {
+    let h = Harness::new("update-here", &["--pool-memory-mb", "256"]);
+    let (before, _) = h.create("t1").await.unwrap();
+    h.create("t2").await.unwrap();
+    h.fakes.take_calls();
+    let new = body(
+        "t1",
+        json!({"args": ["v2"], "resources": {"memoryMb": 128, "cpuMillis": 10}}),
+    );
+    let t = h
+        .svc
+        .update_tenant(&Caller::Admin, None, "t1", new)
+        .await
+        .unwrap();
+    // One PUT to the same agent (which restarts a program whose spec
+    // changed), nothing deleted: the data stays where it is.
+    assert_eq!(h.fakes.take_calls(), ["put pool-1 t1"]);
+    assert_eq!(t.placement.port, before.placement.port);
+    let row = h.svc.db.tenant("t1").unwrap().unwrap();
+    assert_eq!(row.spec.args, ["v2"]);
+    assert_eq!(row.memory_mb(), 128);
+    // The index holds the new reservation: 128 + 64 of 256.
+    let used = h
+        .svc
+        .ledger
+        .lock()
+        .await
+        .index()
+        .get(1)
+        .unwrap()
+        .used_memory_mb;
+    assert_eq!(used, 192);
+    // The same spec again changes nothing.
+    let same = body(
+        "t1",
+        json!({"args": ["v2"], "resources": {"memoryMb": 128, "cpuMillis": 10}}),
+    );
+    h.svc
+        .update_tenant(&Caller::Admin, None, "t1", same)
+        .await
+        .unwrap();
+    assert!(h.fakes.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn an_update_that_no_longer_fits_moves_the_tenant_stopping_it_first_and_keeping_its_data() {
+    let h = Harness::new("update-move", &["--pool-memory-mb", "256"]);
+    h.create("t1").await.unwrap();
+    h.create("t2").await.unwrap();
+    h.fakes.take_calls();
+    let big = body(
+        "t1",
+        json!({"resources": {"memoryMb": 240, "cpuMillis": 10}}),
+    );
+    let t = h
+        .svc
+        .update_tenant(&Caller::Admin, None, "t1", big)
+        .await
+        .unwrap();
+    assert_eq!(t.placement.pool_id, "pool-2");
+    let calls = h.fakes.take_calls();
+    // Stopped in the old pool (data kept: no purge) before it starts anew.
+    assert_eq!(
+        calls,
+        ["start pool-2", "delete pool-1 t1", "put pool-2 t1"],
+        "{calls:?}"
+    );
+    assert_eq!(h.pool_of("t1"), Some(2));
+    assert_eq!(h.route_port("t1"), Some(t.placement.port));
+    assert_eq!(h.used_slots().await, BTreeMap::from([(1, 1), (2, 1)]));
+}
+
+#[tokio::test]
+async fn a_bad_update_is_refused_and_changes_nothing() {
+    let h = Harness::new("update-bad", &[]);
+    h.create("t1").await.unwrap();
+    let owner = Caller::Owner("alice".into());
+    h.svc
+        .create_tenant(&owner, None, body("a1", json!({})))
+        .await
+        .unwrap();
+    h.fakes.take_calls();
+    let before = h.svc.db.tenant("t1").unwrap().unwrap();
+    let cases: Vec<(Caller, &str, CreateTenant, u16)> = vec![
+        // Unknown id.
+        (Caller::Admin, "nope", body("nope", json!({})), 404),
+        // The body's id is not the path's.
+        (Caller::Admin, "t1", body("t2", json!({})), 400),
+        // Invalid: a volume under /proc, memory beyond a pool.
+        (
+            Caller::Admin,
+            "t1",
+            body("t1", json!({"volumes": [{"path": "/proc/x"}]})),
+            400,
+        ),
+        (
+            Caller::Admin,
+            "t1",
+            body("t1", json!({"resources": {"memoryMb": 999999}})),
+            400,
+        ),
+        // Another owner's tenant is not there for it.
+        (owner.clone(), "t1", body("t1", json!({})), 404),
+        // An owner cannot hand its tenant to someone else.
+        (
+            Caller::Admin,
+            "a1",
+            body("a1", json!({"owner": "bob"})),
+            400,
+        ),
+    ];
+    for (caller, id, req, want) in cases {
+        let e = h
+            .svc
+            .update_tenant(&caller, None, id, req)
+            .await
+            .unwrap_err();
+        let code = match e {
+            ServiceError::NotFound(_) => 404,
+            ServiceError::BadRequest(_) => 400,
+            other => panic!("{id}: {other:?}"),
+        };
+        assert_eq!(code, want, "{id}");
+    }
+    assert!(h.fakes.take_calls().is_empty(), "an agent was called");
+    assert_eq!(h.svc.db.tenant("t1").unwrap().unwrap(), before);
 }

@@ -36,8 +36,13 @@ pub struct Launch<'a> {
     pub args: Vec<String>,
     /// The whole environment, `${...}` filled in.
     pub env: Vec<(String, String)>,
-    /// The slot's home (created and given to the slot user).
+    /// The tenant's home (its own, kept across slots and pools).
     pub home: PathBuf,
+    /// Where the tenant's data lives (home and volume folders are made
+    /// and given to the slot user before the start).
+    pub data: crate::tenant_data::TenantData,
+    /// The tenant's volumes.
+    pub volumes: Vec<crate::tenant_data::Volume>,
     /// Where the program starts (the home unless the spec says otherwise).
     pub working_dir: PathBuf,
     /// The slot user, when slots run under their own uids.
@@ -102,9 +107,13 @@ pub trait Host {
     fn slot_memory(&self, slot: u32) -> Option<u64>;
     /// Processes of `slot` the kernel's OOM killer has ended so far.
     fn oom_kills(&self, slot: u32) -> u64;
-    /// Remove what a slot leaves: its home, and with a slot user its files
-    /// in the shared temporary folders.
-    fn clear_slot(&mut self, home: &Path, uid: Option<u32>);
+    /// Remove what a slot leaves outside its tenant's data: with a slot
+    /// user and no private temp folders, its files in the shared ones.
+    fn clear_slot(&mut self, uid: Option<u32>);
+    /// Remove a tenant's data folder (home and volumes).
+    fn purge_data(&mut self, dir: &Path);
+    /// Whether each slot gets mount namespaces of its own (volumes).
+    fn private_mounts(&self) -> bool;
     /// Hold `port` (bound, never listening) while no program uses it;
     /// false if someone else has it.
     fn hold_port(&mut self, port: u16) -> bool;
@@ -147,13 +156,7 @@ impl OsHost {
 
 impl Host for OsHost {
     fn spawn(&mut self, l: Launch<'_>) -> io::Result<i32> {
-        fs::create_dir_all(&l.home)?;
-        if let Some(uid) = l.uid {
-            let id = nix::unistd::Uid::from_raw(uid);
-            let gid = nix::unistd::Gid::from_raw(uid);
-            nix::unistd::chown(&l.home, Some(id), Some(gid)).map_err(io::Error::from)?;
-        }
-        crate::store::set_mode(&l.home, 0o700)?;
+        l.data.prepare(l.id, &l.volumes, l.uid)?;
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut cmd = Command::new(l.command);
         cmd.args(&l.args)
@@ -185,8 +188,13 @@ impl Host for OsHost {
                     port: l.port,
                     limits,
                     tmp_mb: l.tmp_mb,
-                    keep: &[&l.home, &l.working_dir],
+                    keep: &[&l.working_dir],
                     keep_read_only: &ro,
+                    tenant: Some(crate::sandbox::TenantView {
+                        root: l.data.root(),
+                        dir: &l.data.dir(l.id),
+                        volumes: &l.volumes,
+                    }),
                 })?;
                 // SAFETY: `enter` makes system calls only, on data made
                 // before the fork (see `sandbox`).
@@ -258,13 +266,24 @@ impl Host for OsHost {
         self.cgroups().map_or(0, |c| c.oom_kills(slot))
     }
 
-    fn clear_slot(&mut self, home: &Path, uid: Option<u32>) {
-        // With private temp folders nothing is outside the home.
-        let private = self.sandbox.as_ref().is_some_and(|s| s.namespaces);
-        if let (Some(uid), false) = (uid, private) {
+    fn clear_slot(&mut self, uid: Option<u32>) {
+        // With private temp folders nothing is outside the tenant's data.
+        if let (Some(uid), false) = (uid, self.private_mounts()) {
             crate::leftovers::remove_files(uid);
         }
-        let _ = fs::remove_dir_all(home);
+    }
+
+    fn purge_data(&mut self, dir: &Path) {
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                eprintln!("slot-agent: purging {}: {e}", dir.display());
+            }
+            _ => {}
+        }
+    }
+
+    fn private_mounts(&self) -> bool {
+        self.sandbox.as_ref().is_some_and(|s| s.namespaces)
     }
 
     fn hold_port(&mut self, port: u16) -> bool {

@@ -29,6 +29,25 @@ impl Supervisor {
             }
             _ => spec.port = Some(port),
         }
+        if !spec.volumes.is_empty() {
+            if !self.host.private_mounts() {
+                return bad(
+                    "volumes need private mounts per slot (an agent as root with \
+                     CAP_SYS_ADMIN); this agent has none"
+                        .into(),
+                );
+            }
+            let own = [self.settings.data.root(), self.settings.logs_dir.as_path()];
+            if let Some(v) = spec.volumes.iter().find(|v| {
+                own.iter()
+                    .any(|d| Path::new(&v.path).starts_with(d) || d.starts_with(&v.path))
+            }) {
+                return bad(format!(
+                    "volume path {:?} lies on the agent's own folders",
+                    v.path
+                ));
+            }
+        }
         if let Some((other, _)) = self
             .programs
             .iter()
@@ -129,6 +148,7 @@ impl Supervisor {
                 last_exit: None,
                 last_ping: None,
                 deleting: false,
+                purge: false,
                 message: None,
                 problem: None,
                 rss: 0,
@@ -182,12 +202,19 @@ impl Supervisor {
 
     /// API delete, first half: forget the spec on disk and begin the stop;
     /// the program is dropped once its run has ended (at once if none runs).
-    pub fn api_delete_begin(&mut self, id: &str) -> Result<(), SupervisorError> {
+    /// With `purge` its tenant's data (home, volumes) goes too; without, it
+    /// is kept for the tenant's next slot. An unknown id with `purge` still
+    /// purges what data it left, and answers not found.
+    pub fn api_delete_begin(&mut self, id: &str, purge: bool) -> Result<(), SupervisorError> {
+        if purge && !self.programs.contains_key(id) {
+            self.host.purge_data(&self.settings.data.dir(id));
+        }
         self.program_mut(id)?;
         self.store.remove(id)?;
         let p = self.program_mut(id)?;
         p.desired = RunGoal::Stopped;
         p.deleting = true;
+        p.purge |= purge;
         self.stop(id, Kill::Stop);
         if self.is_down(id) {
             self.api_delete_finish(id);
@@ -196,7 +223,8 @@ impl Supervisor {
     }
 
     /// API delete, second half (after the run ended, or its stop timed out):
-    /// drop state, home and logs. Nothing happens if it is gone already.
+    /// drop state and logs, and with a purge its tenant's data. Nothing
+    /// happens if it is gone already.
     pub fn api_delete_finish(&mut self, id: &str) {
         let Some(p) = self.programs.remove(id) else {
             return;
@@ -215,8 +243,10 @@ impl Supervisor {
         if let Some(uid) = uid {
             self.host.end_slot(p.slot, uid);
         }
-        let home = self.settings.slots_dir.join(p.slot.to_string());
-        self.host.clear_slot(&home, uid);
+        self.host.clear_slot(uid);
+        if p.purge {
+            self.host.purge_data(&self.settings.data.dir(id));
+        }
         if !self.slot_busy(p.slot) {
             self.host.hold_port(p.port);
         }

@@ -239,7 +239,7 @@ impl Supervisor {
         let uid = self.programs.get(id).and_then(|p| self.slot_uid(p.slot));
         let p = &self.programs[id];
         let s = &self.settings;
-        let home = s.slots_dir.join(p.slot.to_string());
+        let home = s.data.home(id);
         let (port, slot) = (p.port.to_string(), p.slot.to_string());
         let home_s = home.to_string_lossy().into_owned();
         let value = |name: &str| {
@@ -276,6 +276,8 @@ impl Supervisor {
                 .as_ref()
                 .map_or_else(|| home.clone(), PathBuf::from),
             home,
+            data: s.data.clone(),
+            volumes: s.data.volumes(id, &p.spec.volumes),
             uid,
             slot: p.slot,
             port: p.port,

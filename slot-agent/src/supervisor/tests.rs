@@ -39,7 +39,8 @@ struct World {
     timers: Vec<(String, u64, Duration, Timer)>,
     pings: Vec<(String, u64, PingPlan)>,
     ended_users: Vec<u32>,
-    cleared: Vec<PathBuf>,
+    cleared: Vec<Option<u32>>,
+    purged: Vec<PathBuf>,
     held: BTreeSet<u16>,
     fail_spawn: bool,
     /// Slot cgroups: the kernel enforces memory.
@@ -90,8 +91,14 @@ impl Host for FakeHost {
     fn oom_kills(&self, slot: u32) -> u64 {
         self.0.lock().unwrap().ooms.get(&slot).copied().unwrap_or(0)
     }
-    fn clear_slot(&mut self, home: &Path, _uid: Option<u32>) {
-        self.0.lock().unwrap().cleared.push(home.to_path_buf());
+    fn clear_slot(&mut self, uid: Option<u32>) {
+        self.0.lock().unwrap().cleared.push(uid);
+    }
+    fn purge_data(&mut self, dir: &Path) {
+        self.0.lock().unwrap().purged.push(dir.to_path_buf());
+    }
+    fn private_mounts(&self) -> bool {
+        true
     }
     fn hold_port(&mut self, port: u16) -> bool {
         self.0.lock().unwrap().held.insert(port);
@@ -264,7 +271,7 @@ fn a_run_starts_then_counts_as_started_after_start_secs() {
     assert_eq!(env("PORT").as_deref(), Some("9001"));
     assert_eq!(env("SLOT").as_deref(), Some("1"));
     assert_eq!(env("TENANT_ID").as_deref(), Some("a"));
-    assert_eq!(sp.working_dir, r.dir.join("slots").join("1"));
+    assert_eq!(sp.working_dir, r.dir.join("tenants").join("a").join("home"));
     assert_eq!(sp.uid, None);
 }
 
@@ -505,7 +512,7 @@ fn delete_of_a_running_program_ends_its_user_and_clears_its_slot_once_it_exits()
         .unwrap();
     let pid = r.pid("d");
     assert_eq!(r.w().spawns[0].uid, Some(10_001));
-    lock(&r.sup).api_delete_begin("d").unwrap();
+    lock(&r.sup).api_delete_begin("d", true).unwrap();
     assert!(lock(&r.sup).get("d").is_ok(), "gone before its run ended");
     assert!(!r.dir.join("programs/d.json").exists(), "spec kept on disk");
     // A PUT of the same id while it is being deleted is refused.
@@ -517,9 +524,24 @@ fn delete_of_a_running_program_ends_its_user_and_clears_its_slot_once_it_exits()
     assert!(lock(&r.sup).get("d").is_err());
     let w = r.w();
     assert!(w.ended_users.contains(&10_001));
-    assert_eq!(w.cleared, [r.dir.join("slots").join("1")]);
+    assert_eq!(w.cleared, [Some(10_001)]);
+    assert_eq!(w.purged, [r.dir.join("tenants").join("d")], "purged");
     assert!(w.held.contains(&9001));
     assert_eq!(w.spawns.len(), 1, "restarted on its way out");
+}
+
+#[test]
+fn a_delete_without_purge_keeps_the_tenants_data_and_one_of_an_unknown_id_purges_it() {
+    let r = Rig::new("keep", true);
+    r.put("k", spec(2, json!({}))).unwrap();
+    let pid = r.pid("k");
+    lock(&r.sup).api_delete_begin("k", false).unwrap();
+    r.exit(pid, Exit::Code(0));
+    assert!(lock(&r.sup).get("k").is_err());
+    assert!(r.w().purged.is_empty(), "a move's delete purged the data");
+    // The tenant's DELETE after its program has gone (its pool died).
+    assert!(lock(&r.sup).api_delete_begin("k", true).is_err());
+    assert_eq!(r.w().purged, [r.dir.join("tenants").join("k")]);
 }
 
 #[test]

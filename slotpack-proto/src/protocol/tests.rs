@@ -91,3 +91,36 @@ fn a_tenant_id_is_valid_by_construction() {
     let err = serde_json::from_str::<TenantId>(r#""NO""#).unwrap_err();
     assert!(err.to_string().contains("invalid id"), "{err}");
 }
+
+#[test]
+fn volume_paths_are_checked() {
+    let v = |p: &str| VolumeSpec { path: p.into() };
+    assert!(check_volumes(&[v("/freqtrade/user_data"), v("/data")]).is_ok());
+    for bad in [
+        "data", "/", "/proc", "/proc/1", "/sys/fs", "/dev/shm", "/a/../b", "/a/./b", "/a//b",
+        "/a/", "/a\nb",
+    ] {
+        let e = check_volumes(&[v(bad)]).expect_err(bad);
+        assert!(e.contains("volumes[0].path"), "{bad}: {e}");
+    }
+    // Not to be confused with /dev: a sibling with the same prefix is fine.
+    assert!(check_volumes(&[v("/devices")]).is_ok());
+    assert!(check_volumes(&[v("/a"), v("/a")])
+        .unwrap_err()
+        .contains("twice"));
+    assert!(check_volumes(&[v("/a"), v("/a/b")])
+        .unwrap_err()
+        .contains("nested"));
+    let nine: Vec<_> = (0..9).map(|i| v(&format!("/v{i}"))).collect();
+    assert!(check_volumes(&nine).unwrap_err().contains("at most 8"));
+    assert!(check_volumes(&[v(&format!("/{}", "x".repeat(MAX_VOLUME_PATH)))]).is_err());
+}
+
+#[test]
+fn volume_folder_names_are_unique_and_readable() {
+    assert_eq!(
+        volume_dir_name("/freqtrade/user_data"),
+        "freqtrade%2Fuser_data"
+    );
+    assert_ne!(volume_dir_name("/a%2Fb"), volume_dir_name("/a/b"));
+}
