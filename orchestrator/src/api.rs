@@ -606,7 +606,7 @@ mod tests {
         let all = ["get", "post", "put", "delete", "patch", "head", "options"];
         let routes: &[(&str, &[&str])] = &[
             ("/api/tenants", &["post", "get"]),
-            ("/api/tenants/{id}", &["get", "delete"]),
+            ("/api/tenants/{id}", &["get", "put", "delete"]),
             ("/api/tenants/{id}/{action}", &["post"]),
             ("/api/tenants/{id}/logs", &["get"]),
             ("/api/tenants/{id}/session", &["post"]),

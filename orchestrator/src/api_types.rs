@@ -247,6 +247,10 @@ pub struct PoolInfo {
     /// Cluster node the pool runs on (swarm backend; `null` on one host).
     #[serde(default)]
     pub node: Option<String>,
+    /// The image its class rolls to, while the pool still runs another
+    /// (`null`: none; see the class's `roll`).
+    #[serde(default)]
+    pub rolling_to: Option<String>,
 }
 
 /// Totals and healthy counts.

@@ -100,6 +100,10 @@ pub struct ClassInfo {
     /// Node labels its pools' nodes must carry (swarm backend).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_labels: BTreeMap<String, String>,
+    /// Its rolling image update, while some pool of it runs another image
+    /// (`null`: every pool runs `image`).
+    #[serde(default)]
+    pub roll: Option<crate::roll_plan::RollInfo>,
 }
 
 /// `GET /api/pool/classes` answer.

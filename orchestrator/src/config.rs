@@ -88,6 +88,12 @@ pub struct ServeConfig {
     /// other pools, by moving them (each move restarts the tenant on a new port).
     #[arg(long, env = "SLOTPACK_CONSOLIDATE", default_value_t = false, action = ArgAction::Set)]
     pub consolidate: bool,
+    /// Rolling image updates: how long a remade pool's tenants have to run
+    /// and answer their pings on the new image before it goes back to the
+    /// old one and the roll stops (ms, 1 s to 1 h).
+    #[arg(long, env = "SLOTPACK_ROLL_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub roll_timeout_ms: u64,
     /// Placement strategy: best-fit, first-fit or spread.
     #[arg(long, env = "SLOTPACK_PLACEMENT", default_value = "best-fit")]
     pub placement: Strategy,

@@ -133,9 +133,9 @@ impl Db {
         let (block, base, last) = (b.block, b.base_port, u32::from(b.base_port) + p.slots - 1);
         let created = now();
         tx.execute(
-            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, image, mode, status, token, created_at, node)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'starting', ?11, ?12, ?13)",
-            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.image, p.mode, p.token, created, p.node],
+            "INSERT INTO pools (block, base_port, agent_port, uid_base, slots, memory_mb, cpu_millis, class, image, mode, status, token, created_at, node, layout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'starting', ?11, ?12, ?13, ?14)",
+            params![block, base, b.agent_port, b.uid_base, p.slots, p.memory_mb, p.cpu_millis, p.class, p.image, p.mode, p.token, created, p.node, LAYOUT],
         )?;
         let number = tx.last_insert_rowid() as u64;
         tx.execute(
@@ -286,6 +286,29 @@ impl Db {
         Ok(())
     }
 
+    /// Record that pool `number` now runs `image` in storage `layout`
+    /// (after it was made again: an image roll, a layout upgrade).
+    pub fn set_pool_made(
+        &self,
+        number: u64,
+        image: Option<&str>,
+        layout: u32,
+        why: &str,
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE pools SET image = ?2, layout = ?3 WHERE number = ?1",
+            params![number, image, layout],
+        )?;
+        tx.execute(
+            "INSERT INTO events (at, kind, pool, detail) VALUES (?1, 'pool.remade', ?2, ?3)",
+            params![now(), pool_id(number), why],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Give tenant `id` a new spec (an update), and with `to` a new pool,
     /// slot and port too, in one transaction; an event says why.
     pub fn update_tenant(
@@ -427,7 +450,7 @@ impl Db {
     }
 }
 
-const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at, image, node FROM pools";
+const POOL_SELECT: &str = "SELECT number, block, base_port, agent_port, COALESCE(uid_base, 0), slots, memory_mb, cpu_millis, class, mode, status, token, backend_ref, created_at, image, node, layout FROM pools";
 const TENANT_SELECT: &str = "SELECT id, owner, spec, pool, slot, port, memory_mb, cpu_millis, desired, created_at, expires_at FROM tenants";
 
 fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
@@ -448,6 +471,7 @@ fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRow> {
         created_at: r.get(13)?,
         image: r.get(14)?,
         node: r.get(15)?,
+        layout: r.get(16)?,
     })
 }
 

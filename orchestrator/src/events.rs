@@ -170,6 +170,44 @@ pub enum Event {
     },
     /// A pool class was removed.
     ClassDeleted(String),
+    /// A step of a rolling image update (or a layout upgrade) of a pool.
+    Roll {
+        /// The pool.
+        pool: PoolId,
+        /// What happened.
+        step: RollStage,
+    },
+}
+
+/// The steps of remaking one pool (a class image roll, a layout upgrade).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollStage {
+    /// Its tenants stop; it is made anew on `image`.
+    Started {
+        /// Its class.
+        class: String,
+        /// The image it ran.
+        from: String,
+        /// The image it gets.
+        image: String,
+    },
+    /// Made anew, its tenants came back healthy on `image`.
+    Done {
+        /// The image.
+        image: String,
+    },
+    /// Its tenants failed on `image`: it went back to `from`, the roll stopped.
+    Failed {
+        /// The image given up on.
+        image: String,
+        /// The image it went back to.
+        from: String,
+        /// What failed.
+        message: String,
+    },
+    /// Made anew with the deployment's tenant data mounted (a pool of an
+    /// older slotpack), its slot homes moved into it by its agent.
+    Upgraded,
 }
 
 impl Event {
@@ -181,6 +219,22 @@ impl Event {
             Event::TenantProblem { .. } => "tenant.problem",
             Event::ClassDefined { .. } => "class.defined",
             Event::ClassDeleted(_) => "class.deleted",
+            Event::Roll {
+                step: RollStage::Started { .. },
+                ..
+            } => "roll.started",
+            Event::Roll {
+                step: RollStage::Done { .. },
+                ..
+            } => "roll.done",
+            Event::Roll {
+                step: RollStage::Failed { .. },
+                ..
+            } => "roll.failed",
+            Event::Roll {
+                step: RollStage::Upgraded,
+                ..
+            } => "pool.upgraded",
         }
     }
 
@@ -199,7 +253,9 @@ impl Event {
     pub fn pool(&self) -> Option<PoolId> {
         match self {
             Event::Recovery(r) => r.pool(),
-            Event::TenantMemory { pool, .. } | Event::TenantProblem { pool, .. } => Some(*pool),
+            Event::TenantMemory { pool, .. }
+            | Event::TenantProblem { pool, .. }
+            | Event::Roll { pool, .. } => Some(*pool),
             _ => None,
         }
     }
@@ -213,6 +269,24 @@ impl Event {
             }
             Event::ClassDefined { name, spec } => format!("{name}: {spec}"),
             Event::ClassDeleted(name) => name.clone(),
+            Event::Roll { pool, step } => match step {
+                RollStage::Started { class, from, image } => {
+                    format!("{pool} (class {class}): stopping its tenants to remake it on {image} (was {from})")
+                }
+                RollStage::Done { image } => {
+                    format!("{pool}: its tenants are back and healthy on {image}")
+                }
+                RollStage::Failed {
+                    image,
+                    from,
+                    message,
+                } => format!(
+                    "{pool}: {message}; back on {from}, the roll to {image} stopped"
+                ),
+                RollStage::Upgraded => format!(
+                    "{pool}: made anew with the deployment's tenant data mounted; its slot homes moved in"
+                ),
+            },
         }
     }
 }

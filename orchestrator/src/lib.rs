@@ -27,6 +27,7 @@ pub mod openapi;
 pub mod placement;
 pub mod proxy;
 pub mod reconcile;
+pub mod roll_plan;
 pub mod server;
 pub mod service;
 pub mod states;

@@ -160,6 +160,7 @@ impl Ctx {
             pools: 0,
             from_config: false,
             node_labels: Default::default(),
+            roll: None,
         });
         Ok(Some(name))
     }

@@ -33,6 +33,7 @@ use crate::states::PoolState;
 mod consolidation;
 mod health;
 mod pools;
+mod rolls;
 mod status;
 mod tenants;
 #[cfg(test)]
@@ -300,7 +301,14 @@ impl Orchestrator {
                 .set_pool_status(pool.number, status, r.as_deref())?;
         }
         self.ledger.rebuild().await?;
-        Ok(self.health_tick().await)
+        let mut issues = Vec::new();
+        self.upgrade_layouts(&mut issues).await?;
+        for i in &issues {
+            tracing::warn!(issue = %i, "pool upgrade");
+        }
+        let mut report = self.health_tick().await;
+        report.issues.extend(issues);
+        Ok(report)
     }
 
     /// The proxy routes, for a port check at connect time (local backend

@@ -180,6 +180,7 @@ mod tests {
             class: None,
             image: None,
             node: None,
+            layout: crate::db::LAYOUT,
             mode: PoolMode::Pooled,
             status: PoolState::Running,
             token: "t".into(),

@@ -29,7 +29,8 @@ fn slots_cannot_read_or_signal_each_other_and_never_see_the_token() {
             .contains("try-read secret: ok: hunter2")
             .then_some(())
     });
-    let home2 = a.dir.join("slots/2");
+    // The victim's home is its tenant's own (not its slot's).
+    let home2 = a.dir.join("tenants/victim/home");
     let secret = home2.join("secret").display().to_string();
     let victim_pid = victim.to_string();
     a.put(

@@ -190,10 +190,8 @@ fn any_image_is_a_pool_class_and_its_environment_reaches_the_programs() {
     assert!(uid != 0 && uid != 1000, "runs as uid {uid}");
     let other = whoami(&s, "py-2");
     assert_eq!(other["uid"].as_u64().unwrap(), uid + 1);
-    assert!(
-        other["cwd"].as_str().unwrap().starts_with("/pool/"),
-        "{other}"
-    );
+    // Its home is its tenant's own, in the deployment's tenant data.
+    assert_eq!(other["cwd"], "/tenants/py-2/home", "{other}");
 
     // A pool of the class killed by Docker comes back, programs with it.
     docker(&["kill", name]);

@@ -291,3 +291,185 @@ fn on_the_docker_backend_a_tenants_data_follows_it_and_goes_only_with_its_delete
     drop(sp);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Counts its starts in `$HOME/starts`, prints the image's `APP_VERSION`,
+/// then serves the image's web app (ping at `/api/v1/ping`).
+const ROLLER: &str = r#"
+import os, runpy
+f = os.path.join(os.environ["HOME"], "starts")
+n = int(open(f).read()) + 1 if os.path.exists(f) else 1
+with open(f, "w") as w:
+    w.write(str(n))
+print("start version=%s starts=%d" % (os.environ.get("APP_VERSION", "-"), n), flush=True)
+runpy.run_path("/app/server.py", run_name="__main__")
+"#;
+
+/// An image made here from the Python test image with `env` lines added;
+/// removed at drop.
+struct Image(String);
+
+impl Image {
+    fn build(tag: &str, env: &[&str]) -> Image {
+        use std::io::Write;
+        let mut file = format!("FROM {PYTHON_IMAGE}\n");
+        for e in env {
+            file.push_str(&format!("ENV {e}\n"));
+        }
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", tag, "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(file.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "docker build {tag}");
+        Image(tag.to_string())
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+fn put_class(sp: &Slotpack, image: &str) {
+    let body = json!({"image": image, "slots": 2, "memoryMb": 512});
+    let r = sp.call("PUT", "/api/pool/classes/py", &body.to_string());
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+}
+
+fn class_roll(sp: &Slotpack) -> Value {
+    let c = sp.call("GET", "/api/pool/classes", "").json();
+    c["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "py")
+        .expect("class py")["roll"]
+        .clone()
+}
+
+#[test]
+fn on_the_docker_backend_a_class_image_rolls_pool_by_pool_keeping_data_and_a_bad_one_goes_back() {
+    if !require_python_image("docker image roll") {
+        return;
+    }
+    // Images go after the deployment (whose containers use them).
+    let v1 = Image::build("slotpack-test/roll:v1", &["APP_VERSION=v1"]);
+    let v2 = Image::build("slotpack-test/roll:v2", &["APP_VERSION=v2"]);
+    // Python cannot start on it: every tenant fails.
+    let bad = Image::build(
+        "slotpack-test/roll:bad",
+        &["APP_VERSION=bad", "PYTHONHOME=/nonexistent"],
+    );
+    let dep = Deployment("roll-dk".into());
+    let mut sp = Slotpack::start_full(
+        2,
+        4,
+        &[
+            ("SLOTPACK_BACKEND", "docker"),
+            ("SLOTPACK_POOL_IMAGE", &pool_image()),
+            ("SLOTPACK_DEPLOYMENT", "roll-dk"),
+            ("SLOTPACK_ROLL_TIMEOUT_MS", "15000"),
+        ],
+        &[],
+    );
+    put_class(&sp, &v1.0);
+    let ids = ["r1", "r2", "r3"];
+    for id in ids {
+        let body = json!({
+            "id": id, "command": "python3", "args": ["-c", ROLLER],
+            "workingDir": "/app", "poolClass": "py",
+            "ping": {"kind": "http", "path": "/api/v1/ping", "intervalMs": 200},
+            "restart": {"startSecs": 0},
+            "resources": {"memoryMb": 64, "cpuMillis": 10},
+        });
+        let r = sp.call("POST", "/api/tenants", &body.to_string());
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let log_has = |sp: &Slotpack, id: &str, want: &str| {
+        wait_for(LONG, &format!("{id}: {want}"), || {
+            let log = sp
+                .call("GET", &format!("/api/tenants/{id}/logs?tail=200"), "")
+                .text();
+            log.contains(want).then_some(())
+        })
+    };
+    for id in ids {
+        log_has(&sp, id, "start version=v1 starts=1");
+    }
+    assert!(class_roll(&sp).is_null());
+
+    // The new image rolls over the two pools, one per tick; each tenant
+    // comes back on it with its data.
+    put_class(&sp, &v2.0);
+    let roll = class_roll(&sp);
+    assert_eq!(roll["state"], "rolling", "{roll}");
+    assert_eq!(
+        (roll["poolsUpdated"].as_u64(), roll["poolsTotal"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let st = sp.call("GET", "/api/pool/status", "").json();
+    assert_eq!(st["pools"][0]["rollingTo"], v2.0.as_str(), "{st}");
+    wait_for(Duration::from_secs(120), "the roll to v2 is done", || {
+        sp.health_check();
+        class_roll(&sp).is_null().then_some(())
+    });
+    for id in ids {
+        log_has(&sp, id, "start version=v2 starts=2");
+    }
+    let st = sp.call("GET", "/api/pool/status", "").json();
+    for p in st["pools"].as_array().unwrap() {
+        assert_eq!(p["image"], v2.0.as_str(), "{st}");
+        assert!(p["rollingTo"].is_null(), "{st}");
+    }
+    let events = sp.call("GET", "/api/events?limit=500", "").text();
+    assert_eq!(events.matches("\"roll.done\"").count(), 2, "{events}");
+    assert_eq!(events.matches("\"roll.started\"").count(), 2, "{events}");
+
+    // A bad image: the first pool's tenants fail on it, it goes back to v2
+    // with their data, the roll stops and says why; the other pool is not
+    // touched.
+    // (Any tick may take the step: the API's, or one a pool's container
+    // events set off.)
+    put_class(&sp, &bad.0);
+    wait_for(Duration::from_secs(120), "the roll to bad gives up", || {
+        sp.health_check();
+        (class_roll(&sp)["state"] == "failed").then_some(())
+    });
+    let roll = class_roll(&sp);
+    assert_eq!(roll["state"], "failed", "{roll}");
+    assert_eq!(roll["failure"]["pool"], "pool-1", "{roll}");
+    assert!(
+        roll["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not run healthy"),
+        "{roll}"
+    );
+    for id in ["r1", "r2"] {
+        log_has(&sp, id, "start version=v2 starts=3");
+        assert_eq!(tenant(&sp, id)["healthy"], true);
+    }
+    let st = sp.call("GET", "/api/pool/status", "").json();
+    for p in st["pools"].as_array().unwrap() {
+        assert_eq!(p["image"], v2.0.as_str(), "{st}");
+    }
+    sp.health_check();
+    let r3 = sp.call("GET", "/api/tenants/r3/logs?tail=200", "").text();
+    assert!(!r3.contains("starts=3"), "the stopped roll went on: {r3}");
+    let events = sp.call("GET", "/api/events?limit=500", "").text();
+    assert_eq!(events.matches("\"roll.failed\"").count(), 1, "{events}");
+    sp.stop();
+    drop(sp);
+    drop(dep);
+}

@@ -373,6 +373,44 @@ impl Backend for DockerBackend {
         .boxed()
     }
 
+    fn recreate_pool<'a>(
+        &'a self,
+        pool: &'a PoolSpec,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        async move {
+            let name = self.name(&pool.id.to_string());
+            let _ = self
+                .docker
+                .stop_container(
+                    &name,
+                    Some(StopContainerOptions {
+                        t: Some(30),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            // The container only: its state volume and the tenants' data stay.
+            let opts = RemoveContainerOptions {
+                force: true,
+                v: false,
+                ..Default::default()
+            };
+            match self.docker.remove_container(&name, Some(opts)).await {
+                Err(e) if !is_status(&e, 404) && !is_status(&e, 409) => return Err(other(e)),
+                _ => {}
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.docker.inspect_container(&name, None).await.is_ok() {
+                if Instant::now() > deadline {
+                    return Err(other(format!("{name} is still being removed")));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.start(pool).await
+        }
+        .boxed()
+    }
+
     fn check_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
             self.docker

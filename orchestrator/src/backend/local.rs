@@ -200,7 +200,9 @@ impl LocalBackend {
         }
     }
 
-    async fn remove(&self, id: &str) -> Result<(), BackendError> {
+    /// Stop pool `id`'s agent (SIGTERM, SIGKILL after 60 s) and end what
+    /// an agent killed hard left of its programs.
+    async fn stop_agent(&self, id: &str) {
         if let Some(pid) = self.running_pid(id) {
             // The agent stops its programs (each within its stop timeout), then exits.
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -226,6 +228,10 @@ impl LocalBackend {
                 .status()
                 .await;
         }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), BackendError> {
+        self.stop_agent(id).await;
         let _ = std::fs::remove_dir_all(self.dir.join(id));
         // Slot homes of the old layout hold tenant data until an agent has
         // moved them: only an emptied folder goes.
@@ -261,6 +267,17 @@ impl Backend for LocalBackend {
 
     fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>> {
         async move { self.remove(&pool.id.to_string()).await }.boxed()
+    }
+
+    fn recreate_pool<'a>(
+        &'a self,
+        pool: &'a PoolSpec,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        async move {
+            self.stop_agent(&pool.id.to_string()).await;
+            self.start(pool).await
+        }
+        .boxed()
     }
 
     fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>> {

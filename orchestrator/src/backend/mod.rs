@@ -140,6 +140,15 @@ pub trait Backend: Send + Sync {
     fn pool_running<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, bool>;
     /// Stop and remove the pool with its state.
     fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Stop the pool (its agent stops the programs, each within its stop
+    /// timeout) and make it anew as `pool` says (another image, the
+    /// current agent and mounts), keeping its state, so the agent brings
+    /// the same programs back; their data is the tenants' and stays too.
+    /// Returns its new backend reference.
+    fn recreate_pool<'a>(
+        &'a self,
+        pool: &'a PoolSpec,
+    ) -> BoxFuture<'a, Result<String, BackendError>>;
     /// Every pool of ours the backend can see running.
     fn found_pools(&self) -> BoxFuture<'_, Result<Vec<FoundPool>, BackendError>>;
     /// Stop and remove a pool known only by its backend reference.

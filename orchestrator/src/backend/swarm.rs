@@ -365,13 +365,22 @@ impl SwarmBackend {
     /// engine, and remove its volume when it is on this node (a volume on
     /// another node stays; it carries the labels).
     async fn remove_by_pool_id(&self, id: &str, node: Option<&str>) -> Result<(), BackendError> {
+        if self.remove_service(id, node).await? {
+            remove_volume(&self.docker, &self.volume(id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove pool `id`'s service and, on this node, wait for its tasks
+    /// to go; whether it is on this node.
+    async fn remove_service(&self, id: &str, node: Option<&str>) -> Result<bool, BackendError> {
         let name = self.name(id);
         match self.docker.delete_service(&name).await {
             Err(e) if !is_status(&e, 404) => return Err(other(e)),
             _ => {}
         }
         if node.is_some_and(|n| n != self.self_node) {
-            return Ok(());
+            return Ok(false);
         }
         let filters = HashMap::from([(
             "label".to_string(),
@@ -398,7 +407,7 @@ impl SwarmBackend {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        remove_volume(&self.docker, &self.volume(id)).await
+        Ok(true)
     }
 }
 
@@ -427,6 +436,20 @@ impl Backend for SwarmBackend {
         async move {
             self.remove_by_pool_id(&pool.id.to_string(), pool.node.as_deref())
                 .await
+        }
+        .boxed()
+    }
+
+    fn recreate_pool<'a>(
+        &'a self,
+        pool: &'a PoolSpec,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        async move {
+            // The service goes (the task's SIGTERM stops the programs); its
+            // node-local state volume stays for the new service.
+            self.remove_service(&pool.id.to_string(), pool.node.as_deref())
+                .await?;
+            self.start_pool(pool).await
         }
         .boxed()
     }

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
-use super::{now, Db, DbError, EventRow, MigrationRow, TokenRow};
+use super::{now, Db, DbError, EventRow, MigrationRow, RollFailure, TokenRow};
 use crate::access::QuotaOverride;
 use crate::classes::ClassSpec;
 
@@ -15,12 +15,50 @@ impl Db {
         spec: &ClassSpec,
         from_config: bool,
     ) -> Result<(), DbError> {
+        // A new image is a new roll: an earlier one's failure is forgotten.
         self.conn().execute(
             "INSERT INTO classes (name, spec, from_config, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO UPDATE SET spec = ?2, from_config = ?3, updated_at = ?4",
-            params![name, serde_json::to_string(spec)?, from_config, now()],
+             ON CONFLICT (name) DO UPDATE SET spec = ?2, from_config = ?3, updated_at = ?4,
+               roll_failed = CASE WHEN json_extract(spec, '$.image') = ?5 THEN roll_failed END",
+            params![
+                name,
+                serde_json::to_string(spec)?,
+                from_config,
+                now(),
+                spec.image
+            ],
         )?;
         Ok(())
+    }
+
+    /// Record that the roll of class `name` to its image gave up
+    /// (`failure`: what happened), or clear that (`None`).
+    pub fn set_roll_failed(
+        &self,
+        name: &str,
+        failure: Option<&RollFailure>,
+    ) -> Result<(), DbError> {
+        let text = failure.map(serde_json::to_string).transpose()?;
+        self.conn().execute(
+            "UPDATE classes SET roll_failed = ?2 WHERE name = ?1",
+            params![name, text],
+        )?;
+        Ok(())
+    }
+
+    /// Why the roll of each class whose roll gave up did so.
+    pub fn roll_failures(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, RollFailure>, DbError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT name, roll_failed FROM classes WHERE roll_failed IS NOT NULL")?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(n, t)| Ok((n, serde_json::from_str(&t)?)))
+            .collect()
     }
 
     /// Class `name`, if defined.

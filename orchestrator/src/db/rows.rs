@@ -30,6 +30,9 @@ pub struct PoolRow {
     pub image: Option<String>,
     /// The cluster node it is pinned to (swarm backend); `None` elsewhere.
     pub node: Option<String>,
+    /// Its storage layout: [`LAYOUT`] once it mounts the deployment's
+    /// tenant data; 1 for pools made before, which kept homes inside.
+    pub layout: u32,
     /// Shared, or one tenant's own.
     pub mode: PoolMode,
     /// Where its start stands.
@@ -41,6 +44,10 @@ pub struct PoolRow {
     /// RFC 3339 creation time.
     pub created_at: String,
 }
+
+/// The storage layout of pools made now: tenant data is the deployment's
+/// (see `backend::engine::tenants_volume`), not the pool's.
+pub const LAYOUT: u32 = 2;
 
 impl PoolRow {
     /// The pool's id (`pool-<number>` when shown).
@@ -216,4 +223,19 @@ pub struct MigrationRow {
     pub status: String,
     /// Detail of the last step.
     pub detail: String,
+}
+
+/// Why a class's rolling image update gave up: the image, the pool whose
+/// tenants failed on it (it went back to its old image), and what failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollFailure {
+    /// The image the roll was to.
+    pub image: String,
+    /// The pool it failed in.
+    pub pool: String,
+    /// What failed.
+    pub message: String,
+    /// When (RFC 3339).
+    pub at: String,
 }

@@ -87,6 +87,12 @@ const MIGRATIONS: &[&str] = &[
     // 5: per-token quotas (NULL: the server's setting).
     "ALTER TABLE tokens ADD COLUMN max_tenants INTEGER;
     ALTER TABLE tokens ADD COLUMN max_memory_mb INTEGER;",
+    // 6: where tenant data lives. Pools made before kept slot homes in
+    // their own state (layout 1); later ones mount the deployment's tenant
+    // data (layout 2), and start-up remakes the older ones so. And the
+    // class image a rolling update gave up on.
+    "ALTER TABLE pools ADD COLUMN layout INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE classes ADD COLUMN roll_failed TEXT;",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).

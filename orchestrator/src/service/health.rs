@@ -85,6 +85,9 @@ impl Orchestrator {
                 t.issues.push(format!("consolidation: {e}"));
             }
         }
+        if let Err(e) = self.roll_step(&mut t).await {
+            t.issues.push(format!("rolling image update: {e}"));
+        }
         self.keep_warm().await;
         self.metrics.health_ticks.inc();
         for a in &t.actions {

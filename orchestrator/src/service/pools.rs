@@ -254,19 +254,24 @@ impl Orchestrator {
     /// Every class, with its sizes filled in.
     pub fn classes(&self) -> Result<ClassList> {
         let default = self.default_size();
+        let pools = self.db.pools()?;
+        let failed = self.db.roll_failures()?;
         let classes = self
             .db
             .classes()?
             .into_iter()
-            .map(|(name, spec, from_config, pools)| {
+            .map(|(name, spec, from_config, count)| {
                 let size = spec.size(default);
+                let roll =
+                    crate::roll_plan::roll_info(&name, &spec.image, &pools, failed.get(&name));
                 ClassInfo {
+                    roll,
                     name,
                     image: spec.image,
                     slots: size.slots,
                     memory_mb: size.memory_mb,
                     cpu_millis: size.cpu_millis,
-                    pools,
+                    pools: count,
                     from_config,
                     node_labels: spec.node_labels,
                 }

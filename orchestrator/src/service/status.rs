@@ -53,6 +53,12 @@ impl Orchestrator {
     /// call per pool, concurrently).
     pub async fn pool_status(&self) -> Result<PoolStatus> {
         let pools = self.db.pools()?;
+        let images: HashMap<String, String> = self
+            .db
+            .classes()?
+            .into_iter()
+            .map(|(name, spec, _, _)| (name, spec.image))
+            .collect();
         let tenants = self.db.tenants()?;
         let eps: Vec<Endpoint> = pools.iter().map(|p| self.endpoint(p)).collect();
         let lists = futures_util::future::join_all(eps.iter().map(|ep| self.agents.list(ep))).await;
@@ -93,6 +99,12 @@ impl Orchestrator {
                     class: p.class.clone(),
                     image: p.image.clone(),
                     node: p.node.clone(),
+                    rolling_to: p
+                        .class
+                        .as_ref()
+                        .and_then(|c| images.get(c))
+                        .filter(|i| p.image.as_ref() != Some(*i))
+                        .cloned(),
                     id,
                 }
             })

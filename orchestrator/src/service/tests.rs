@@ -46,6 +46,10 @@ struct World {
     calls: Vec<String>,
     /// Agent port → pool, for the call log.
     names: BTreeMap<u16, PoolId>,
+    /// Images on which every program of a remade pool fails.
+    bad_images: BTreeSet<String>,
+    /// Agent port → the image its pool was last remade on.
+    images: BTreeMap<u16, String>,
 }
 
 #[derive(Clone, Default)]
@@ -112,6 +116,28 @@ impl Backend for FakeBackend {
     fn pool_running<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, bool> {
         let r = self.0.w().up.contains_key(&pool.agent_port);
         async move { r }.boxed()
+    }
+    fn recreate_pool<'a>(
+        &'a self,
+        pool: &'a PoolSpec,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        let mut w = self.0.w();
+        let image = pool.image.clone().unwrap_or_default();
+        w.calls.push(format!("recreate {} {image}", pool.id));
+        // Its programs come back from its state; on a bad image they fail.
+        let bad = w.bad_images.contains(&image);
+        w.images.insert(pool.agent_port, image);
+        let kept = w.kept.get(&pool.agent_port).cloned().unwrap_or_default();
+        let programs = w.up.entry(pool.agent_port).or_insert(kept);
+        for st in programs.values_mut() {
+            st.state = if bad {
+                ProgramState::Backoff
+            } else {
+                ProgramState::Running
+            };
+            st.healthy = !bad;
+        }
+        async move { Ok(format!("fake-{}", pool.id.0)) }.boxed()
     }
     fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>> {
         let mut w = self.0.w();
@@ -230,6 +256,12 @@ impl Agents for FakeAgents {
         id: &'a str,
         spec: &'a ProgramSpec,
     ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
+        let bad = {
+            let w = self.0.w();
+            w.images
+                .get(&ep.addr.port())
+                .is_some_and(|i| w.bad_images.contains(i))
+        };
         let r = self.on(ep, Some(format!("put {{pool}} {id}")), |p| {
             if spec.command == "/refused" {
                 return Err(AgentError::Refused {
@@ -239,12 +271,16 @@ impl Agents for FakeAgents {
             }
             let st = ProgramStatus {
                 id: id.to_string(),
-                state: ProgramState::Running,
+                state: if bad {
+                    ProgramState::Backoff
+                } else {
+                    ProgramState::Running
+                },
                 pid: Some(1),
                 slot: spec.slot.unwrap_or_default(),
                 port: spec.port.unwrap_or_default(),
                 restarts: 0,
-                healthy: true,
+                healthy: !bad,
                 last_exit: None,
                 last_ping: None,
                 rss_bytes: 0,
@@ -936,4 +972,119 @@ async fn a_bad_update_is_refused_and_changes_nothing() {
     }
     assert!(h.fakes.take_calls().is_empty(), "an agent was called");
     assert_eq!(h.svc.db.tenant("t1").unwrap().unwrap(), before);
+}
+
+/// Define class `name` on `image`, as `PUT /api/pool/classes/{name}` does.
+async fn class(h: &Harness, name: &str, image: &str) {
+    let spec: crate::classes::ClassSpec =
+        serde_json::from_value(json!({"image": image, "slots": 2})).unwrap();
+    h.svc.put_class(name, spec, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_class_image_rolls_its_pools_one_per_tick_and_a_bad_one_goes_back_and_stops() {
+    let h = Harness::new("roll", &["--roll-timeout-ms", "1000"]);
+    class(&h, "py", "py:1").await;
+    for id in ["r1", "r2", "r3"] {
+        h.create_with(id, json!({"poolClass": "py"})).await.unwrap();
+    }
+    // r1, r2 in pool-1; r3 in pool-2; all on py:1.
+    assert_eq!((h.pool_of("r1"), h.pool_of("r3")), (Some(1), Some(2)));
+    h.svc.health_tick().await;
+    h.fakes.take_calls();
+    assert!(h.svc.classes().unwrap().classes[0].roll.is_none());
+
+    class(&h, "py", "py:2").await;
+    let roll = h.svc.classes().unwrap().classes[0].roll.clone().unwrap();
+    assert_eq!(
+        (roll.state.as_str(), roll.pools_updated, roll.pools_total),
+        ("rolling", 0, 2)
+    );
+    let status = h.svc.pool_status().await.unwrap();
+    assert_eq!(status.pools[0].rolling_to.as_deref(), Some("py:2"));
+    // One pool per tick: remade on the new image, its tenants put back.
+    h.svc.health_tick().await;
+    let calls = h.fakes.take_calls();
+    assert!(
+        calls.contains(&"recreate pool-1 py:2".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("recreate pool-2")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        h.svc.db.pool(1).unwrap().unwrap().image.as_deref(),
+        Some("py:2")
+    );
+    h.svc.health_tick().await;
+    assert_eq!(
+        h.svc.db.pool(2).unwrap().unwrap().image.as_deref(),
+        Some("py:2")
+    );
+    assert!(h.svc.classes().unwrap().classes[0].roll.is_none(), "rolled");
+    let kinds: Vec<String> = h
+        .svc
+        .db
+        .events(None, 200)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "roll.done").count(),
+        2,
+        "{kinds:?}"
+    );
+
+    // A bad image: the first pool's tenants fail on it, it goes back, the
+    // roll stops and says why; the other pool is not touched.
+    h.fakes.w().bad_images.insert("py:3".into());
+    class(&h, "py", "py:3").await;
+    h.fakes.take_calls();
+    let r = h.svc.health_tick().await;
+    let calls = h.fakes.take_calls();
+    assert!(
+        calls.contains(&"recreate pool-1 py:3".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"recreate pool-1 py:2".to_string()),
+        "went back: {calls:?}"
+    );
+    assert!(
+        r.issues
+            .iter()
+            .any(|i| i.contains("the roll to py:3 stopped")),
+        "{:?}",
+        r.issues
+    );
+    assert_eq!(
+        h.svc.db.pool(1).unwrap().unwrap().image.as_deref(),
+        Some("py:2")
+    );
+    let roll = h.svc.classes().unwrap().classes[0].roll.clone().unwrap();
+    assert_eq!(roll.state, "failed");
+    let failure = roll.failure.unwrap();
+    assert_eq!(failure.pool, "pool-1");
+    assert!(
+        failure.message.contains("did not run healthy"),
+        "{}",
+        failure.message
+    );
+    h.svc.health_tick().await;
+    assert!(
+        !h.fakes
+            .take_calls()
+            .iter()
+            .any(|c| c.starts_with("recreate")),
+        "a stopped roll went on"
+    );
+    // A new image is a new roll.
+    class(&h, "py", "py:4").await;
+    h.svc.health_tick().await;
+    assert_eq!(
+        h.svc.db.pool(1).unwrap().unwrap().image.as_deref(),
+        Some("py:4")
+    );
 }
