@@ -473,3 +473,90 @@ fn on_the_docker_backend_a_class_image_rolls_pool_by_pool_keeping_data_and_a_bad
     drop(sp);
     drop(dep);
 }
+
+/// Counts its starts in `$HOME/starts` and prints the count.
+const COUNTER: &str = r#"
+import os, time
+f = os.path.join(os.environ["HOME"], "starts")
+n = int(open(f).read()) + 1 if os.path.exists(f) else 1
+with open(f, "w") as w:
+    w.write(str(n))
+print("start starts=%d" % n, flush=True)
+time.sleep(100000)
+"#;
+
+#[test]
+fn a_deployment_of_the_previous_release_keeps_its_tenants_homes_when_upgraded() {
+    if !require_root("upgrade from the previous layout") {
+        return;
+    }
+    let mut sp = Slotpack::start(&[]);
+    let body = json!({"id": "old", "command": "/usr/bin/python3", "args": ["-c", COUNTER],
+                      "ping": null, "restart": {"startSecs": 0},
+                      "resources": {"memoryMb": 64, "cpuMillis": 10}});
+    let r = sp.call("POST", "/api/tenants", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let log_has = |sp: &Slotpack, want: &str| {
+        wait_for(LONG, want, || {
+            let log = sp.call("GET", "/api/tenants/old/logs?tail=200", "").text();
+            log.contains(want).then_some(())
+        })
+    };
+    log_has(&sp, "start starts=1");
+    let slot = tenant(&sp, "old")["placement"]["slot"].as_u64().unwrap();
+
+    // Make it what the previous release left: the agent gone (it would be
+    // replaced), the home in the pool's slot homes, the database at schema
+    // 5 with version-1 specs and no layout column.
+    sp.stop();
+    for (_, pid) in sp.agent_pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        wait_for(LONG, "the agent exits", || {
+            (!slotpack_tests::alive(pid)).then_some(())
+        });
+    }
+    let old_home = sp.data.join(format!("homes/pool-1/{slot}"));
+    std::fs::create_dir_all(old_home.parent().unwrap()).unwrap();
+    std::fs::rename(sp.data.join("tenants/old/home"), &old_home).unwrap();
+    std::fs::remove_dir_all(sp.data.join("tenants/old")).unwrap();
+    let db = rusqlite::Connection::open(sp.data.join("slotpack.db")).unwrap();
+    db.execute_batch(
+        "ALTER TABLE pools DROP COLUMN layout;
+         ALTER TABLE classes DROP COLUMN roll_failed;
+         UPDATE tenants SET spec = json_set(spec, '$.version', 1);
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    drop(db);
+
+    // The new release starts: the schema steps forward, the pool is made
+    // anew with per-tenant data, its agent moves the slot home in.
+    sp.spawn();
+    log_has(&sp, "start starts=2");
+    assert!(sp.data.join("tenants/old/home/starts").is_file());
+    assert!(!old_home.exists(), "the slot home is left behind");
+    let events = sp.call("GET", "/api/events?limit=100", "").text();
+    assert!(events.contains("\"pool.upgraded\""), "{events}");
+    let db = rusqlite::Connection::open(sp.data.join("slotpack.db")).unwrap();
+    let (version, layout): (u32, u32) = (
+        db.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap(),
+        db.query_row("SELECT layout FROM pools", [], |r| r.get(0))
+            .unwrap(),
+    );
+    assert_eq!((version, layout), (6, 2));
+    // And the upgraded tenant's data follows it on as any other's.
+    let log = sp.call("GET", "/api/tenants/old/logs?tail=200", "").text();
+    let last: u32 = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("start starts="))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap();
+    let r = sp.call("POST", "/api/tenants/old/restart", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    log_has(&sp, &format!("start starts={}", last + 1));
+}
