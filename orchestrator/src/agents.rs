@@ -123,6 +123,32 @@ pub trait Agents: Send + Sync {
         id: &'a str,
         spec: &'a ProgramSpec,
     ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
+    /// Store a program without starting it (stopped; its volumes can be
+    /// filled first).
+    fn put_stopped<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        spec: &'a ProgramSpec,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
+    /// Put a tar (one top folder, as `docker cp` makes it) into a stopped
+    /// program's volume at `path`.
+    fn volume_in<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        path: &'a str,
+        archive: Bytes,
+    ) -> BoxFuture<'a, Result<(), AgentError>>;
+    /// A program's volume at `path` as such a tar, every entry owned by
+    /// `owner` (uid, gid) when given.
+    fn volume_out<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        path: &'a str,
+        owner: Option<(u32, u32)>,
+    ) -> BoxFuture<'a, Result<Bytes, AgentError>>;
     /// Stop and remove a program, waiting up to `stop_timeout`; a missing
     /// one counts as removed. `data` says whether its tenant's data goes.
     fn delete<'a>(
@@ -191,6 +217,32 @@ impl Agents for AgentClient {
         spec: &'a ProgramSpec,
     ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
         Box::pin(AgentClient::put(self, ep, id, spec))
+    }
+    fn put_stopped<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        spec: &'a ProgramSpec,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
+        Box::pin(AgentClient::put_stopped(self, ep, id, spec))
+    }
+    fn volume_in<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        path: &'a str,
+        archive: Bytes,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(AgentClient::volume_in(self, ep, id, path, archive))
+    }
+    fn volume_out<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        path: &'a str,
+        owner: Option<(u32, u32)>,
+    ) -> BoxFuture<'a, Result<Bytes, AgentError>> {
+        Box::pin(AgentClient::volume_out(self, ep, id, path, owner))
     }
     fn delete<'a>(
         &'a self,
@@ -463,6 +515,68 @@ impl AgentClient {
         Self::json(ep, &b)
     }
 
+    /// `PUT /v1/programs/{id}?start=false`.
+    pub async fn put_stopped(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        spec: &ProgramSpec,
+    ) -> Result<ProgramStatus, AgentError> {
+        let body =
+            serde_json::to_vec(spec).map_err(|e| AgentError::Malformed(ep.addr, e.to_string()))?;
+        let b = self
+            .call(
+                ep,
+                Method::PUT,
+                &format!("/v1/programs/{id}?start=false"),
+                Some(body),
+                stop_grace(spec),
+            )
+            .await?;
+        Self::json(ep, &b)
+    }
+
+    /// `PUT /v1/programs/{id}/volume?path=P` with a tar.
+    pub async fn volume_in(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        path: &str,
+        archive: Bytes,
+    ) -> Result<(), AgentError> {
+        let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        self.call_raw(
+            ep,
+            Method::PUT,
+            &format!("/v1/programs/{id}/volume?path={q}"),
+            Some(archive.to_vec()),
+            VOLUME_TRANSFER,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /v1/programs/{id}/volume?path=P[&owner=U:G]`: a tar.
+    pub async fn volume_out(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        path: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Bytes, AgentError> {
+        let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        let owner = owner.map_or(String::new(), |(u, g)| format!("&owner={u}:{g}"));
+        self.call_raw(
+            ep,
+            Method::GET,
+            &format!("/v1/programs/{id}/volume?path={q}{owner}"),
+            None,
+            VOLUME_TRANSFER,
+        )
+        .await
+        .map(|(_, b)| b)
+    }
+
     /// `GET /v1/programs/{id}/logs?tail=N`.
     pub async fn logs(&self, ep: &Endpoint, id: &str, tail: usize) -> Result<Bytes, AgentError> {
         self.call(
@@ -475,6 +589,9 @@ impl AgentClient {
         .await
     }
 }
+
+/// Extra time for a volume's content to go to or from an agent.
+const VOLUME_TRANSFER: Duration = Duration::from_secs(600);
 
 /// Extra time for calls that may wait for a stop.
 pub fn stop_grace(spec: &ProgramSpec) -> Duration {

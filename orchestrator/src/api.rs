@@ -86,7 +86,7 @@ type ApiResult<T> = Result<T, ApiError>;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "slotpack", description = "Packs tenant processes into shared pool containers."),
-    paths(create_tenant, list_tenants, get_tenant, update_tenant, delete_tenant, tenant_action, tenant_logs,
+    paths(create_tenant, list_tenants, get_tenant, update_tenant, delete_tenant, volume_in, volume_out, tenant_action, tenant_logs,
           proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, metrics_targets, put_class, delete_class,
           create_token, list_tokens, revoke_token, revoke_owner_tokens, tenant_hosts::open_session,
           proxy_root_doc, events, healthz, metrics_doc, openapi_doc),
@@ -142,6 +142,12 @@ pub fn router(app: App) -> Router {
         )
         .route("/api/tenants/{id}/{action}", post(tenant_action))
         .route("/api/tenants/{id}/logs", get(tenant_logs))
+        .route(
+            "/api/tenants/{id}/volume",
+            get(volume_out)
+                .put(volume_in)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_VOLUME_ARCHIVE)),
+        )
         .route("/api/pool/status", get(pool_status))
         .route("/api/pool/health-check", post(health_check))
         .route("/api/pool/cleanup", post(cleanup))
@@ -373,7 +379,7 @@ fn admin_only(c: &Caller) -> ApiResult<()> {
 }
 
 /// Create and place a tenant.
-#[utoipa::path(post, path = "/api/tenants", request_body = CreateTenant,
+#[utoipa::path(post, path = "/api/tenants", params(StartQuery), request_body = CreateTenant,
     responses((status = 201, body = TenantCreated), (status = 200, description = "the same request was already accepted", body = TenantCreated),
               (status = 400, body = ErrorDoc), (status = 409, body = ErrorDoc), (status = 503, body = ErrorDoc)),
     security(("bearer" = []), ("apiKey" = [])))]
@@ -381,10 +387,15 @@ async fn create_tenant(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Extension(cred): Extension<Credential>,
+    q: Result<Query<StartQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    let start = query(q)?.start.unwrap_or(true);
     let req: CreateTenant = json_body(body, "JSON body")?;
-    let (tenant, created) = app.svc.create_tenant(&caller, cred.quota, req).await?;
+    let (tenant, created) = app
+        .svc
+        .create_tenant_as(&caller, cred.quota, req, start)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -500,6 +511,81 @@ fn ranged(name: &str, v: u64, r: &std::ops::RangeInclusive<u64>) -> ApiResult<u6
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))
 }
 
+/// `POST /api/tenants?start=false`: place the tenant, stopped.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct StartQuery {
+    /// `false`: placed but not started (fill its volumes, then start it).
+    start: Option<bool>,
+}
+
+/// The volume routes' query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct VolumeQuery {
+    /// The volume's path (one of the tenant's `volumes`).
+    path: String,
+    /// GET only: `UID:GID` to own every entry of the archive.
+    owner: Option<String>,
+}
+
+/// Largest volume archive one PUT takes (1 GiB; it is held in memory).
+const MAX_VOLUME_ARCHIVE: usize = 1 << 30;
+
+/// Put a tar (one top folder, as `docker cp` makes it) into a stopped
+/// tenant's volume: files of the same name are replaced, others kept,
+/// everything becomes the slot user's.
+#[utoipa::path(put, path = "/api/tenants/{id}/volume", params(("id" = String, Path), VolumeQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 204, description = "filled"), (status = 404, body = ErrorDoc), (status = 409, body = ErrorDoc)),
+    security(("bearer" = [])))]
+async fn volume_in(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<VolumeQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let q = query(q)?;
+    let archive = body.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+    app.svc.volume_in(&caller, &id, &q.path, archive).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A tenant's volume as a tar (one top folder named as the path's last
+/// part), each entry owned by `owner` when given.
+#[utoipa::path(get, path = "/api/tenants/{id}/volume", params(("id" = String, Path), VolumeQuery),
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorDoc)),
+    security(("bearer" = [])))]
+async fn volume_out(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<VolumeQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    let owner = match &q.owner {
+        None => None,
+        Some(o) => {
+            let bad = || {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("owner {o:?}: want UID:GID"),
+                )
+            };
+            let (u, g) = o.split_once(':').ok_or_else(bad)?;
+            Some((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+        }
+    };
+    let tar = app.svc.volume_out(&caller, &id, &q.path, owner).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from(tar),
+    )
+        .into_response())
+}
+
 /// The tenant's last log lines (stdout and stderr).
 #[utoipa::path(get, path = "/api/tenants/{id}/logs", params(("id" = String, Path), ("tail" = Option<usize>, Query)),
     responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
@@ -609,6 +695,7 @@ mod tests {
             ("/api/tenants/{id}", &["get", "put", "delete"]),
             ("/api/tenants/{id}/{action}", &["post"]),
             ("/api/tenants/{id}/logs", &["get"]),
+            ("/api/tenants/{id}/volume", &["get", "put"]),
             ("/api/tenants/{id}/session", &["post"]),
             ("/api/tenants/{id}/proxy", &all),
             ("/api/tenants/{id}/proxy/{path}", &all),

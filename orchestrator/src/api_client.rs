@@ -124,6 +124,84 @@ impl ApiClient {
             .await
     }
 
+    /// `POST /api/tenants?start=false`: placed, not started; the raw answer.
+    pub async fn create_tenant_stopped(&self, t: &CreateTenant) -> anyhow::Result<Answer> {
+        self.call(
+            "POST",
+            "/api/tenants?start=false",
+            Some(&serde_json::to_value(t)?),
+        )
+        .await
+    }
+
+    /// `method path` with raw bytes both ways; the status and body.
+    pub async fn call_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: axum::body::Bytes,
+    ) -> anyhow::Result<(u16, axum::body::Bytes)> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/x-tar");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .http
+            .request(req.body(Full::new(body))?)
+            .await
+            .with_context(|| format!("orchestrator at {} does not answer", self.addr))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
+    }
+
+    /// `PUT /api/tenants/{id}/volume?path=P` with a tar.
+    pub async fn put_volume(
+        &self,
+        id: &str,
+        path: &str,
+        tar: axum::body::Bytes,
+    ) -> anyhow::Result<()> {
+        let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        let (status, body) = self
+            .call_bytes("PUT", &format!("/api/tenants/{id}/volume?path={q}"), tar)
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!(
+                "filling {id}'s volume {path} ({status}): {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// `GET /api/tenants/{id}/volume?path=P[&owner=U:G]`: a tar.
+    pub async fn get_volume(
+        &self,
+        id: &str,
+        path: &str,
+        owner: Option<(u64, u64)>,
+    ) -> anyhow::Result<axum::body::Bytes> {
+        let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        let owner = owner.map_or(String::new(), |(u, g)| format!("&owner={u}:{g}"));
+        let (status, body) = self
+            .call_bytes(
+                "GET",
+                &format!("/api/tenants/{id}/volume?path={q}{owner}"),
+                axum::body::Bytes::new(),
+            )
+            .await?;
+        if status != 200 {
+            bail!(
+                "reading {id}'s volume {path} ({status}): {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(body)
+    }
+
     /// `DELETE /api/tenants/{id}`; the raw answer.
     pub async fn delete_tenant(&self, id: &str) -> anyhow::Result<Answer> {
         self.call("DELETE", &format!("/api/tenants/{id}"), None)

@@ -1,9 +1,13 @@
 //! `slotpack migrate`: move legacy one-container-per-tenant deployments into
 //! pools. For each legacy container (label `slotpack.legacy=true`, or a name
 //! matching `--legacy-pattern`): back up its configuration, stop it, create
-//! the tenant through the orchestrator's API, verify its ping in the pool,
-//! remove the legacy container. A tenant that fails verification is rolled
-//! back at once: removed from the pool, its legacy container started again.
+//! the tenant through the orchestrator's API (stopped when it has mounts),
+//! copy each bind mount and named volume into the tenant volume at the same
+//! path, start it, verify its ping in the pool, remove the legacy container
+//! (its mounts stay, for a rollback, until the operator removes them). A
+//! tenant that fails verification is rolled back at once: what it wrote in
+//! its volumes is copied back into the legacy mounts, it leaves the pool,
+//! and its legacy container starts again.
 //!
 //! Every step is written to the database (table `migrations` and the events
 //! log) before the next begins, and every step is idempotent, so `--execute`
@@ -28,7 +32,10 @@ use crate::classes::{ClassList, ClassSpec};
 use crate::db::Db;
 
 mod legacy;
-pub use legacy::{candidate_from_inspect, glob_match, spec_value, tenant_id_from, Candidate};
+pub use legacy::{
+    candidate_from_inspect, candidate_with_mounts, glob_match, mounts_from_inspect, spec_value,
+    tenant_id_from, Candidate, LegacyMount,
+};
 
 /// Flags of `slotpack migrate`.
 #[derive(Debug, Clone, Args)]
@@ -192,7 +199,12 @@ impl Ctx {
             }
             _ => self.step(id, "legacy-stopped", &c.container)?,
         }
-        let answer = self.api.create_tenant(&c.tenant).await?;
+        // With mounts it is placed stopped: its data goes in before it runs.
+        let answer = if c.mounts.is_empty() {
+            self.api.create_tenant(&c.tenant).await?
+        } else {
+            self.api.create_tenant_stopped(&c.tenant).await?
+        };
         let (status, body) = (answer.status, &answer.body);
         if status != 201 && status != 200 {
             let why = format!("placement refused ({status}): {}", answer.message());
@@ -209,6 +221,27 @@ impl Ctx {
                 body["placement"]["slot"]
             ),
         )?;
+        let copied = state
+            .as_ref()
+            .is_some_and(|m| ["copied", "verified"].contains(&m.status.as_str()));
+        if !c.mounts.is_empty() && !copied {
+            if let Err(e) = self.copy_in(c).await {
+                let why = format!("copying its data: {e:#}");
+                self.roll_back(id, &c.container, &why).await?;
+                bail!("{id}: {why}; rolled back");
+            }
+        }
+        if !c.mounts.is_empty() {
+            let a = self
+                .api
+                .call("POST", &format!("/api/tenants/{id}/start"), None)
+                .await?;
+            if a.status != 200 {
+                let why = format!("starting it ({}): {}", a.status, a.message());
+                self.roll_back(id, &c.container, &why).await?;
+                bail!("{id}: {why}; rolled back");
+            }
+        }
         let path = c
             .tenant
             .ping
@@ -231,11 +264,84 @@ impl Ctx {
             Err(e) if !is_status(&e, 404) => bail!("removing {}: {e}", c.container),
             _ => {}
         }
+        let kept = if c.mounts.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = c.mounts.iter().map(mount_name).collect();
+            format!(
+                "; its mounts are kept for a rollback until you remove them: {}",
+                list.join(", ")
+            )
+        };
         self.step(
             id,
             "done",
-            "legacy container removed; backup kept in the log",
+            &format!("legacy container removed; backup kept in the log{kept}"),
         )?;
+        Ok(())
+    }
+
+    /// Copy each legacy mount (the container is stopped) into the tenant
+    /// volume at its path.
+    async fn copy_in(&self, c: &Candidate) -> anyhow::Result<()> {
+        let id = c.tenant.id.as_str();
+        let mut total = 0usize;
+        for m in &c.mounts {
+            let tar = self.download(&c.container, &m.destination).await?;
+            total += tar.len();
+            self.api.put_volume(id, &m.destination, tar).await?;
+        }
+        self.step(
+            id,
+            "copied",
+            &format!(
+                "{} mounts, {:.1} MiB archived",
+                c.mounts.len(),
+                total as f64 / f64::from(1 << 20)
+            ),
+        )
+    }
+
+    /// The tar `docker cp` makes of `path` in container `name`.
+    async fn download(&self, name: &str, path: &str) -> anyhow::Result<axum::body::Bytes> {
+        use futures_util::TryStreamExt;
+        let chunks: Vec<axum::body::Bytes> = self
+            .docker
+            .download_from_container(
+                name,
+                Some(bollard::query_parameters::DownloadFromContainerOptions {
+                    path: path.to_string(),
+                }),
+            )
+            .try_collect()
+            .await
+            .with_context(|| format!("reading {path} of {name}"))?;
+        Ok(chunks.concat().into())
+    }
+
+    /// Copy what tenant `id` wrote in its volumes back into the legacy
+    /// container's mounts (each entry owned as the legacy folder is).
+    async fn copy_back(&self, id: &str, container: &str, volumes: &[String]) -> anyhow::Result<()> {
+        for path in volumes {
+            let legacy = self.download(container, path).await?;
+            let owner = tar::Header::from_byte_slice(legacy.get(..512).unwrap_or(&[0; 512]));
+            let owner = owner.uid().ok().zip(owner.gid().ok());
+            let tar = self.api.get_volume(id, path, owner).await?;
+            let parent = std::path::Path::new(path)
+                .parent()
+                .map_or("/".to_string(), |p| p.display().to_string());
+            self.docker
+                .upload_to_container(
+                    container,
+                    Some(bollard::query_parameters::UploadToContainerOptions {
+                        path: parent,
+                        ..Default::default()
+                    }),
+                    bollard::body_full(tar),
+                )
+                .await
+                .with_context(|| format!("writing {path} of {container}"))?;
+        }
         Ok(())
     }
 
@@ -266,14 +372,6 @@ impl Ctx {
     /// Take the tenant out of its pool and bring its legacy container back
     /// (from the backup when it was removed).
     async fn roll_back(&self, id: &str, container: &str, why: &str) -> anyhow::Result<()> {
-        let answer = self.api.delete_tenant(id).await?;
-        if answer.status != 200 && answer.status != 404 {
-            bail!(
-                "removing {id} from its pool ({}): {}",
-                answer.status,
-                answer.message()
-            );
-        }
         if self
             .docker
             .inspect_container(container, None)
@@ -287,11 +385,50 @@ impl Ctx {
             let backup: Value = serde_json::from_str(&m.backup)?;
             self.recreate(container, &backup).await?;
         }
+        // What it wrote while pooled goes back into the legacy mounts first.
+        let pooled = self
+            .api
+            .call("GET", &format!("/api/tenants/{id}"), None)
+            .await?;
+        let volumes: Vec<String> = match self.db.migration(id)? {
+            Some(m) => {
+                let backup: Value = serde_json::from_str(&m.backup)?;
+                mounts_from_inspect(&backup, |s| std::path::Path::new(s).is_dir())
+                    .0
+                    .into_iter()
+                    .map(|m| m.destination)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let mut note = String::new();
+        if pooled.status == 200 && !volumes.is_empty() {
+            let a = self
+                .api
+                .call("POST", &format!("/api/tenants/{id}/stop"), None)
+                .await?;
+            if a.status != 200 {
+                bail!("stopping {id} ({}): {}", a.status, a.message());
+            }
+            self.copy_back(id, container, &volumes).await?;
+            note = format!(
+                "; its volumes' content copied back into {}",
+                volumes.join(", ")
+            );
+        }
+        let answer = self.api.delete_tenant(id).await?;
+        if answer.status != 200 && answer.status != 404 {
+            bail!(
+                "removing {id} from its pool ({}): {}",
+                answer.status,
+                answer.message()
+            );
+        }
         match self.docker.start_container(container, None).await {
             Err(e) if !is_status(&e, 304) => bail!("starting {container}: {e}"),
             _ => {}
         }
-        self.step(id, "rolled-back", why)
+        self.step(id, "rolled-back", &format!("{why}{note}"))
     }
 
     async fn recreate(&self, name: &str, backup: &Value) -> anyhow::Result<()> {
@@ -308,6 +445,35 @@ impl Ctx {
             .await?;
         Ok(())
     }
+}
+
+/// How a legacy mount is named to the operator.
+fn mount_name(m: &LegacyMount) -> String {
+    match &m.name {
+        Some(n) => format!("volume {n}"),
+        None => format!("bind {}", m.source),
+    }
+}
+
+/// The size of the tree at `path` on this host (what a copy moves), or why
+/// it is unknown.
+fn size_of(path: &str) -> String {
+    let mut total = 0u64;
+    let mut stack = vec![std::path::PathBuf::from(path)];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            return format!("size unknown: {path} is not readable here");
+        };
+        if meta.is_dir() {
+            match std::fs::read_dir(&p) {
+                Ok(rd) => stack.extend(rd.flatten().map(|e| e.path())),
+                Err(e) => return format!("size unknown: {}: {e}", p.display()),
+            }
+        } else {
+            total += meta.len();
+        }
+    }
+    format!("{:.1} MiB", total as f64 / f64::from(1 << 20))
 }
 
 fn progress(done: usize, total: usize, what: &str) {
@@ -374,7 +540,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     let mut cands = Vec::new();
     let mut classes = None;
     for inspect in &found {
-        match candidate_from_inspect(inspect) {
+        match candidate_with_mounts(inspect, |s| std::path::Path::new(s).is_dir()) {
             Ok(mut c) => {
                 // A tenant keeps its runtime: a pool class of its image.
                 if let (None, Some(image)) = (&c.tenant.pool_class, &c.image) {
@@ -406,6 +572,17 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
                 t.resources.cpu_millis,
                 t.pool_class.as_deref().unwrap_or("default")
             );
+            for m in &c.mounts {
+                println!(
+                    "      {} -> volume {} ({})",
+                    mount_name(m),
+                    m.destination,
+                    size_of(&m.source)
+                );
+            }
+            for l in &c.left_out {
+                println!("      not kept: {l}");
+            }
         }
         return Ok(());
     }

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::store::RunGoal;
 use crate::supervisor::{lock, Shared, SupervisorError};
 use slotpack_proto::auth::constant_time_eq;
 use slotpack_proto::http_error::{json_body, query, with_json_errors, ApiError};
@@ -61,6 +62,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/programs/{id}/stop", post(stop))
         .route("/v1/programs/{id}/restart", post(restart))
         .route("/v1/programs/{id}/logs", get(logs))
+        .route("/v1/programs/{id}/volume", get(get_volume).put(put_volume))
         .route("/v1/events", get(events))
         .route_layer(middleware::from_fn_with_state(api.clone(), auth));
     let router = Router::new()
@@ -122,15 +124,29 @@ async fn get_one(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Re
     Ok(Json(lock(&api.sup).get(&id)?).into_response())
 }
 
+/// PUT's query: `start=false` stores a new program without starting it
+/// (stopped; its volumes can be filled first).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    start: Option<bool>,
+}
+
 async fn put_one(
     State(api): State<Api>,
     Path(id): Path<String>,
+    q: Result<Query<PutQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     checked_id(&id)?;
+    let goal = if query(q)?.start.unwrap_or(true) {
+        RunGoal::Running
+    } else {
+        RunGoal::Stopped
+    };
     let spec: ProgramSpec = json_body(body, "program spec")?;
     let mut s = lock(&api.sup);
-    let created = s.put(&id, spec)?;
+    let created = s.put_as(&id, spec, goal)?;
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -297,4 +313,114 @@ async fn metrics(State(api): State<Api>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The volume routes' query: the volume's `path`; for a GET, `owner`
+/// (`UID:GID`) to give every entry of the archive.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeQuery {
+    path: String,
+    owner: Option<String>,
+}
+
+/// Largest archive a volume takes in one PUT (64 GiB; the disk bounds it
+/// before that).
+const MAX_IMPORT: u64 = 64 << 30;
+
+fn io_error(e: std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+        }
+        std::io::ErrorKind::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// `PUT /v1/programs/{id}/volume?path=P`: a tar (one top folder, as
+/// `docker cp` makes it) into the stopped program's volume at P.
+async fn put_volume(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<VolumeQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> ApiResult<StatusCode> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    checked_id(&id)?;
+    let q = query(q)?;
+    let (data, uid) = lock(&api.sup).volume_access(&id, &q.path, true)?;
+    std::fs::create_dir_all(data.dir(&id)).map_err(io_error)?;
+    let tmp = data.dir(&id).join(".import.tar");
+    // Written as it comes (each chunk a short write to the page cache).
+    let mut file = std::fs::File::create(&tmp).map_err(io_error)?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        total += chunk.len() as u64;
+        if total > MAX_IMPORT {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a volume archive is at most {MAX_IMPORT} bytes"),
+            ));
+        }
+        file.write_all(&chunk).map_err(io_error)?;
+    }
+    drop(file);
+    let path = q.path.clone();
+    let at = tmp.clone();
+    let r = tokio::task::spawn_blocking(move || data.import(&id, &path, &at, uid))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let _ = std::fs::remove_file(&tmp);
+    r.map_err(io_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/programs/{id}/volume?path=P[&owner=UID:GID]`: the volume at P
+/// as a tar (one top folder named as P's last part).
+async fn get_volume(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<VolumeQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    checked_id(&id)?;
+    let q = query(q)?;
+    let owner = match &q.owner {
+        None => None,
+        Some(o) => {
+            let bad = || {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("owner {o:?}: want UID:GID"),
+                )
+            };
+            let (u, g) = o.split_once(':').ok_or_else(bad)?;
+            Some((
+                u.parse::<u32>().map_err(|_| bad())?.into(),
+                g.parse::<u32>().map_err(|_| bad())?.into(),
+            ))
+        }
+    };
+    let (data, _) = lock(&api.sup).volume_access(&id, &q.path, false)?;
+    let tmp = data.dir(&id).join(".export.tar");
+    let at = tmp.clone();
+    let path = q.path.clone();
+    let r = tokio::task::spawn_blocking(move || data.export(&id, &path, &at, owner))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let bytes = match r {
+        Ok(()) => std::fs::read(&tmp).map_err(io_error),
+        Err(e) => Err(io_error(e)),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes?).into_response())
 }

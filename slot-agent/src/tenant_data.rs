@@ -125,6 +125,123 @@ impl TenantData {
     }
 }
 
+/// Where a volume's content goes in and out: a tar whose entries lie
+/// under one top folder named as the volume's last path part
+/// (`user_data/...` for `/freqtrade/user_data`), as `docker cp` makes
+/// and takes them.
+impl TenantData {
+    /// Put the tar `archive` into tenant `id`'s volume at `path`: files
+    /// it has replace those of the same name, others stay; everything is
+    /// then `uid`'s (its slot user, if any). Extracted into a staging
+    /// folder first, which keeps every entry inside it.
+    pub fn import(&self, id: &str, path: &str, archive: &Path, uid: Option<u32>) -> io::Result<()> {
+        let vol = self.dir(id).join("volumes").join(volume_dir_name(path));
+        let stage = self.dir(id).join(".import");
+        let _ = fs::remove_dir_all(&stage);
+        fs::create_dir_all(&vol)?;
+        fs::create_dir_all(&stage)?;
+        let result = (|| {
+            let mut ar = tar::Archive::new(fs::File::open(archive)?);
+            ar.set_preserve_permissions(true);
+            ar.set_overwrite(true);
+            ar.unpack(&stage)?;
+            let mut tops = fs::read_dir(&stage)?;
+            let top = match (tops.next(), tops.next()) {
+                (Some(t), None) => t?.path(),
+                (None, _) => return Ok(()), // empty: nothing to put in
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the archive must hold one top folder (as docker cp makes it)",
+                    ))
+                }
+            };
+            if !fs::symlink_metadata(&top)?.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the archive's top entry must be a folder",
+                ));
+            }
+            for e in fs::read_dir(&top)? {
+                let e = e?;
+                let to = vol.join(e.file_name());
+                if let Ok(m) = fs::symlink_metadata(&to) {
+                    if m.is_dir() {
+                        fs::remove_dir_all(&to)?;
+                    } else {
+                        fs::remove_file(&to)?;
+                    }
+                }
+                fs::rename(e.path(), to)?;
+            }
+            Ok(())
+        })();
+        let _ = fs::remove_dir_all(&stage);
+        result?;
+        if let Some(uid) = uid {
+            own_tree(&vol, uid)?;
+        }
+        crate::store::set_mode(&vol, 0o700)
+    }
+
+    /// Write tenant `id`'s volume at `path` to `out` as a tar (see above),
+    /// every entry owned by `owner` (uid, gid) when given, else as it is.
+    /// Symlinks are kept as links, never followed.
+    pub fn export(
+        &self,
+        id: &str,
+        path: &str,
+        out: &Path,
+        owner: Option<(u64, u64)>,
+    ) -> io::Result<()> {
+        let vol = self.dir(id).join("volumes").join(volume_dir_name(path));
+        let top = Path::new(path)
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("volume"));
+        fs::create_dir_all(self.dir(id))?;
+        let mut b = tar::Builder::new(fs::File::create(out)?);
+        b.follow_symlinks(false);
+        if !vol.is_dir() {
+            // Never started: nothing written yet, an empty folder.
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            if let Some((u, g)) = owner {
+                h.set_uid(u);
+                h.set_gid(g);
+            }
+            b.append_data(&mut h, &top, io::empty())?;
+            return b.finish();
+        }
+        let mut stack = vec![(vol.clone(), top)];
+        while let Some((src, name)) = stack.pop() {
+            let meta = fs::symlink_metadata(&src)?;
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata(&meta);
+            if let Some((u, g)) = owner {
+                h.set_uid(u);
+                h.set_gid(g);
+            }
+            if meta.file_type().is_symlink() {
+                h.set_size(0);
+                b.append_link(&mut h, &name, fs::read_link(&src)?)?;
+            } else if meta.is_dir() {
+                h.set_size(0);
+                b.append_data(&mut h, &name, io::empty())?;
+                for e in fs::read_dir(&src)? {
+                    let e = e?;
+                    stack.push((e.path(), name.join(e.file_name())));
+                }
+            } else if meta.is_file() {
+                b.append_data(&mut h, &name, fs::File::open(&src)?)?;
+            }
+        }
+        b.finish()
+    }
+}
+
 /// Give `top` and everything below it to `uid` (and its group), on its
 /// own file system only, never following a symlink.
 fn own_tree(top: &Path, uid: u32) -> io::Result<()> {
@@ -239,6 +356,80 @@ mod tests {
             !d.adopt_slot_home("bot", &old).unwrap(),
             "has a home already"
         );
+    }
+
+    #[test]
+    fn a_volume_goes_out_and_in_as_docker_cp_makes_it() {
+        let (t, d) = data("volume-io");
+        let vols = d.volumes(
+            "bot",
+            &[VolumeSpec {
+                path: "/app/user_data".into(),
+            }],
+        );
+        d.prepare("bot", &vols, None).unwrap();
+        fs::create_dir_all(vols[0].source.join("db")).unwrap();
+        fs::write(vols[0].source.join("db/trades.sqlite"), "t1").unwrap();
+        std::os::unix::fs::symlink("db/trades.sqlite", vols[0].source.join("link")).unwrap();
+        let out = t.path().join("out.tar");
+        d.export("bot", "/app/user_data", &out, Some((1000, 1000)))
+            .unwrap();
+        let mut names: Vec<(String, u64)> = tar::Archive::new(fs::File::open(&out).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().uid().unwrap(),
+                )
+            })
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("user_data".to_string(), 1000),
+                ("user_data/db".into(), 1000),
+                ("user_data/db/trades.sqlite".into(), 1000),
+                ("user_data/link".into(), 1000)
+            ]
+        );
+        // Into another tenant: same files, a file there already replaced,
+        // others kept.
+        let other = d.volumes(
+            "two",
+            &[VolumeSpec {
+                path: "/x/user_data".into(),
+            }],
+        );
+        d.prepare("two", &other, None).unwrap();
+        fs::write(other[0].source.join("keep"), "k").unwrap();
+        d.import("two", "/x/user_data", &out, None).unwrap();
+        let got = &other[0].source;
+        assert_eq!(
+            fs::read_to_string(got.join("db/trades.sqlite")).unwrap(),
+            "t1"
+        );
+        assert_eq!(fs::read_to_string(got.join("keep")).unwrap(), "k");
+        assert_eq!(
+            fs::read_link(got.join("link")).unwrap(),
+            Path::new("db/trades.sqlite")
+        );
+        assert!(!d.dir("two").join(".import").exists());
+        // An archive of two top folders is refused.
+        let two = t.path().join("two.tar");
+        let mut b = tar::Builder::new(fs::File::create(&two).unwrap());
+        for top in ["a", "b"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, top, io::empty()).unwrap();
+        }
+        b.finish().unwrap();
+        drop(b);
+        assert!(d.import("two", "/x/user_data", &two, None).is_err());
     }
 
     #[test]

@@ -17,6 +17,69 @@ pub struct Candidate {
     pub image: Option<String>,
     /// The tenant request.
     pub tenant: CreateTenant,
+    /// Its bind mounts and named volumes, each a tenant volume at the same
+    /// path (their content is copied in).
+    pub mounts: Vec<LegacyMount>,
+    /// Mounts it has that do not become volumes, and why.
+    pub left_out: Vec<String>,
+}
+
+/// A bind mount or named volume of a legacy container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyMount {
+    /// `bind` or `volume`.
+    pub kind: String,
+    /// The host folder (bind) or the volume's folder on the host.
+    pub source: String,
+    /// The volume's name (named volumes).
+    pub name: Option<String>,
+    /// Where the container sees it (the tenant volume's path).
+    pub destination: String,
+}
+
+/// The mounts of `inspect` that become tenant volumes (bind mounts and
+/// named volumes whose path a volume may have), and the others with the
+/// reason they do not. `is_dir` tells whether a bind source is a folder
+/// (a file bind cannot be a volume).
+pub fn mounts_from_inspect(
+    inspect: &Value,
+    is_dir: impl Fn(&str) -> bool,
+) -> (Vec<LegacyMount>, Vec<String>) {
+    let (mut keep, mut left) = (Vec::new(), Vec::new());
+    for m in inspect["Mounts"].as_array().into_iter().flatten() {
+        let kind = m["Type"].as_str().unwrap_or_default().to_string();
+        let dest = m["Destination"].as_str().unwrap_or_default().to_string();
+        let source = m["Source"].as_str().unwrap_or_default().to_string();
+        if kind != "bind" && kind != "volume" {
+            left.push(format!("{dest}: a {kind} mount holds no data to keep"));
+            continue;
+        }
+        if kind == "bind" && !is_dir(&source) {
+            left.push(format!(
+                "{dest}: a bind of a file ({source}), not a folder: not a volume"
+            ));
+            continue;
+        }
+        let as_volume = slotpack_proto::protocol::VolumeSpec { path: dest.clone() };
+        let mut all: Vec<_> = keep
+            .iter()
+            .map(|k: &LegacyMount| slotpack_proto::protocol::VolumeSpec {
+                path: k.destination.clone(),
+            })
+            .collect();
+        all.push(as_volume);
+        if let Err(e) = slotpack_proto::protocol::check_volumes(&all) {
+            left.push(format!("{dest}: {e}"));
+            continue;
+        }
+        keep.push(LegacyMount {
+            kind,
+            source,
+            name: m["Name"].as_str().map(str::to_string),
+            destination: dest,
+        });
+    }
+    (keep, left)
 }
 
 /// A legacy value as a spec value: `$` written `$$` (spec values expand
@@ -70,7 +133,28 @@ pub fn tenant_id_from(name: &str) -> String {
     id
 }
 
-/// The tenant a legacy container becomes, from its `docker inspect` JSON. Pure.
+/// The tenant a legacy container becomes, from its `docker inspect` JSON,
+/// with its mounts as volumes (see [`mounts_from_inspect`]). Pure but for
+/// `is_dir`.
+pub fn candidate_with_mounts(
+    inspect: &Value,
+    is_dir: impl Fn(&str) -> bool,
+) -> Result<Candidate, String> {
+    let mut c = candidate_from_inspect(inspect)?;
+    let (mounts, left_out) = mounts_from_inspect(inspect, is_dir);
+    c.tenant.volumes = mounts
+        .iter()
+        .map(|m| slotpack_proto::protocol::VolumeSpec {
+            path: m.destination.clone(),
+        })
+        .collect();
+    c.mounts = mounts;
+    c.left_out = left_out;
+    Ok(c)
+}
+
+/// The tenant a legacy container becomes, from its `docker inspect` JSON
+/// (its mounts aside). Pure.
 pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
     let name = inspect["Name"]
         .as_str()
@@ -152,6 +236,8 @@ pub fn candidate_from_inspect(inspect: &Value) -> Result<Candidate, String> {
             .filter(|i| !i.is_empty())
             .map(str::to_string),
         tenant,
+        mounts: Vec::new(),
+        left_out: Vec::new(),
     })
 }
 
@@ -201,6 +287,33 @@ mod tests {
         );
         assert!(candidate_from_inspect(&json!({"Name": "/x", "Config": {}})).is_err());
         assert_eq!(c.image, None);
+    }
+
+    #[test]
+    fn binds_and_named_volumes_become_volumes_at_the_same_paths() {
+        let inspect = json!({
+            "Name": "/ft-2",
+            "Config": {"Cmd": ["freqtrade", "trade"]},
+            "Mounts": [
+                {"Type": "bind", "Source": "/srv/ft-2/user_data", "Destination": "/freqtrade/user_data"},
+                {"Type": "volume", "Name": "ft-2-logs", "Source": "/var/lib/docker/volumes/ft-2-logs/_data", "Destination": "/logs"},
+                {"Type": "bind", "Source": "/srv/ft-2/config.json", "Destination": "/freqtrade/config.json"},
+                {"Type": "tmpfs", "Destination": "/scratch"},
+                {"Type": "bind", "Source": "/dev/snd", "Destination": "/dev/snd"}
+            ]
+        });
+        let c = candidate_with_mounts(&inspect, |s| !s.ends_with(".json")).unwrap();
+        let paths: Vec<&str> = c.tenant.volumes.iter().map(|v| v.path.as_str()).collect();
+        assert_eq!(paths, ["/freqtrade/user_data", "/logs"]);
+        assert_eq!(c.mounts[1].name.as_deref(), Some("ft-2-logs"));
+        assert_eq!(c.left_out.len(), 3, "{:?}", c.left_out);
+        assert!(c.left_out[0].contains("file"), "{:?}", c.left_out);
+        assert!(c.left_out[1].contains("tmpfs"), "{:?}", c.left_out);
+        assert!(
+            c.left_out[2].contains("/proc, /sys or /dev"),
+            "{:?}",
+            c.left_out
+        );
     }
 
     #[test]

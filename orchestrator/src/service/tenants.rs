@@ -72,6 +72,19 @@ impl Orchestrator {
         quota: Option<crate::access::Quota>,
         req: CreateTenant,
     ) -> Result<(Tenant, bool)> {
+        self.create_tenant_as(caller, quota, req, true).await
+    }
+
+    /// [`Orchestrator::create_tenant`]; with `start` false the tenant is
+    /// placed but stays stopped (its volumes can be filled first, as
+    /// `slotpack migrate` does).
+    pub async fn create_tenant_as(
+        &self,
+        caller: &Caller,
+        quota: Option<crate::access::Quota>,
+        req: CreateTenant,
+        start: bool,
+    ) -> Result<(Tenant, bool)> {
         let req = self.check_create(caller, req)?;
         self.check_isolation(req.owner.as_deref().unwrap_or_default())?;
         let stored = TenantSpec::of(&req);
@@ -107,7 +120,11 @@ impl Orchestrator {
             spec: stored,
             pool: prow.number,
             slot,
-            desired: Desired::Running,
+            desired: if start {
+                Desired::Running
+            } else {
+                Desired::Stopped
+            },
             created_at: slotpack_proto::clock::now_rfc3339(),
             expires_at: req.max_lifetime_seconds.map(|s| unix_now() + s as i64),
         };
@@ -119,7 +136,13 @@ impl Orchestrator {
             .pool(row.pool)?
             .ok_or_else(|| ServiceError::Internal("pool vanished".into()))?;
         let spec = row.spec.program(row.slot, port);
-        let status = match self.agents.put(&self.endpoint(&pool), &row.id, &spec).await {
+        let ep = self.endpoint(&pool);
+        let put = if start {
+            self.agents.put(&ep, &row.id, &spec).await
+        } else {
+            self.agents.put_stopped(&ep, &row.id, &spec).await
+        };
+        let status = match put {
             Ok(st) => st,
             Err(e) => {
                 self.forget_tenant(&row.id, &format!("agent refused it: {e}"))
@@ -413,6 +436,55 @@ impl Orchestrator {
         }
         let t = self.visible(caller, id)?;
         self.view(&t).await
+    }
+
+    /// Put `archive` (a tar of one top folder, as `docker cp` makes it)
+    /// into tenant `id`'s volume at `path`; the tenant must be stopped.
+    pub async fn volume_in(
+        &self,
+        caller: &Caller,
+        id: &str,
+        path: &str,
+        archive: axum::body::Bytes,
+    ) -> Result<()> {
+        let (t, pool) = self.volume_of(caller, id, path)?;
+        if t.desired != Desired::Stopped {
+            return Err(ServiceError::Conflict(format!(
+                "stop tenant {id} before filling its volume {path}"
+            )));
+        }
+        Ok(self
+            .agents
+            .volume_in(&self.endpoint(&pool), id, path, archive)
+            .await?)
+    }
+
+    /// Tenant `id`'s volume at `path` as such a tar, every entry owned by
+    /// `owner` when given.
+    pub async fn volume_out(
+        &self,
+        caller: &Caller,
+        id: &str,
+        path: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<axum::body::Bytes> {
+        let (_, pool) = self.volume_of(caller, id, path)?;
+        Ok(self
+            .agents
+            .volume_out(&self.endpoint(&pool), id, path, owner)
+            .await?)
+    }
+
+    /// Tenant `id` (visible to `caller`) with a volume at `path`, and its pool.
+    fn volume_of(&self, caller: &Caller, id: &str, path: &str) -> Result<(TenantRow, PoolRow)> {
+        let t = self.visible(caller, id)?;
+        if !t.spec.volumes.iter().any(|v| v.path == path) {
+            return Err(ServiceError::NotFound(format!(
+                "tenant {id} has no volume {path:?}"
+            )));
+        }
+        let pool = self.pool_of(&t)?;
+        Ok((t, pool))
     }
 
     /// The tenant's last log lines.

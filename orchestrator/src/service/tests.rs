@@ -221,6 +221,26 @@ fn set_state(
     Ok(st.clone())
 }
 
+/// What a fake agent reports of `id` running `spec`.
+fn status_of(id: &str, spec: &ProgramSpec) -> ProgramStatus {
+    ProgramStatus {
+        id: id.to_string(),
+        state: ProgramState::Running,
+        pid: Some(1),
+        slot: spec.slot.unwrap_or_default(),
+        port: spec.port.unwrap_or_default(),
+        restarts: 0,
+        healthy: true,
+        last_exit: None,
+        last_ping: None,
+        rss_bytes: 0,
+        started_at: None,
+        spec_digest: Some(slotpack_proto::protocol::spec_digest(spec)),
+        message: None,
+        problem: None,
+    }
+}
+
 impl Agents for FakeAgents {
     fn health<'a>(&'a self, ep: &'a Endpoint) -> BoxFuture<'a, Result<Health, AgentError>> {
         let r = self.on(ep, None, |p| {
@@ -269,28 +289,54 @@ impl Agents for FakeAgents {
                     message: "cannot run /refused".into(),
                 });
             }
-            let st = ProgramStatus {
-                id: id.to_string(),
-                state: if bad {
-                    ProgramState::Backoff
-                } else {
-                    ProgramState::Running
-                },
-                pid: Some(1),
-                slot: spec.slot.unwrap_or_default(),
-                port: spec.port.unwrap_or_default(),
-                restarts: 0,
-                healthy: !bad,
-                last_exit: None,
-                last_ping: None,
-                rss_bytes: 0,
-                started_at: None,
-                spec_digest: Some(slotpack_proto::protocol::spec_digest(spec)),
-                message: None,
-                problem: None,
-            };
+            let mut st = status_of(id, spec);
+            if bad {
+                st.state = ProgramState::Backoff;
+                st.healthy = false;
+            }
             p.insert(id.to_string(), st.clone());
             Ok(st)
+        });
+        async { r }.boxed()
+    }
+    fn put_stopped<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        spec: &'a ProgramSpec,
+    ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>> {
+        let r = self.on(ep, Some(format!("put-stopped {{pool}} {id}")), |p| {
+            let mut st = status_of(id, spec);
+            st.state = ProgramState::Stopped;
+            st.healthy = false;
+            p.insert(id.to_string(), st.clone());
+            Ok(st)
+        });
+        async { r }.boxed()
+    }
+    fn volume_in<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        path: &'a str,
+        archive: Bytes,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
+        let r = self.on(
+            ep,
+            Some(format!("volume-in {{pool}} {id} {path} {}", archive.len())),
+            |_| Ok(()),
+        );
+        async { r }.boxed()
+    }
+    fn volume_out<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        id: &'a str,
+        path: &'a str,
+        _: Option<(u32, u32)>,
+    ) -> BoxFuture<'a, Result<Bytes, AgentError>> {
+        let r = self.on(ep, Some(format!("volume-out {{pool}} {id} {path}")), |_| {
+            Ok(Bytes::from_static(b"tar"))
         });
         async { r }.boxed()
     }

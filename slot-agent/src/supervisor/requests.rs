@@ -60,8 +60,20 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Create or replace `id`; returns whether it was created.
-    pub fn put(&mut self, id: &str, mut spec: ProgramSpec) -> Result<bool, SupervisorError> {
+    /// Create or replace `id`, to run; returns whether it was created.
+    pub fn put(&mut self, id: &str, spec: ProgramSpec) -> Result<bool, SupervisorError> {
+        self.put_as(id, spec, RunGoal::Running)
+    }
+
+    /// Create or replace `id` with `goal`: a new program wanted stopped is
+    /// only stored (its data can be filled first), one wanted running
+    /// starts, a changed one restarts (or stays down when stopped).
+    pub fn put_as(
+        &mut self,
+        id: &str,
+        mut spec: ProgramSpec,
+        goal: RunGoal,
+    ) -> Result<bool, SupervisorError> {
         self.refuse_if_shutting_down()?;
         self.validate(id, &mut spec)?;
         if let Some(uid) = spec.slot.and_then(|s| self.slot_uid(s)) {
@@ -96,7 +108,7 @@ impl Supervisor {
             id,
             &Record {
                 spec: spec.clone(),
-                desired: RunGoal::Running,
+                desired: goal,
             },
         )?;
         let slot = spec.slot.unwrap_or_default();
@@ -108,12 +120,18 @@ impl Supervisor {
             p.slot = slot;
             p.port = port;
             p.pacing = pacing;
-            p.desired = RunGoal::Running;
-            self.restart_now(id);
+            p.desired = goal;
+            if goal == RunGoal::Running {
+                self.restart_now(id);
+            } else {
+                self.stop(id, Kill::Stop);
+            }
             return Ok(false);
         }
-        self.insert(id, spec, RunGoal::Running)?;
-        self.start(id);
+        self.insert(id, spec, goal)?;
+        if goal == RunGoal::Running {
+            self.start(id);
+        }
         Ok(true)
     }
 
@@ -198,6 +216,32 @@ impl Supervisor {
         self.program_mut(id)?.failed_starts = 0;
         self.restart_now(id);
         Ok(())
+    }
+
+    /// What an import into (`for_import`: the program must be down) or an
+    /// export of tenant `id`'s volume at `path` needs: where its data is,
+    /// and its slot user.
+    pub fn volume_access(
+        &self,
+        id: &str,
+        path: &str,
+        for_import: bool,
+    ) -> Result<(crate::tenant_data::TenantData, Option<u32>), SupervisorError> {
+        let p = self
+            .programs
+            .get(id)
+            .ok_or_else(|| SupervisorError::NotFound(format!("no program {id}")))?;
+        if !p.spec.volumes.iter().any(|v| v.path == path) {
+            return Err(SupervisorError::NotFound(format!(
+                "program {id} has no volume {path:?}"
+            )));
+        }
+        if for_import && (p.pid().is_some() || p.desired == RunGoal::Running) {
+            return Err(SupervisorError::Conflict(format!(
+                "stop {id} before filling its volume {path}"
+            )));
+        }
+        Ok((self.settings.data.clone(), self.slot_uid(p.slot)))
     }
 
     /// API delete, first half: forget the spec on disk and begin the stop;
