@@ -368,6 +368,24 @@ impl Backend for DockerBackend {
                     }),
                 )
                 .await;
+            if pool.state_holds_homes {
+                // Nothing implicit: its state volume may hold tenant homes.
+                tracing::warn!(pool = %pool.id, volume = %self.volume(&pool.id.to_string()),
+                    "kept the state volume of a pool of an older slotpack (it may hold tenant homes)");
+                let opts = RemoveContainerOptions {
+                    force: true,
+                    v: false,
+                    ..Default::default()
+                };
+                return match self
+                    .docker
+                    .remove_container(&self.name(&pool.id.to_string()), Some(opts))
+                    .await
+                {
+                    Err(e) if !is_status(&e, 404) && !is_status(&e, 409) => Err(other(e)),
+                    _ => Ok(()),
+                };
+            }
             self.remove_by_pool_id(&pool.id.to_string()).await
         }
         .boxed()

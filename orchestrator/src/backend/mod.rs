@@ -37,6 +37,9 @@ pub struct PoolSpec {
     pub node: Option<String>,
     /// The agent's API token.
     pub token: String,
+    /// Made by an older slotpack (storage layout 1): its state may still
+    /// hold its tenants' homes, so removing it keeps its state.
+    pub state_holds_homes: bool,
 }
 
 /// Errors of a backend.

@@ -434,6 +434,14 @@ impl Backend for SwarmBackend {
 
     fn remove_pool<'a>(&'a self, pool: &'a PoolSpec) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
+            if pool.state_holds_homes {
+                // Nothing implicit: its state volume may hold tenant homes.
+                tracing::warn!(pool = %pool.id, "kept the state volume of a pool of an older slotpack (it may hold tenant homes)");
+                return self
+                    .remove_service(&pool.id.to_string(), pool.node.as_deref())
+                    .await
+                    .map(|_| ());
+            }
             self.remove_by_pool_id(&pool.id.to_string(), pool.node.as_deref())
                 .await
         }

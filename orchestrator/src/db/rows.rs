@@ -68,6 +68,7 @@ impl PoolRow {
             image: self.image.clone(),
             node: self.node.clone(),
             token: self.token.clone(),
+            state_holds_homes: self.layout < LAYOUT,
         }
     }
 
