@@ -436,16 +436,20 @@ impl AgentClient {
         id: &str,
         spec: &ProgramSpec,
     ) -> Result<ProgramStatus, AgentError> {
+        self.put_to(ep, &format!("/v1/programs/{id}"), spec).await
+    }
+
+    /// PUT `spec` to `path` (a program, with or without `?start=false`).
+    async fn put_to(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        spec: &ProgramSpec,
+    ) -> Result<ProgramStatus, AgentError> {
         let body =
             serde_json::to_vec(spec).map_err(|e| AgentError::Malformed(ep.addr, e.to_string()))?;
         let b = self
-            .call(
-                ep,
-                Method::PUT,
-                &format!("/v1/programs/{id}"),
-                Some(body),
-                stop_grace(spec),
-            )
+            .call(ep, Method::PUT, path, Some(body), stop_grace(spec))
             .await?;
         Self::json(ep, &b)
     }
@@ -522,18 +526,8 @@ impl AgentClient {
         id: &str,
         spec: &ProgramSpec,
     ) -> Result<ProgramStatus, AgentError> {
-        let body =
-            serde_json::to_vec(spec).map_err(|e| AgentError::Malformed(ep.addr, e.to_string()))?;
-        let b = self
-            .call(
-                ep,
-                Method::PUT,
-                &format!("/v1/programs/{id}?start=false"),
-                Some(body),
-                stop_grace(spec),
-            )
-            .await?;
-        Self::json(ep, &b)
+        self.put_to(ep, &format!("/v1/programs/{id}?start=false"), spec)
+            .await
     }
 
     /// `PUT /v1/programs/{id}/volume?path=P` with a tar.

@@ -564,20 +564,12 @@ async fn volume_out(
     q: Result<Query<VolumeQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = query(q)?;
-    let owner = match &q.owner {
-        None => None,
-        Some(o) => {
-            let bad = || {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("owner {o:?}: want UID:GID"),
-                )
-            };
-            let (u, g) = o.split_once(':').ok_or_else(bad)?;
-            Some((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
-        }
-    };
+    let owner = q
+        .owner
+        .as_deref()
+        .map(slotpack_proto::protocol::parse_owner)
+        .transpose()
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
     let tar = app.svc.volume_out(&caller, &id, &q.path, owner).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-tar")],

@@ -287,6 +287,18 @@ impl Held<'_> {
         self.refresh_route(&row.id)
     }
 
+    /// Why tenant `id` may not leave pool `from` now (gone, elsewhere, or
+    /// being deleted), if so.
+    fn not_movable(&self, id: &str, from: u64) -> Result<Option<Moved>, DbError> {
+        Ok(
+            match self.ledger.db.tenant(id)?.filter(|t| t.pool == from) {
+                None => Some(Moved::Elsewhere),
+                Some(t) if t.desired == Desired::Deleting => Some(Moved::Deleting(t)),
+                Some(_) => None,
+            },
+        )
+    }
+
     /// Move tenant `id` out of pool `from` into `slot` of `to`, unless its
     /// deletion began or it left `from` meanwhile.
     pub fn move_tenant(
@@ -297,11 +309,8 @@ impl Held<'_> {
         slot: u32,
         why: &str,
     ) -> Result<Moved, DbError> {
-        let Some(t) = self.ledger.db.tenant(id)?.filter(|t| t.pool == from) else {
-            return Ok(Moved::Elsewhere);
-        };
-        if t.desired == Desired::Deleting {
-            return Ok(Moved::Deleting(t));
+        if let Some(not) = self.not_movable(id, from)? {
+            return Ok(not);
         }
         let port = to
             .slot_port(slot)
@@ -325,11 +334,8 @@ impl Held<'_> {
         to: Option<(&PoolRow, u32)>,
         why: &str,
     ) -> Result<Moved, DbError> {
-        let Some(t) = self.ledger.db.tenant(id)?.filter(|t| t.pool == from) else {
-            return Ok(Moved::Elsewhere);
-        };
-        if t.desired == Desired::Deleting {
-            return Ok(Moved::Deleting(t));
+        if let Some(not) = self.not_movable(id, from)? {
+            return Ok(not);
         }
         let target = match to {
             Some((p, slot)) => Some((

@@ -144,23 +144,10 @@ mod tests {
 
     fn pool(n: u64, class: &str, image: &str, status: PoolState) -> PoolRow {
         PoolRow {
-            number: n,
-            block: n as u32,
-            base_port: 9000,
-            agent_port: 8999,
-            uid_base: 10_000,
-            slots: 4,
-            memory_mb: 1024,
-            cpu_millis: 1000,
             class: Some(class.into()),
             image: Some(image.into()),
-            node: None,
-            layout: crate::db::LAYOUT,
-            mode: PoolMode::Pooled,
             status,
-            token: "t".into(),
-            backend_ref: None,
-            created_at: String::new(),
+            ..PoolRow::for_tests(n)
         }
     }
 

@@ -164,28 +164,12 @@ pub fn program_of(t: &TenantRow, pool: &PoolRow) -> Option<slotpack_proto::proto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::states::{PoolMode, PoolState};
     use slotpack_proto::protocol::{ProgramState, TenantId};
 
     fn pool() -> PoolRow {
         PoolRow {
-            number: 3,
             block: 0,
-            base_port: 9000,
-            agent_port: 8999,
-            uid_base: 10_000,
-            slots: 4,
-            memory_mb: 1024,
-            cpu_millis: 1000,
-            class: None,
-            image: None,
-            node: None,
-            layout: crate::db::LAYOUT,
-            mode: PoolMode::Pooled,
-            status: PoolState::Running,
-            token: "t".into(),
-            backend_ref: None,
-            created_at: String::new(),
+            ..PoolRow::for_tests(3)
         }
     }
 

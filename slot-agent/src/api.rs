@@ -393,23 +393,13 @@ async fn get_volume(
 ) -> ApiResult<Response> {
     checked_id(&id)?;
     let q = query(q)?;
-    let owner = match &q.owner {
-        None => None,
-        Some(o) => {
-            let bad = || {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("owner {o:?}: want UID:GID"),
-                )
-            };
-            let (u, g) = o.split_once(':').ok_or_else(bad)?;
-            Some((
-                u.parse::<u32>().map_err(|_| bad())?.into(),
-                g.parse::<u32>().map_err(|_| bad())?.into(),
-            ))
-        }
-    };
+    let owner = q
+        .owner
+        .as_deref()
+        .map(slotpack_proto::protocol::parse_owner)
+        .transpose()
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?
+        .map(|(u, g)| (u64::from(u), u64::from(g)));
     let (data, _) = lock(&api.sup).volume_access(&id, &q.path, false)?;
     let tmp = data.dir(&id).join(".export.tar");
     let at = tmp.clone();

@@ -388,26 +388,8 @@ fn private_mounts(
         }
         // A home or working dir below one of them stays where it was.
         for (c, fd) in carry.iter().zip(held) {
-            for d in &c.dirs {
-                if libc::mkdir(d.as_ptr(), 0o711) == 0 {
-                    // Whatever the agent's umask: the slot user passes
-                    // through, and lists nothing.
-                    check(libc::chmod(d.as_ptr(), 0o711))?;
-                } else if *libc::__errno_location() != libc::EEXIST {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-            let r = libc::syscall(
-                libc::SYS_move_mount,
-                fd,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                c.target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            );
-            libc::close(fd);
-            check(r as libc::c_int)?;
+            make_dirs(&c.dirs)?;
+            put_back(fd, &c.target)?;
             if c.read_only {
                 check(libc::mount(
                     std::ptr::null(),
@@ -459,8 +441,29 @@ fn clone_tree(path: &CString) -> libc::c_int {
     }
 }
 
+/// Attach the detached tree `fd` (an `open_tree` clone) at `target`, and
+/// close it. In the child: system calls only.
+#[allow(unsafe_code)]
+fn put_back(fd: libc::c_int, target: &CString) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    // SAFETY: NUL-terminated strings that outlive the call, our own fd.
+    unsafe {
+        let r = libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        );
+        libc::close(fd);
+        check(r as libc::c_int)
+    }
+}
+
 /// Make each folder of `dirs` (outermost first), root's, mode 0711 when
-/// new. In the child: system calls only.
+/// new (whatever the agent's umask: the slot user passes through, and
+/// lists nothing). In the child: system calls only.
 #[allow(unsafe_code)]
 fn make_dirs(dirs: &[CString]) -> io::Result<()> {
     for d in dirs {
@@ -564,17 +567,7 @@ impl TenantMounts {
                 ))?;
             }
             make_dirs(&self.dirs)?;
-            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-            let r = libc::syscall(
-                libc::SYS_move_mount,
-                fd,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                self.target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            );
-            libc::close(fd);
-            check(r as libc::c_int)?;
+            put_back(fd, &self.target)?;
             for (source, prefixes, target) in &self.volumes {
                 make_dirs(prefixes)?;
                 check(libc::mount(

@@ -121,6 +121,13 @@ pub fn check_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
     Ok(())
 }
 
+/// An archive owner `UID:GID` (the volume routes' `owner`).
+pub fn parse_owner(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("owner {text:?}: want UID:GID");
+    let (u, g) = text.split_once(':').ok_or_else(bad)?;
+    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
+}
+
 /// The folder name of a volume's data: its path without the leading `/`,
 /// with `%` and `/` escaped (`/freqtrade/user_data` is
 /// `freqtrade%2Fuser_data`), so that an operator can tell which is which.

@@ -45,6 +45,32 @@ pub struct PoolRow {
     pub created_at: String,
 }
 
+#[cfg(test)]
+impl PoolRow {
+    /// A running shared pool of 4 slots (1 GiB, 1 CPU) for unit tests.
+    pub fn for_tests(number: u64) -> PoolRow {
+        PoolRow {
+            number,
+            block: number as u32,
+            base_port: 9000,
+            agent_port: 8999,
+            uid_base: 10_000,
+            slots: 4,
+            memory_mb: 1024,
+            cpu_millis: 1000,
+            class: None,
+            image: None,
+            node: None,
+            layout: LAYOUT,
+            mode: PoolMode::Pooled,
+            status: PoolState::Running,
+            token: "t".into(),
+            backend_ref: None,
+            created_at: String::new(),
+        }
+    }
+}
+
 /// The storage layout of pools made now: tenant data is the deployment's
 /// (see `backend::engine::tenants_volume`), not the pool's.
 pub const LAYOUT: u32 = 2;
