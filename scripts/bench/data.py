@@ -9,6 +9,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.stdout.reconfigure(line_buffering=True)
 import urllib.request
 
 ROUNDS, WORK, SLOTPACK = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -23,9 +25,10 @@ import os, runpy
 home = os.environ["HOME"]
 blob = os.path.join(home, "blob")
 if not os.path.exists(blob):
-    with open(blob, "wb") as f:
+    with open(blob + ".part", "wb") as f:
         for _ in range(100):
             f.write(os.urandom(1 << 20))
+    os.rename(blob + ".part", blob)
 n = int(open(home + "/starts").read()) + 1 if os.path.exists(home + "/starts") else 1
 open(home + "/starts", "w").write(str(n))
 print("start %d blob=%d" % (n, os.path.getsize(blob)), flush=True)
@@ -48,7 +51,8 @@ def call(method, path, body=None):
 def spec(cls, env):
     return {"id": "big", "command": "python3", "args": ["-c", APP], "workingDir": "/app",
             "poolClass": cls, "env": env,
-            "ping": {"kind": "http", "path": "/api/v1/ping", "intervalMs": 100},
+            "ping": {"kind": "http", "path": "/api/v1/ping", "intervalMs": 100,
+                     "initialDelayMs": 30000},
             "restart": {"startSecs": 0}, "resources": {"memoryMb": 256, "cpuMillis": 10}}
 
 
