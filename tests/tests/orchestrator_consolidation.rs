@@ -194,7 +194,7 @@ fn watch_for_twins(
 }
 
 #[test]
-fn a_kill_during_consolidation_loses_no_tenant_and_runs_none_twice() {
+fn a_kill_during_consolidation_loses_no_tenant_nor_its_data_and_runs_none_twice() {
     let mut s = Slotpack::start(&[("SLOTPACK_CONSOLIDATE", "true")]);
     let mut live: Vec<String> = Vec::new();
     // The tenants ignore SIGTERM, so each stop takes its whole timeout: a
@@ -217,6 +217,9 @@ fn a_kill_during_consolidation_loses_no_tenant_and_runs_none_twice() {
         live.extend(ids.iter().skip(1).step_by(2).cloned());
         for id in &live {
             s.wait_pong(id);
+            // Data of its own (issue K), which no move may lose.
+            let home = s.data.join(format!("tenants/{id}/home"));
+            std::fs::write(home.join("planted"), id).unwrap();
         }
         // A tick (which consolidates) in flight, then kill -9.
         let addr = s.addr.clone();
@@ -248,6 +251,12 @@ fn a_kill_during_consolidation_loses_no_tenant_and_runs_none_twice() {
         assert_eq!(ids, want, "round {round}: every tenant is still there");
         for id in &live {
             s.wait_pong(id);
+            let planted = s.data.join(format!("tenants/{id}/home/planted"));
+            assert_eq!(
+                std::fs::read_to_string(&planted).ok().as_deref(),
+                Some(id.as_str()),
+                "round {round}: {id} lost its data"
+            );
         }
         let procs = wait_for(LONG, "one process per tenant", || {
             let p = tenant_processes("ck-");
