@@ -536,7 +536,7 @@ const MAX_VOLUME_ARCHIVE: usize = 1 << 30;
 /// tenant's volume: files of the same name are replaced, others kept,
 /// everything becomes the slot user's.
 #[utoipa::path(put, path = "/api/tenants/{id}/volume", params(("id" = String, Path), VolumeQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a tar archive (application/x-tar is taken too: the body is not read by its type)"),
     responses((status = 204, description = "filled"), (status = 404, body = ErrorDoc), (status = 409, body = ErrorDoc)),
     security(("bearer" = [])))]
 async fn volume_in(
