@@ -217,7 +217,9 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
     assert_ne!(new_task.trim(), task.trim(), "the same container");
 
     // Deleting every tenant and cleaning up removes the service, its
-    // container and its volume.
+    // container and its state volume; the deployment's tenant data volume
+    // (empty now: each DELETE purged its tenant's folder) is never removed
+    // implicitly.
     for id in ["s-1", "s-2"] {
         assert_eq!(
             s.call("DELETE", &format!("/api/tenants/{id}"), "").status,
@@ -229,7 +231,7 @@ fn swarm_pools_are_services_on_the_chosen_node_and_come_back_from_a_kill() {
     let label = format!("label=slotpack.deployment={dep}");
     assert_eq!(docker(&["service", "ls", "-q", "--filter", &label]), "");
     assert!(guard.ids("containers").is_empty());
-    assert!(guard.ids("volumes").is_empty());
+    assert_eq!(guard.ids("volumes"), [format!("{dep}-tenants")]);
 }
 
 /// The tenant's placement: (host, port, pool).

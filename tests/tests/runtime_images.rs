@@ -105,7 +105,7 @@ fn any_image_is_a_pool_class_and_its_environment_reaches_the_programs() {
     assert_eq!(
         classes["classes"][0],
         json!({"name": "python", "image": PYTHON_IMAGE, "slots": 2, "memoryMb": 256,
-               "cpuMillis": 500, "pools": 0, "fromConfig": true})
+               "cpuMillis": 500, "pools": 0, "fromConfig": true, "roll": null})
     );
 
     // Two Python tenants and one of the default class.
