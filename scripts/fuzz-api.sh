@@ -3,6 +3,7 @@
 # `slotpack serve` (local backend) with a tenant and an owner token is fed
 # generated requests as the admin and as an owner; every answer must be one
 # /openapi.json documents, with the documented content type, and none a 5xx.
+# The proxy and the event stream (an answer that never ends) are left out.
 # Usage: bash scripts/fuzz-api.sh [max-examples per operation, default 25]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,6 @@ for token in "$admin" "$owner"; do
   "$venv/bin/schemathesis" run "$api/openapi.json" \
     -H "Authorization: Bearer $token" \
     --checks status_code_conformance,not_a_server_error,content_type_conformance \
-    --max-examples "$examples" --exclude-path-regex proxy --no-color
+    --max-examples "$examples" --exclude-path-regex 'proxy|stream' --no-color
 done
 echo "fuzz-api: every answer documented, no server error"

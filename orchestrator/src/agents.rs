@@ -179,13 +179,31 @@ pub trait Agents: Send + Sync {
         action: ProgramAction,
         stop_timeout: Duration,
     ) -> BoxFuture<'a, Result<ProgramStatus, AgentError>>;
-    /// A program's last `tail` log lines.
+    /// A program's log: its last lines, or what came after a cursor.
     fn logs<'a>(
         &'a self,
         ep: &'a Endpoint,
         id: &'a str,
-        tail: usize,
-    ) -> BoxFuture<'a, Result<Bytes, AgentError>>;
+        read: LogRead,
+    ) -> BoxFuture<'a, Result<LogChunk, AgentError>>;
+}
+
+/// Which part of a program's log to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRead {
+    /// The last lines.
+    Tail(usize),
+    /// What was written after this cursor (an earlier chunk's).
+    After(String),
+}
+
+/// A piece of a program's log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogChunk {
+    /// The text.
+    pub bytes: Bytes,
+    /// Where a follower reads on from (the agent's `X-Log-Cursor`).
+    pub cursor: Option<String>,
 }
 
 // The trait's methods call the inherent ones of the same name (inherent
@@ -281,9 +299,9 @@ impl Agents for AgentClient {
         &'a self,
         ep: &'a Endpoint,
         id: &'a str,
-        tail: usize,
-    ) -> BoxFuture<'a, Result<Bytes, AgentError>> {
-        Box::pin(AgentClient::logs(self, ep, id, tail))
+        read: LogRead,
+    ) -> BoxFuture<'a, Result<LogChunk, AgentError>> {
+        Box::pin(AgentClient::logs(self, ep, id, read))
     }
 }
 
@@ -358,6 +376,19 @@ impl AgentClient {
         body: Option<Vec<u8>>,
         extra: Duration,
     ) -> Result<(StatusCode, Bytes), AgentError> {
+        self.call_full(ep, method, path, body, extra)
+            .await
+            .map(|(s, _, b)| (s, b))
+    }
+
+    async fn call_full(
+        &self,
+        ep: &Endpoint,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: Duration,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), AgentError> {
         if let Some(uid) = self
             .owner
             .and_then(|o| slotpack_proto::procfs::foreign_listener(ep.addr.port(), o))
@@ -380,13 +411,14 @@ impl AgentClient {
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = tokio::time::timeout(self.timeout + extra, resp.into_body().collect())
             .await
             .map_err(|_| unreachable("timed out reading".into()))?
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
         if status.is_success() {
-            Ok((status, bytes))
+            Ok((status, headers, bytes))
         } else {
             Err(AgentError::of_answer(ep.addr, status, &bytes))
         }
@@ -571,16 +603,31 @@ impl AgentClient {
         .map(|(_, b)| b)
     }
 
-    /// `GET /v1/programs/{id}/logs?tail=N`.
-    pub async fn logs(&self, ep: &Endpoint, id: &str, tail: usize) -> Result<Bytes, AgentError> {
-        self.call(
-            ep,
-            Method::GET,
-            &format!("/v1/programs/{id}/logs?tail={tail}"),
-            None,
-            Duration::ZERO,
-        )
-        .await
+    /// `GET /v1/programs/{id}/logs?tail=N` or `?after=CURSOR`.
+    pub async fn logs(
+        &self,
+        ep: &Endpoint,
+        id: &str,
+        read: LogRead,
+    ) -> Result<LogChunk, AgentError> {
+        let query = match &read {
+            LogRead::Tail(n) => format!("tail={n}"),
+            LogRead::After(c) => format!("after={c}"),
+        };
+        let (_, headers, bytes) = self
+            .call_full(
+                ep,
+                Method::GET,
+                &format!("/v1/programs/{id}/logs?{query}"),
+                None,
+                Duration::ZERO,
+            )
+            .await?;
+        let cursor = headers
+            .get("x-log-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(LogChunk { bytes, cursor })
     }
 }
 

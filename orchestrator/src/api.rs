@@ -26,6 +26,7 @@ use crate::service::{token_hash, Caller, Orchestrator, ServiceError};
 
 mod admin_routes;
 mod pool_routes;
+mod stream_routes;
 mod tenant_hosts;
 use admin_routes::*;
 use pool_routes::*;
@@ -89,7 +90,7 @@ type ApiResult<T> = Result<T, ApiError>;
     paths(create_tenant, list_tenants, get_tenant, update_tenant, delete_tenant, volume_in, volume_out, tenant_action, tenant_logs,
           proxy_doc, pool_status, health_check, cleanup, bot_info, list_classes, metrics_targets, put_class, delete_class,
           create_token, list_tokens, revoke_token, revoke_owner_tokens, tenant_hosts::open_session,
-          proxy_root_doc, events, healthz, metrics_doc, openapi_doc),
+          proxy_root_doc, events, stream_routes::events_stream, dashboard_doc, dashboard_script_doc, dashboard_style_doc, healthz, metrics_doc, openapi_doc),
     components(schemas(CreateTenant, Resources, Tenant, TenantCreated, TenantEnvelope, TenantList,
                        Placement, CreateToken, TokenCreated, TokenList, TokenRow, tenant_hosts::SessionCreated, PoolStatus, PoolInfo, HealthSummary,
                        Count, HealthReport, PoolHealth, BotHealth, CleanupResult, CleanupRequest, BotInfo, Connection,
@@ -170,9 +171,13 @@ pub fn router(app: App) -> Router {
         )
         .route("/api/tokens/{id}", delete(revoke_token))
         .route("/api/events", get(events))
+        .route("/api/events/stream", get(stream_routes::events_stream))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard/app.js", get(crate::dashboard::script))
+        .route("/dashboard/app.css", get(crate::dashboard::style))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(authed);
@@ -499,6 +504,7 @@ async fn tenant_action(
 #[serde(deny_unknown_fields)]
 struct TailQuery {
     tail: Option<u64>,
+    follow: Option<bool>,
 }
 
 /// `?limit=` of the events.
@@ -578,20 +584,27 @@ async fn volume_out(
         .into_response())
 }
 
-/// The tenant's last log lines (stdout and stderr).
-#[utoipa::path(get, path = "/api/tenants/{id}/logs", params(("id" = String, Path), ("tail" = Option<usize>, Query)),
-    responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
+/// The tenant's last log lines (stdout and stderr); with `follow=true`,
+/// then the log as it grows (chunked), until the client leaves, the tenant
+/// is deleted or the token revoked.
+#[utoipa::path(get, path = "/api/tenants/{id}/logs", params(("id" = String, Path), ("tail" = Option<usize>, Query), ("follow" = Option<bool>, Query)),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorDoc), (status = 429, body = ErrorDoc)), security(("bearer" = [])))]
 async fn tenant_logs(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    Extension(cred): Extension<Credential>,
     Path(id): Path<String>,
     q: Result<Query<TailQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let q = query(q)?;
     let tail = ranged(
         "tail",
-        query(q)?.tail.unwrap_or(100),
+        q.tail.unwrap_or(100),
         &slotpack_proto::protocol::RANGES.tail_lines,
     )?;
+    if q.follow == Some(true) {
+        return stream_routes::follow_logs(app, caller, cred, id, tail as usize).await;
+    }
     let text = app.svc.logs(&caller, &id, tail as usize).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -612,6 +625,21 @@ async fn proxy_doc() {}
     responses((status = 200, description = "the tenant's answer"), (status = 401, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 502, body = ErrorDoc)), security(("bearer" = []), ("apiKey" = [])))]
 #[allow(dead_code)]
 async fn proxy_root_doc() {}
+
+/// The operator's page (HTML; it asks for a token and calls this API).
+#[utoipa::path(get, path = "/dashboard", responses((status = 200, content_type = "text/html", description = "the page")))]
+#[allow(dead_code)]
+async fn dashboard_doc() {}
+
+/// The page's script.
+#[utoipa::path(get, path = "/dashboard/app.js", responses((status = 200, content_type = "text/javascript", description = "the script")))]
+#[allow(dead_code)]
+async fn dashboard_script_doc() {}
+
+/// The page's style sheet.
+#[utoipa::path(get, path = "/dashboard/app.css", responses((status = 200, content_type = "text/css", description = "the style sheet")))]
+#[allow(dead_code)]
+async fn dashboard_style_doc() {}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, content_type = "application/json", description = "the OpenAPI 3.1 document")))]
@@ -701,6 +729,10 @@ mod tests {
             ("/api/tokens", &["post", "get", "delete"]),
             ("/api/tokens/{id}", &["delete"]),
             ("/api/events", &["get"]),
+            ("/api/events/stream", &["get"]),
+            ("/dashboard", &["get"]),
+            ("/dashboard/app.js", &["get"]),
+            ("/dashboard/app.css", &["get"]),
             ("/healthz", &["get"]),
             ("/metrics", &["get"]),
             ("/openapi.json", &["get"]),

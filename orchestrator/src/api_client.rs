@@ -44,8 +44,10 @@ impl Answer {
 }
 
 impl ApiClient {
-    /// A client of the orchestrator at `addr` (`host:port`), with `token`.
+    /// A client of the orchestrator at `addr` (`host:port`, or
+    /// `http://host:port`), with `token`.
     pub fn new(addr: &str, token: Option<String>) -> Self {
+        let addr = addr.trim_start_matches("http://").trim_end_matches('/');
         Self {
             addr: addr.to_string(),
             token,
@@ -206,6 +208,53 @@ impl ApiClient {
     pub async fn delete_tenant(&self, id: &str) -> anyhow::Result<Answer> {
         self.call("DELETE", &format!("/api/tenants/{id}"), None)
             .await
+    }
+
+    /// `GET path`, read as it comes: `on_chunk` gets each piece until the
+    /// server ends the answer (or `on_chunk` fails). A status other than
+    /// 200 is an error with the server's message.
+    pub async fn stream(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        mut on_chunk: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut req = hyper::Request::builder()
+            .method("GET")
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = self
+            .http
+            .request(req.body(Full::new(axum::body::Bytes::new()))?)
+            .await
+            .with_context(|| {
+                format!(
+                    "orchestrator at {} does not answer (is slotpack serve running?)",
+                    self.addr
+                )
+            })?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if status != 200 {
+            let bytes = body.collect().await?.to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let msg = v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            bail!("GET {path} ({status}): {msg}");
+        }
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                on_chunk(&data)?;
+            }
+        }
+        Ok(())
     }
 
     /// `GET /api/pool/bot/{id}`.

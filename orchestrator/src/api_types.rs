@@ -149,6 +149,14 @@ pub struct Tenant {
     /// What went wrong lately, as the agent says it (e.g. a memory limit
     /// too small for the program's first run).
     pub message: Option<String>,
+    /// RFC 3339 start of the current run, while one runs.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// CPU, memory and disk use against the tenant's limits, and its level
+    /// (`healthy` below 80 % of every limit, `warning` from 80 %,
+    /// `critical` from 95 %); absent while its agent does not answer.
+    #[serde(default)]
+    pub usage: Option<crate::usage::Usage>,
 }
 
 /// `POST /api/tenants` answer.
@@ -320,6 +328,9 @@ pub struct BotHealth {
     pub healthy: bool,
     /// Restarts counted by the agent.
     pub restarts: u64,
+    /// Use against its limits (see [`Tenant::usage`]).
+    #[serde(default)]
+    pub usage: Option<crate::usage::Usage>,
 }
 
 /// `POST /api/pool/health-check`: one health tick's findings.

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::api_client::ApiClient;
 use crate::api_types::CreateTenant;
 
 /// Flags of `slotpack apply`.
@@ -15,18 +14,8 @@ pub struct ApplyArgs {
     /// The tenant's create body (JSON), `-` for stdin.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// Orchestrator address (`host:port`).
-    #[arg(long, env = "SLOTPACK_URL", default_value = "127.0.0.1:8088")]
-    pub url: String,
-    /// Bearer token (admin or owner).
-    #[arg(long, env = "SLOTPACK_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// File holding the bearer token (first line).
-    #[arg(long, env = "SLOTPACK_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Print the answer as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    client: crate::cli::ClientArgs,
 }
 
 /// Read the file, PUT it; a tenant that does not exist yet is created.
@@ -38,20 +27,7 @@ pub async fn run(a: ApplyArgs) -> anyhow::Result<()> {
     };
     let body: CreateTenant =
         serde_json::from_str(&text).with_context(|| format!("{}", a.file.display()))?;
-    let token = match (&a.token, &a.token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("token file {}", f.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    let api = ApiClient::new(&a.url, token);
+    let (api, _) = a.client.client()?;
     let id = body.id.as_str().to_string();
     let value = serde_json::to_value(&body)?;
     let mut answer = api
@@ -65,7 +41,7 @@ pub async fn run(a: ApplyArgs) -> anyhow::Result<()> {
     if !(200..300).contains(&answer.status) {
         bail!("applying {id} ({}): {}", answer.status, answer.message());
     }
-    if a.json {
+    if a.client.json {
         println!("{}", answer.body);
         return Ok(());
     }

@@ -144,6 +144,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SLOTPACK_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections_per_client: u64,
+    /// Most streams (`logs?follow=true`, `/api/events/stream`) one
+    /// credential holds open at once; more answer 429.
+    #[arg(long, env = "SLOTPACK_MAX_STREAMS_PER_CLIENT", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_streams_per_client: u64,
     /// Tenants get an origin of their own: a request for the host
     /// `<id>.<domain>` is proxied to tenant `<id>` (browsers resolve
     /// `*.localhost` to this machine); empty: no tenant hosts.

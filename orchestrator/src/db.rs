@@ -5,7 +5,7 @@
 //! Every write commits before the API answers.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 mod records;
 mod rows;
@@ -42,6 +42,8 @@ pub enum DbError {
 /// The database handle; one connection, serialised by a mutex.
 pub struct Db {
     conn: Mutex<Connection>,
+    /// The latest event's `seq`, told to stream readers on every insert.
+    latest_event: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 fn now() -> String {
@@ -66,9 +68,29 @@ impl Db {
                 std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             }
         }
+        let latest: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let latest_event = Arc::new(tokio::sync::watch::channel(latest).0);
+        let tell = latest_event.clone();
+        // Called inside the writer's transaction: a reader woken by it
+        // waits for the connection, so it reads the row once committed
+        // (or finds nothing, if the transaction rolled back).
+        conn.update_hook(Some(
+            move |action: rusqlite::hooks::Action, _db: &str, table: &str, seq: i64| {
+                if action == rusqlite::hooks::Action::SQLITE_INSERT && table == "events" {
+                    tell.send_replace(seq);
+                }
+            },
+        ));
         Ok(Db {
             conn: Mutex::new(conn),
+            latest_event,
         })
+    }
+
+    /// Wakes at every new event; holds the latest event's `seq`.
+    pub fn event_signal(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.latest_event.subscribe()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -440,11 +462,12 @@ impl Db {
     pub fn delete_tenant(&self, id: &str, why: &str) -> Result<(), DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
+        // The event first, so that it is stamped with its owner.
         tx.execute(
             "INSERT INTO events (at, kind, tenant, detail) VALUES (?1, 'tenant.removed', ?2, ?3)",
             params![now(), id, why],
         )?;
+        tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(())
     }

@@ -13,8 +13,10 @@ pub mod auth;
 pub mod backend;
 pub mod blocks;
 pub mod classes;
+pub mod cli;
 pub mod config;
 pub mod consolidate;
+pub mod dashboard;
 pub mod db;
 pub mod events;
 pub mod ledger;
@@ -32,9 +34,11 @@ pub mod server;
 pub mod service;
 pub mod states;
 pub mod status;
+pub mod streams;
 pub mod tenant_spec;
 pub mod tick_plan;
 pub mod uid_ranges;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,8 +97,14 @@ pub fn local_guarded_ports(api: u16, base: u16, width: u32) -> String {
 
 /// Find the slot-agent binary: the flag/env, next to this executable, or PATH.
 fn agent_bin(cfg: &ServeConfig) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &cfg.agent_bin {
-        return Ok(p.clone());
+    find_agent_bin(cfg.agent_bin.as_deref())
+}
+
+/// The slot-agent binary: `explicit`, else next to this binary, else on
+/// `PATH`.
+pub fn find_agent_bin(explicit: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
     }
     if let Some(dir) = std::env::current_exe()
         .ok()

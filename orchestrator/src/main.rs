@@ -1,6 +1,8 @@
-//! `slotpack`: the orchestrator binary (`serve`, `status`, `migrate`, `apply`).
+//! `slotpack`: the orchestrator binary (`serve`, `status`, `migrate`,
+//! `apply`, and the operator's commands of [`orchestrator::cli`]).
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use orchestrator::cli;
 use orchestrator::config::{read_config_file, with_file_defaults, ServeConfig};
 use orchestrator::status::StatusArgs;
 
@@ -32,6 +34,22 @@ enum Command {
     Migrate(Box<orchestrator::migrate::MigrateArgs>),
     /// Create a tenant from a JSON file, or give an existing one its spec.
     Apply(orchestrator::apply::ApplyArgs),
+    /// List tenants: state, health, pool/slot, port, uptime, restarts, use.
+    Tenants(cli::TenantsArgs),
+    /// Print a tenant's log; `-f` follows it.
+    Logs(cli::LogsArgs),
+    /// Restart tenants.
+    Restart(cli::ActionArgs),
+    /// Stop tenants (they stay placed; `start` starts them again).
+    Stop(cli::ActionArgs),
+    /// Start stopped tenants.
+    Start(cli::ActionArgs),
+    /// Delete tenants and their data.
+    Delete(cli::ActionArgs),
+    /// Print lifecycle events; `-f` follows them.
+    Events(cli::EventsArgs),
+    /// A local deployment's agents (`agents stop`).
+    Agents(cli::AgentsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +97,14 @@ fn main() -> std::process::ExitCode {
             Command::Status(a) => orchestrator::status::run(a).await,
             Command::Migrate(a) => orchestrator::migrate::run(*a).await,
             Command::Apply(a) => orchestrator::apply::run(a).await,
+            Command::Tenants(a) => cli::tenants(a).await,
+            Command::Logs(a) => cli::logs(a).await,
+            Command::Restart(a) => cli::act(cli::Action::Restart, a).await,
+            Command::Stop(a) => cli::act(cli::Action::Stop, a).await,
+            Command::Start(a) => cli::act(cli::Action::Start, a).await,
+            Command::Delete(a) => cli::act(cli::Action::Delete, a).await,
+            Command::Events(a) => cli::events(a).await,
+            Command::Agents(a) => cli::agents(a).await,
         }
     });
     match r {

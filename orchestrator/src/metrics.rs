@@ -172,6 +172,8 @@ pub struct Snapshot {
     pub connections_refused: u64,
     /// Pools the backend runs that the database has no row for (kept).
     pub orphans: u64,
+    /// Each tenant's use against its limits at the latest tick.
+    pub usage: BTreeMap<String, crate::usage::Usage>,
 }
 
 impl Snapshot {
@@ -268,6 +270,9 @@ impl Snapshot {
             "Connections refused by SLOTPACK_MAX_CONNECTIONS(_PER_CLIENT) since the start.",
             self.connections_refused,
         )?;
+        if !self.usage.is_empty() {
+            self.register_usage(&r)?;
+        }
         let restarts = IntGauge::new(
             "slotpack_tenant_restarts",
             "Restarts of current tenants counted by their agents.",
@@ -275,6 +280,58 @@ impl Snapshot {
         restarts.set(self.restarts as i64);
         r.register(Box::new(restarts))?;
         Ok(r)
+    }
+}
+
+impl Snapshot {
+    /// Per-tenant use gauges: values, percentages of the limits, level.
+    fn register_usage(&self, r: &Registry) -> prometheus::Result<()> {
+        let each = |name: &str, help: &str, f: &dyn Fn(&crate::usage::Usage) -> u64| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["tenant"])?;
+            for (t, u) in &self.usage {
+                g.with_label_values(&[t.as_str()]).set(f(u) as i64);
+            }
+            r.register(Box::new(g))
+        };
+        each(
+            "slotpack_tenant_cpu_millis",
+            "CPU each tenant used over its agent's latest sample second, in millicores.",
+            &|u| u.cpu.millis,
+        )?;
+        each(
+            "slotpack_tenant_memory_bytes",
+            "Memory each tenant's slot uses (its cgroup), in bytes.",
+            &|u| u.memory.bytes,
+        )?;
+        each(
+            "slotpack_tenant_disk_bytes",
+            "Size of each tenant's data (HOME and volumes), in bytes.",
+            &|u| u.disk.bytes,
+        )?;
+        each(
+            "slotpack_tenant_level",
+            "Each tenant's use level: 0 healthy (< 80 % of every limit), 1 warning (>= 80 %), 2 critical (>= 95 %).",
+            &|u| u.level as u64,
+        )?;
+        let pct = prometheus::GaugeVec::new(
+            Opts::new(
+                "slotpack_tenant_usage_percent",
+                "Each tenant's use as a percentage of its limit (cpuMillis, memoryMb, diskMb).",
+            ),
+            &["tenant", "resource"],
+        )?;
+        for (t, u) in &self.usage {
+            for (res, p) in [
+                ("cpu", u.cpu.percent),
+                ("memory", u.memory.percent),
+                ("disk", u.disk.percent),
+            ] {
+                if let Some(p) = p {
+                    pct.with_label_values(&[t.as_str(), res]).set(p);
+                }
+            }
+        }
+        r.register(Box::new(pct))
     }
 }
 
@@ -343,6 +400,25 @@ mod tests {
             connections: 7,
             connections_refused: 1,
             orphans: 1,
+            usage: [(
+                "bot-1".to_string(),
+                crate::usage::Usage {
+                    cpu: crate::usage::CpuUse {
+                        millis: 50,
+                        percent: Some(50.0),
+                    },
+                    memory: crate::usage::MemoryUse {
+                        bytes: 1 << 20,
+                        percent: Some(85.0),
+                    },
+                    disk: crate::usage::DiskUse {
+                        bytes: 4096,
+                        percent: None,
+                    },
+                    level: crate::usage::Level::Warning,
+                },
+            )]
+            .into(),
         };
         let t = m.render(&snap);
         for line in [
@@ -369,6 +445,11 @@ mod tests {
             "slotpack_owner_quota_memory_bytes{owner=\"alice\"} 4294967296",
             "slotpack_api_connections 7",
             "slotpack_quota_refusals_total 0",
+            "slotpack_tenant_memory_bytes{tenant=\"bot-1\"} 1048576",
+            "slotpack_tenant_cpu_millis{tenant=\"bot-1\"} 50",
+            "slotpack_tenant_disk_bytes{tenant=\"bot-1\"} 4096",
+            "slotpack_tenant_level{tenant=\"bot-1\"} 1",
+            "slotpack_tenant_usage_percent{resource=\"memory\",tenant=\"bot-1\"} 85",
         ] {
             assert!(t.lines().any(|l| l == line), "{line} missing in\n{t}");
         }

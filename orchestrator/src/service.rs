@@ -35,6 +35,8 @@ mod health;
 mod pools;
 mod rolls;
 mod status;
+mod streams;
+pub use streams::LogPlace;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -53,6 +55,14 @@ impl Caller {
         match self {
             Caller::Admin => true,
             Caller::Owner(o) => o == owner,
+        }
+    }
+
+    /// The owner whose things alone it sees; `None` for the admin.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Owner(o) => Some(o),
         }
     }
 }
@@ -162,6 +172,8 @@ pub struct Orchestrator {
     conn_limits: std::sync::OnceLock<Arc<crate::server::ConnLimits>>,
     /// One warm-slot refill at a time.
     warming: Mutex<()>,
+    /// Open streams per credential (`SLOTPACK_MAX_STREAMS_PER_CLIENT`).
+    streams: Arc<crate::streams::StreamSlots>,
 }
 
 fn unix_now() -> i64 {
@@ -194,7 +206,9 @@ impl Orchestrator {
         let access = Arc::new(crate::access::Access::new(db.token_hashes()?));
         let db = Arc::new(db);
         let ledger = Ledger::new(db.clone(), access.clone(), backend.clone());
+        let streams = crate::streams::StreamSlots::new(cfg.max_streams_per_client);
         Ok(Self {
+            streams,
             cfg,
             db,
             ledger,

@@ -2,30 +2,27 @@
 
 use clap::Args;
 
-use crate::api_client::ApiClient;
+use crate::cli::ClientArgs;
 
 /// Flags of `slotpack status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Orchestrator address.
-    #[arg(long, env = "SLOTPACK_LISTEN", default_value = "127.0.0.1:8088")]
-    pub listen: String,
-    /// Admin token.
-    #[arg(long, env = "SLOTPACK_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print the raw JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
-/// Fetch and print the pool status.
+/// Fetch and print the pool status, saying where and with which token.
 pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&a.listen, a.token.clone());
-    if a.json {
+    let (api, source) = a.client.client()?;
+    if a.client.json {
         println!("{}", api.pool_status_json().await?);
         return Ok(());
     }
-    let s = api.pool_status().await?;
+    let s = match api.pool_status().await {
+        Ok(s) => s,
+        Err(e) => anyhow::bail!("{e:#}\n(asked {} with {source})", a.client.address()),
+    };
+    println!("orchestrator {} ({source})", a.client.address());
     println!(
         "pool mode {}   pools {}   tenants {}   health {} (pools {}/{}, tenants {}/{} healthy)",
         if s.pool_mode { "on" } else { "off" },

@@ -144,6 +144,10 @@ pub fn plan_pool(pool: &PoolRow, observed: &[ProgramStatus], tenants: &[&TenantR
                 state: s.state.as_str().to_string(),
                 healthy: s.healthy,
                 restarts: s.restarts,
+                usage: tenants
+                    .iter()
+                    .find(|t| t.id == s.id)
+                    .map(|t| crate::usage::of(s, t.usage_limits())),
             });
         }
     }
@@ -202,6 +206,8 @@ mod tests {
             last_exit: None,
             last_ping: None,
             rss_bytes: 0,
+            cpu_millis: 0,
+            disk_bytes: 0,
             started_at: None,
             spec_digest: program_of(t, p).map(|s| spec_digest(&s)),
             message: None,

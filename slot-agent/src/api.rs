@@ -262,7 +262,12 @@ async fn wait_until(sup: &Shared, limit: Duration, done: impl Fn() -> bool) {
 #[serde(deny_unknown_fields)]
 struct TailQuery {
     tail: Option<u64>,
+    /// A cursor (`X-Log-Cursor` of an earlier answer): what came after it.
+    after: Option<String>,
 }
+
+/// The most bytes one `?after=` answer carries.
+const LOG_CHUNK: usize = 1 << 20;
 
 async fn logs(
     State(api): State<Api>,
@@ -280,8 +285,41 @@ async fn logs(
         s.get(&id)?;
         s.logs_dir().join(format!("{id}.log"))
     };
-    let text = crate::logs::tail(&path, n).map_err(SupervisorError::from)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    let (text, cursor) = match q.after.as_deref() {
+        Some(c) => {
+            let from = crate::logs::Cursor::parse(c).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "after: not a log cursor",
+                )
+            })?;
+            crate::logs::read_after(&path, from, LOG_CHUNK).map_err(SupervisorError::from)?
+        }
+        None => {
+            // The end is read first: a line written meanwhile comes twice
+            // to a follower, never not at all.
+            let end = crate::logs::end(&path).map_err(SupervisorError::from)?;
+            (
+                crate::logs::tail(&path, n).map_err(SupervisorError::from)?,
+                end,
+            )
+        }
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-log-cursor"),
+                cursor.to_string(),
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 async fn events(

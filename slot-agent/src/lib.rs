@@ -244,6 +244,9 @@ async fn shutdown(sup: &Shared) {
     }
 }
 
+/// Data folders are measured every this many samples.
+const DISK_EVERY: u64 = 10;
+
 /// Every `every`: memory per program (from the slot cgroups, or from
 /// `/proc` without them) and, where the kernel does not limit binds
 /// (`police`), listeners on slot ports.
@@ -253,13 +256,29 @@ async fn sample_loop(sup: Shared, every: Duration, police: bool) {
     // Ports are policed only with slot users (each slot its own uid).
     let police = police && lock(&sup).slot_uids().is_some();
     let kernel = lock(&sup).kernel_limits();
+    let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        let rss = if kernel {
+        let (rss, cpu) = if kernel {
             Default::default()
         } else {
-            procfs::rss_by_group(&procfs::all())
+            let all = procfs::all();
+            (procfs::rss_by_group(&all), procfs::cpu_usec_by_group(&all))
         };
+        // The tenants' data folders are walked every tenth sample, off the
+        // supervisor's lock and off the runtime's thread.
+        if n.is_multiple_of(DISK_EVERY) {
+            let dirs = lock(&sup).data_dirs();
+            let sup2 = sup.clone();
+            tokio::task::spawn_blocking(move || {
+                let sizes = dirs
+                    .into_iter()
+                    .map(|(id, dir)| (id, tenant_data::size_of(&dir)))
+                    .collect();
+                lock(&sup2).set_disk(sizes);
+            });
+        }
+        n += 1;
         let listeners = if police {
             procfs::listeners()
         } else {
@@ -267,6 +286,7 @@ async fn sample_loop(sup: Shared, every: Duration, police: bool) {
         };
         let mut s = lock(&sup);
         s.sample_memory(&rss);
+        s.sample_cpu(&cpu, std::time::Instant::now());
         s.police_ports(&listeners);
     }
 }

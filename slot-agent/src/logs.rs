@@ -76,6 +76,104 @@ impl LogFile {
     }
 }
 
+/// Where a reader of a log is: the file (by inode) and the byte offset in
+/// it, written `<inode>-<offset>` (the `X-Log-Cursor` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Inode of the file read.
+    pub inode: u64,
+    /// Bytes of it already read.
+    pub offset: u64,
+}
+
+impl Cursor {
+    /// Parse `<inode>-<offset>`.
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (i, o) = s.split_once('-')?;
+        Some(Cursor {
+            inode: i.parse().ok()?,
+            offset: o.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.inode, self.offset)
+    }
+}
+
+/// The end of the log at `path` now (what a follower reads on from).
+pub fn end(path: &Path) -> io::Result<Cursor> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) => Ok(Cursor {
+            inode: m.ino(),
+            offset: m.len(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Cursor {
+            inode: 0,
+            offset: 0,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// What was written to the log at `path` after `from`, at most `max`
+/// bytes, and the cursor after it. When the log was rotated since, the
+/// rest of the older file (`.1`, found by inode) comes first.
+pub fn read_after(path: &Path, from: Cursor, max: usize) -> io::Result<(Vec<u8>, Cursor)> {
+    use std::os::unix::fs::MetadataExt;
+    let now = end(path)?;
+    let mut out = Vec::new();
+    let mut start = from.offset;
+    if now.inode != from.inode {
+        let older = PathBuf::from(format!("{}.1", path.display()));
+        if let Ok(m) = fs::metadata(&older) {
+            if m.ino() == from.inode {
+                read_range(&older, from.offset, m.len(), max, &mut out)?;
+            }
+        }
+        start = 0;
+    } else if start > now.offset {
+        start = 0;
+    }
+    let room = max.saturating_sub(out.len());
+    let upto = now.offset.min(start + room as u64);
+    read_range(path, start, upto, room, &mut out)?;
+    Ok((
+        out,
+        Cursor {
+            inode: now.inode,
+            offset: upto,
+        },
+    ))
+}
+
+fn read_range(path: &Path, from: u64, to: u64, max: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    if to <= from || max == 0 {
+        return Ok(());
+    }
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(from))?;
+    let want = ((to - from) as usize).min(max);
+    let at = out.len();
+    out.resize(at + want, 0);
+    let mut got = 0;
+    while got < want {
+        match f.read(&mut out[at + got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    out.truncate(at + got);
+    Ok(())
+}
+
 /// The last `n` lines of the log at `path`, reaching into `.1` when the
 /// current file holds fewer. A missing log reads as empty.
 pub fn tail(path: &Path, n: usize) -> io::Result<Vec<u8>> {
@@ -150,6 +248,34 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_follower_reads_on_from_its_cursor_across_a_rotation() {
+        let d = tmpdir("cursor");
+        let path = d.join("p.log");
+        let mut log = LogFile::new(path.clone(), 20, 2);
+        assert_eq!(end(&path).unwrap().offset, 0);
+        log.write(b"one\ntwo\n").unwrap();
+        let (got, c) = read_after(&path, end(&path).unwrap(), 1024).unwrap();
+        assert!(got.is_empty());
+        log.write(b"three\n").unwrap();
+        let (got, c) = read_after(&path, c, 1024).unwrap();
+        assert_eq!(got, b"three\n");
+        // Past 20 bytes the file rotates: the rest of the old file comes
+        // first, then the new one.
+        log.write(b"four\nfive\nsix\n").unwrap();
+        let (got, c) = read_after(&path, c, 1024).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), "four\nfive\nsix\n");
+        // A cap cuts an answer, and the next read goes on from the cut.
+        log.write(b"seven\n").unwrap();
+        let (got, c) = read_after(&path, c, 3).unwrap();
+        assert_eq!(got, b"sev");
+        let (got, _) = read_after(&path, c, 1024).unwrap();
+        assert_eq!(got, b"en\n");
+        assert_eq!(Cursor::parse(&c.to_string()), Some(c));
+        assert_eq!(Cursor::parse("x-1"), None);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

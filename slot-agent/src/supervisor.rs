@@ -119,6 +119,8 @@ struct Run {
     ping_failures: u32,
     /// A ping of this run has succeeded.
     ping_ok_seen: bool,
+    /// The latest CPU reading: when, and the run's CPU time then (µs).
+    cpu_seen: Option<(Instant, u64)>,
 }
 
 /// How far a run has come.
@@ -154,6 +156,10 @@ struct Program {
     /// What `message` is about.
     problem: Option<slotpack_proto::protocol::Problem>,
     rss: u64,
+    /// CPU used over the latest sample period, in millicores.
+    cpu_millis: u64,
+    /// Size of the tenant's data (HOME and volumes) at the latest walk.
+    disk_bytes: u64,
     log: Arc<Mutex<LogFile>>,
 }
 
@@ -404,6 +410,8 @@ fn status(id: &str, p: &Program) -> ProgramStatus {
         last_exit: p.last_exit.clone(),
         last_ping: p.last_ping.clone(),
         rss_bytes: p.rss,
+        cpu_millis: p.cpu_millis,
+        disk_bytes: p.disk_bytes,
         started_at: p.run().map(|r| rfc3339(r.since_wall)),
         spec_digest: Some(slotpack_proto::protocol::spec_digest(&p.spec)),
         message: p.message.clone(),

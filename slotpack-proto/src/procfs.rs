@@ -19,6 +19,8 @@ pub struct ProcStat {
     pub start_ticks: u64,
     /// Resident pages.
     pub rss_pages: u64,
+    /// CPU time used in user and kernel mode, in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 /// Parse the text of `/proc/<pid>/stat`; the command name may hold spaces and parentheses.
@@ -35,6 +37,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         pgrp: rest.get(2)?.parse().ok()?,
         start_ticks: rest.get(19)?.parse().ok()?,
         rss_pages: rest.get(21)?.parse().ok()?,
+        cpu_ticks: rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?,
     })
 }
 
@@ -59,6 +62,20 @@ pub fn rss_by_group(procs: &[ProcStat]) -> HashMap<i32, u64> {
     let mut m = HashMap::new();
     for p in procs {
         *m.entry(p.pgrp).or_insert(0) += p.rss_pages * page;
+    }
+    m
+}
+
+/// CPU time used, in microseconds, summed per process group.
+pub fn cpu_usec_by_group(procs: &[ProcStat]) -> HashMap<i32, u64> {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64;
+    let mut m = HashMap::new();
+    for p in procs {
+        *m.entry(p.pgrp).or_insert(0) += p.cpu_ticks * 1_000_000 / hz;
     }
     m
 }

@@ -405,6 +405,13 @@ pub struct ProgramStatus {
     pub last_ping: Option<LastPing>,
     /// Resident memory of the process group at the latest sample.
     pub rss_bytes: u64,
+    /// CPU used over the latest sample period, in millicores (1000 = one
+    /// core busy).
+    #[serde(default)]
+    pub cpu_millis: u64,
+    /// Size of the tenant's data (HOME and volumes) at the latest walk.
+    #[serde(default)]
+    pub disk_bytes: u64,
     /// RFC 3339 start time of the current run.
     pub started_at: Option<String>,
     /// [`spec_digest`] of the spec the agent holds, so that a spec changed

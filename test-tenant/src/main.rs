@@ -15,6 +15,7 @@
 //! `GET /ws` with `Upgrade: websocket` completes a real websocket handshake
 //! and echoes every text or binary frame back.
 //! `/stream` answers chunked, one line every 100 ms, until the client leaves.
+//! `/say/TEXT` prints `test-tenant: said TEXT` to its log.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -295,6 +296,11 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
             }
             (_, "/echo") => ("200 OK", "application/octet-stream", body),
             (_, "/headers") => ("200 OK", "text/plain", seen_headers.into_bytes()),
+            (_, p) if p.starts_with("/say/") => {
+                // A line in the log on demand (log followers' tests).
+                println!("test-tenant: said {}", &p["/say/".len()..]);
+                ("200 OK", "text/plain", b"said".to_vec())
+            }
             (_, p) if p.starts_with("/target/") => {
                 ("200 OK", "text/plain", target.as_bytes().to_vec())
             }

@@ -78,7 +78,8 @@ pub(super) struct EventsQuery {
     limit: Option<u64>,
 }
 
-/// The lifecycle log (admin): latest events, oldest first.
+/// The lifecycle log: latest events, oldest first (an owner's: its
+/// tenants' events only).
 #[utoipa::path(get, path = "/api/events", params(("tenant" = Option<String>, Query), ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "{success, events: [{seq, at, kind, tenant, pool, detail}]}")), security(("bearer" = [])))]
 pub(super) async fn events(
@@ -86,9 +87,10 @@ pub(super) async fn events(
     Extension(caller): Extension<Caller>,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    admin_only(&caller)?;
     let q = query(q)?;
     let limit = ranged("limit", q.limit.unwrap_or(100), &EVENTS_LIMIT)?;
-    let ev = app.svc.events(q.tenant.as_deref(), limit as u32)?;
+    let ev = app
+        .svc
+        .latest_events(&caller, q.tenant.as_deref(), limit as u32)?;
     Ok(Json(serde_json::json!({"success": true, "events": ev})))
 }

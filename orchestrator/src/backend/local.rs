@@ -324,3 +324,38 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(text.as_bytes())
 }
+
+/// Stop every agent of the local deployment in `data_dir` (each stops its
+/// programs within their stop timeouts), and end what one killed hard left
+/// behind with `agent_bin --end-leftovers`. The pools' state stays, so a
+/// later `serve` starts them again. The pools stopped, by name.
+pub async fn stop_agents(data_dir: &Path, agent_bin: Option<&Path>) -> Vec<String> {
+    let dir = data_dir.join("pools");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            n.strip_suffix(".pid").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    let backend = LocalBackend {
+        deployment: String::new(),
+        probe: AgentClient::new(Duration::from_secs(2)),
+        homes: data_dir.join("homes"),
+        tenants: data_dir.join("tenants"),
+        agent_bin: agent_bin.map_or_else(|| PathBuf::from("slot-agent"), Path::to_path_buf),
+        env: Vec::new(),
+        dir,
+    };
+    let mut stopped = Vec::new();
+    for n in names {
+        if backend.running_pid(&n).is_some() {
+            backend.stop_agent(&n).await;
+            stopped.push(n);
+        }
+    }
+    stopped
+}

@@ -130,13 +130,25 @@ impl Db {
 
     /// The latest events, newest last; only those of `tenant` if given.
     pub fn events(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<EventRow>, DbError> {
+        self.latest_events(None, tenant, limit)
+    }
+
+    /// The latest events, newest last; only those of `owner`'s tenants and
+    /// of `tenant` if given.
+    pub fn latest_events(
+        &self,
+        owner: Option<&str>,
+        tenant: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, DbError> {
         let conn = self.conn();
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT seq, at, kind, tenant, pool, detail FROM events
-             WHERE (?1 IS NULL OR tenant = ?1) ORDER BY seq DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR tenant = ?2)
+             ORDER BY seq DESC LIMIT ?3",
         )?;
         let mut rows: Vec<EventRow> = st
-            .query_map(params![tenant, limit], |r| {
+            .query_map(params![owner, tenant, limit], |r| {
                 Ok(EventRow {
                     seq: r.get(0)?,
                     at: r.get(1)?,
@@ -148,6 +160,36 @@ impl Db {
             })?
             .collect::<Result<_, _>>()?;
         rows.reverse();
+        Ok(rows)
+    }
+
+    /// Up to `limit` events after `after`, oldest first: only those of
+    /// `owner`'s tenants if given, and of `tenant` if given.
+    pub fn events_after(
+        &self,
+        after: i64,
+        owner: Option<&str>,
+        tenant: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, DbError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT seq, at, kind, tenant, pool, detail FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR tenant = ?3)
+             ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = st
+            .query_map(params![after, owner, tenant, limit], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    tenant: r.get(3)?,
+                    pool: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 

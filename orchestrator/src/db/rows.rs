@@ -197,6 +197,15 @@ impl TenantRow {
     pub fn cpu_millis(&self) -> u64 {
         self.spec.resources.cpu_millis
     }
+
+    /// The limits its use is judged against ([`crate::usage`]).
+    pub fn usage_limits(&self) -> crate::usage::Limits {
+        crate::usage::Limits {
+            cpu_millis: self.cpu_millis(),
+            memory_mb: self.memory_mb(),
+            disk_mb: self.spec.resources.disk_mb,
+        }
+    }
 }
 
 /// Tenant rows grouped by pool number, in their original order.

@@ -93,6 +93,17 @@ const MIGRATIONS: &[&str] = &[
     // class image a rolling update gave up on.
     "ALTER TABLE pools ADD COLUMN layout INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE classes ADD COLUMN roll_failed TEXT;",
+    // 7: each event of a tenant carries the tenant's owner, so an owner's
+    // event stream reads its own (also once the tenant is gone).
+    "ALTER TABLE events ADD COLUMN owner TEXT;
+    UPDATE events SET owner = (SELECT owner FROM tenants WHERE tenants.id = events.tenant)
+        WHERE tenant IS NOT NULL;
+    CREATE INDEX events_owner ON events (owner, seq);
+    CREATE TRIGGER events_owner AFTER INSERT ON events
+        WHEN NEW.tenant IS NOT NULL AND NEW.owner IS NULL BEGIN
+        UPDATE events SET owner = (SELECT owner FROM tenants WHERE id = NEW.tenant)
+            WHERE seq = NEW.seq;
+    END;",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).

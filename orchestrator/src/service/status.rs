@@ -193,6 +193,9 @@ impl Orchestrator {
             for b in &h.bots {
                 *s.tenants.entry(b.state.clone()).or_default() += 1;
                 s.restarts += b.restarts;
+                if let Some(u) = &b.usage {
+                    s.usage.insert(b.id.clone(), u.clone());
+                }
             }
         }
         if let Ok(tokens) = self.tokens() {

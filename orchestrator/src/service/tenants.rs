@@ -341,6 +341,8 @@ impl Orchestrator {
             created_at: t.created_at.clone(),
             expires_at: t.expires_at,
             message: st.and_then(|s| s.message.clone()),
+            started_at: st.and_then(|s| s.started_at.clone()),
+            usage: st.map(|s| crate::usage::of(s, t.usage_limits())),
         }
     }
 
@@ -491,7 +493,12 @@ impl Orchestrator {
     pub async fn logs(&self, caller: &Caller, id: &str, tail: usize) -> Result<axum::body::Bytes> {
         let t = self.visible(caller, id)?;
         let pool = self.pool_of(&t)?;
-        Ok(self.agents.logs(&self.endpoint(&pool), id, tail).await?)
+        let read = crate::agents::LogRead::Tail(tail);
+        Ok(self
+            .agents
+            .logs(&self.endpoint(&pool), id, read)
+            .await?
+            .bytes)
     }
 
     /// The tenant's address and its route's generation, for the proxy

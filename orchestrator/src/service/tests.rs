@@ -234,6 +234,8 @@ fn status_of(id: &str, spec: &ProgramSpec) -> ProgramStatus {
         last_exit: None,
         last_ping: None,
         rss_bytes: 0,
+        cpu_millis: 0,
+        disk_bytes: 0,
         started_at: None,
         spec_digest: Some(slotpack_proto::protocol::spec_digest(spec)),
         message: None,
@@ -407,9 +409,9 @@ impl Agents for FakeAgents {
         &'a self,
         ep: &'a Endpoint,
         _: &'a str,
-        _: usize,
-    ) -> BoxFuture<'a, Result<Bytes, AgentError>> {
-        let r = self.on(ep, None, |_| Ok(Bytes::new()));
+        _: crate::agents::LogRead,
+    ) -> BoxFuture<'a, Result<crate::agents::LogChunk, AgentError>> {
+        let r = self.on(ep, None, |_| Ok(Default::default()));
         async { r }.boxed()
     }
 }

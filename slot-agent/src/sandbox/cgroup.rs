@@ -420,6 +420,23 @@ impl Cgroups {
             .unwrap_or(0)
     }
 
+    /// CPU time the slot has used, in microseconds (v1: `cpuacct.usage`
+    /// where `cpuacct` shares the `cpu` hierarchy; v2: `cpu.stat`).
+    pub fn cpu_usec(&self, slot: u32) -> Option<u64> {
+        let leaf = format!("slot-{slot}");
+        match &self.layout {
+            Layout::V1 { cpu, .. } => {
+                let text =
+                    fs::read_to_string(cpu.as_ref()?.join(leaf).join("cpuacct.usage")).ok()?;
+                text.trim().parse::<u64>().ok().map(|ns| ns / 1000)
+            }
+            Layout::V2 { root } => keyed(
+                &fs::read_to_string(root.join(leaf).join("cpu.stat")).ok()?,
+                "usage_usec",
+            ),
+        }
+    }
+
     /// How many processes the kernel's OOM killer has ended in `slot`.
     pub fn oom_kills(&self, slot: u32) -> u64 {
         let file = match self.layout {

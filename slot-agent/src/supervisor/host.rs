@@ -107,6 +107,8 @@ pub trait Host {
     fn slot_memory(&self, slot: u32) -> Option<u64>;
     /// Processes of `slot` the kernel's OOM killer has ended so far.
     fn oom_kills(&self, slot: u32) -> u64;
+    /// CPU time `slot` has used (its cgroup), in microseconds, if known.
+    fn slot_cpu_usec(&self, slot: u32) -> Option<u64>;
     /// Remove what a slot leaves outside its tenant's data: with a slot
     /// user and no private temp folders, its files in the shared ones.
     fn clear_slot(&mut self, uid: Option<u32>);
@@ -264,6 +266,10 @@ impl Host for OsHost {
 
     fn oom_kills(&self, slot: u32) -> u64 {
         self.cgroups().map_or(0, |c| c.oom_kills(slot))
+    }
+
+    fn slot_cpu_usec(&self, slot: u32) -> Option<u64> {
+        self.cgroups().and_then(|c| c.cpu_usec(slot))
     }
 
     fn clear_slot(&mut self, uid: Option<u32>) {

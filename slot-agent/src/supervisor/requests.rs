@@ -170,6 +170,8 @@ impl Supervisor {
                 message: None,
                 problem: None,
                 rss: 0,
+                cpu_millis: 0,
+                disk_bytes: 0,
                 log: Arc::new(Mutex::new(log)),
             },
         );

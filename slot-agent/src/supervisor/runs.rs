@@ -72,6 +72,47 @@ impl Supervisor {
         }
     }
 
+    /// Sample CPU use per program: the slot cgroup's CPU time with the
+    /// sandbox, else the program's process group's (`usec_by_group`), as
+    /// millicores over the time since the run's previous sample.
+    pub fn sample_cpu(&mut self, usec_by_group: &HashMap<i32, u64>, now: Instant) {
+        let kernel = self.host.kernel_limits();
+        for p in self.programs.values_mut() {
+            let slot = p.slot;
+            let Phase::Up(run) = &mut p.phase else {
+                p.cpu_millis = 0;
+                continue;
+            };
+            let used = if kernel {
+                self.host.slot_cpu_usec(slot)
+            } else {
+                usec_by_group.get(&run.pid).copied()
+            };
+            let Some(used) = used else { continue };
+            if let Some((then, before)) = run.cpu_seen {
+                p.cpu_millis = cpu_millis(before, used, now.saturating_duration_since(then));
+            }
+            run.cpu_seen = Some((now, used));
+        }
+    }
+
+    /// Each program's data folder (HOME and volumes), for [`Self::set_disk`].
+    pub fn data_dirs(&self) -> Vec<(String, std::path::PathBuf)> {
+        self.programs
+            .keys()
+            .map(|id| (id.clone(), self.settings.data.dir(id)))
+            .collect()
+    }
+
+    /// Record the sizes of programs' data folders (walked off the lock).
+    pub fn set_disk(&mut self, sizes: Vec<(String, u64)>) {
+        for (id, bytes) in sizes {
+            if let Some(p) = self.programs.get_mut(&id) {
+                p.disk_bytes = bytes;
+            }
+        }
+    }
+
     /// The message of a kernel OOM kill in `id`'s slot (`ended`: it ended
     /// the run), kept as the program's message.
     fn oom_message(&mut self, id: &str, ended: bool) -> String {
@@ -145,6 +186,7 @@ impl Supervisor {
                     },
                     ping_failures: 0,
                     ping_ok_seen: false,
+                    cpu_seen: None,
                 });
                 self.by_pid.insert(pid, id.to_string());
                 let start_ticks = self.host.start_ticks(pid);
@@ -588,4 +630,11 @@ fn memory_problem(too_small: bool) -> slotpack_proto::protocol::Problem {
     } else {
         slotpack_proto::protocol::Problem::MemoryLimit
     }
+}
+
+/// CPU use in millicores: `before` → `after` µs of CPU time over `elapsed`
+/// of wall time (1000 = one core busy). Pure.
+pub fn cpu_millis(before: u64, after: u64, elapsed: Duration) -> u64 {
+    let wall = elapsed.as_micros().max(1) as u64;
+    after.saturating_sub(before).saturating_mul(1000) / wall
 }

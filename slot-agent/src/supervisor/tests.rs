@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nix::sys::signal::Signal;
@@ -47,6 +47,7 @@ struct World {
     kernel: bool,
     /// OOM kills per slot, as the kernel would count them.
     ooms: std::collections::HashMap<u32, u64>,
+    cpu: std::collections::HashMap<u32, u64>,
 }
 
 struct FakeHost(Arc<Mutex<World>>);
@@ -90,6 +91,10 @@ impl Host for FakeHost {
     }
     fn oom_kills(&self, slot: u32) -> u64 {
         self.0.lock().unwrap().ooms.get(&slot).copied().unwrap_or(0)
+    }
+    fn slot_cpu_usec(&self, slot: u32) -> Option<u64> {
+        let w = self.0.lock().unwrap();
+        w.kernel.then(|| w.cpu.get(&slot).copied().unwrap_or(0))
     }
     fn clear_slot(&mut self, uid: Option<u32>) {
         self.0.lock().unwrap().cleared.push(uid);
@@ -428,6 +433,28 @@ fn pings_that_fail_before_the_first_good_one_are_forgiven_within_the_grace() {
     }
     assert_eq!(r.state("g"), ProgramState::Running);
     assert!(r.w().signals.is_empty());
+}
+
+#[test]
+fn cpu_use_is_the_rate_between_two_samples_of_the_slot_cgroup() {
+    let r = Rig::new("cpu", true);
+    r.w().kernel = true;
+    r.put("c", spec(1, json!({"restart": {"startSecs": 0}})))
+        .unwrap();
+    let t0 = Instant::now();
+    r.w().cpu.insert(1, 1_000_000);
+    lock(&r.sup).sample_cpu(&Default::default(), t0);
+    // The first sample only sets the mark.
+    assert_eq!(r.status("c").cpu_millis, 0);
+    // Half a second of CPU time in one second of wall time: 500 millicores.
+    r.w().cpu.insert(1, 1_500_000);
+    lock(&r.sup).sample_cpu(&Default::default(), t0 + Duration::from_secs(1));
+    assert_eq!(r.status("c").cpu_millis, 500);
+    assert_eq!(
+        super::runs::cpu_millis(0, 2_000_000, Duration::from_secs(1)),
+        2000
+    );
+    assert_eq!(super::runs::cpu_millis(5, 1, Duration::ZERO), 0);
 }
 
 #[test]
