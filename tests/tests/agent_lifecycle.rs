@@ -196,14 +196,36 @@ fn policies_on_failure_and_never() {
 }
 
 #[test]
-fn missing_command_is_a_failed_start_not_a_crash_of_the_agent() {
+fn a_missing_command_is_refused_and_one_that_cannot_exec_is_a_failed_start() {
     let a = Agent::start(2, &[]);
-    let spec = json!({"command": "/nonexistent/bot", "slot": 0, "restart": {"maxAttempts": 2, "backoffMs": 10, "cooldownMs": 60000}});
+    let restart = json!({"maxAttempts": 2, "backoffMs": 10, "cooldownMs": 60000});
+    // Missing: a 400 that says so, and nothing stored.
+    let spec = json!({"command": "/nonexistent/bot", "slot": 0, "restart": restart});
     let r = a.call("PUT", "/v1/programs/ghost", &spec.to_string());
-    assert_eq!(r.status, 201);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("does not exist"), "{}", r.text());
+    assert_eq!(a.call("GET", "/v1/programs/ghost", "").status, 404);
+    // Present but not a program: failed runs, then cooldown; the agent
+    // itself is unharmed.
+    let dir = std::env::temp_dir().join(format!("slot-agent-noexec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bot");
+    std::fs::write(&file, b"\x01\x02 not a program").unwrap();
+    for p in [&dir, &file] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let spec = json!({"command": file, "slot": 0, "restart": restart});
+    let r = a.call("PUT", "/v1/programs/ghost", &spec.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
     a.wait_status("ghost", "cooldown", LONG, |s| s["state"] == "cooldown");
-    assert!(a.logs("ghost", 10).contains("cannot start"));
+    // (exec falls back to the shell, which says what it could not run.)
+    let log = a.logs("ghost", 10);
+    assert!(
+        log.contains("not found") || log.contains("cannot start"),
+        "{log}"
+    );
     assert_eq!(a.call("GET", "/v1/health", "").status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

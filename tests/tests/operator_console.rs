@@ -482,3 +482,29 @@ fn agents_stop_ends_a_local_deployments_agents_only_when_serve_is_gone() {
     s.spawn();
     s.wait_pong("ag-1");
 }
+
+#[test]
+fn a_command_that_does_not_exist_is_a_400_at_create_and_at_put_and_changes_nothing() {
+    let s = Slotpack::start(&[]);
+    let r = s.create(
+        "ghost",
+        json!({"command": "/usr/local/bin/not-installed-here"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("does not exist"), "{}", r.text());
+    assert_eq!(s.call("GET", "/api/tenants/ghost", "").status, 404);
+    let r = s.create("ghost", json!({"command": "no-such-command"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("PATH"), "{}", r.text());
+    // A PUT to a missing command is refused; the tenant runs on as it was.
+    s.create_ok("real", json!({}));
+    s.wait_pong("real");
+    let body = slotpack_tests::orchestrator::tenant("real", json!({"command": "/nope/x"}));
+    let r = s.call("PUT", "/api/tenants/real", &body.to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    s.wait_pong("real");
+    let t = s.call("GET", "/api/tenants/real", "").json();
+    assert_eq!(t["tenant"]["state"], "running", "{t}");
+    let list = s.call("GET", "/api/tenants", "").json();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 1, "{list}");
+}

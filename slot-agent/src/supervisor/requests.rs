@@ -65,6 +65,47 @@ impl Supervisor {
         self.put_as(id, spec, RunGoal::Running)
     }
 
+    /// A program to run now must name a command that exists: a missing one
+    /// is refused, not found out by a restart loop. One inside the tenant's
+    /// own volumes is looked for by its program only (a stopped create
+    /// fills them first).
+    fn command_exists(&self, spec: &ProgramSpec) -> Result<(), SupervisorError> {
+        let in_volume = spec
+            .volumes
+            .iter()
+            .any(|v| Path::new(&spec.command).starts_with(&v.path));
+        let relative = !spec.command.starts_with('/') && spec.command.contains('/');
+        if in_volume || relative {
+            return Ok(());
+        }
+        let path = spec
+            .env
+            .get("PATH")
+            .map_or_else(|| self.base_path(), String::as_str);
+        match crate::access::resolve(&spec.command, path) {
+            Some(f) if f.is_file() => Ok(()),
+            Some(f) => Err(SupervisorError::Invalid(format!(
+                "command {} does not exist{}",
+                f.display(),
+                self.where_commands_are()
+            ))),
+            None => Err(SupervisorError::Invalid(format!(
+                "command {} is not on the program's PATH ({path}){}",
+                spec.command,
+                self.where_commands_are()
+            ))),
+        }
+    }
+
+    /// Where this agent's programs run, for a refusal's words.
+    fn where_commands_are(&self) -> &'static str {
+        if std::path::Path::new("/.dockerenv").exists() {
+            " in the pool's image"
+        } else {
+            " on this host (the local backend runs programs on the orchestrator's host)"
+        }
+    }
+
     /// Create or replace `id` with `goal`: a new program wanted stopped is
     /// only stored (its data can be filled first), one wanted running
     /// starts, a changed one restarts (or stays down when stopped).
@@ -76,6 +117,9 @@ impl Supervisor {
     ) -> Result<bool, SupervisorError> {
         self.refuse_if_shutting_down()?;
         self.validate(id, &mut spec)?;
+        if goal == RunGoal::Running {
+            self.command_exists(&spec)?;
+        }
         if let Some(uid) = spec.slot.and_then(|s| self.slot_uid(s)) {
             // A command the slot's user cannot reach or run is refused now,
             // not found out by a restart loop.

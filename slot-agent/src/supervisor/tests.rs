@@ -601,3 +601,37 @@ fn an_exit_of_a_process_that_is_not_a_program_changes_nothing() {
     assert_eq!(r.state("o"), ProgramState::Running);
     assert!(r.w().signals.is_empty());
 }
+
+#[test]
+fn a_command_that_does_not_exist_is_refused_unless_the_program_waits_stopped() {
+    let r = Rig::new("nocmd", false);
+    let err = r
+        .put("x", spec(0, json!({"command": "/no/such/program"})))
+        .unwrap_err();
+    assert!(
+        matches!(&err, SupervisorError::Invalid(m) if m.contains("/no/such/program does not exist")),
+        "{err}"
+    );
+    let err = r
+        .put("y", spec(0, json!({"command": "no-such-program-anywhere"})))
+        .unwrap_err();
+    assert!(
+        matches!(&err, SupervisorError::Invalid(m) if m.contains("not on the program's PATH")),
+        "{err}"
+    );
+    assert!(lock(&r.sup).get("x").is_err(), "nothing was stored");
+    // Placed stopped, its volumes may bring it; in a volume it is not looked for.
+    let stopped: ProgramSpec =
+        serde_json::from_value(spec(1, json!({"command": "/no/such/program"}))).unwrap();
+    lock(&r.sup)
+        .put_as("z", stopped, crate::store::RunGoal::Stopped)
+        .unwrap();
+    r.put(
+        "v",
+        spec(
+            2,
+            json!({"command": "/data/bin/app", "volumes": [{"path": "/data"}]}),
+        ),
+    )
+    .unwrap();
+}
