@@ -317,12 +317,49 @@ pub struct Endpoint {
 /// A pooled HTTP/1 client for all agents.
 #[derive(Clone)]
 pub struct AgentClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<CheckedConnector, Full<Bytes>>,
     timeout: Duration,
-    /// As root: the uid an agent's port must be listened on by (ours; a
-    /// Docker port is published by the root daemon). A port some other user
-    /// listens on (a tenant squatting it) never gets the token.
+}
+
+/// Connects to an agent only if its port is listened on by `owner` (as
+/// root: our uid; a Docker port is published by the root daemon). A port
+/// some other user listens on (a tenant squatting it) is never connected
+/// to, so it never gets the token. Checked per new connection: a kept-alive
+/// one stays with the listener it was checked against (reading
+/// `/proc/net/tcp` per call cost 10-20 ms on a busy host).
+#[derive(Clone)]
+struct CheckedConnector {
+    inner: HttpConnector,
     owner: Option<u32>,
+}
+
+impl tower_service::Service<hyper::Uri> for CheckedConnector {
+    type Response = <HttpConnector as tower_service::Service<hyper::Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let (owner, mut inner) = (self.owner, self.inner.clone());
+        Box::pin(async move {
+            let squatter = owner
+                .zip(uri.port_u16())
+                .and_then(|(o, port)| slotpack_proto::procfs::foreign_listener(port, o));
+            if let Some(uid) = squatter {
+                return Err(format!(
+                    "the port is held by uid {uid}, not by an agent: its token is not sent"
+                )
+                .into());
+            }
+            inner.call(uri).await.map_err(Into::into)
+        })
+    }
 }
 
 impl AgentClient {
@@ -332,14 +369,14 @@ impl AgentClient {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(timeout));
+        let owner = nix::unistd::geteuid()
+            .is_root()
+            .then_some(nix::unistd::geteuid().as_raw());
         Self {
             http: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
-                .build(conn),
+                .build(CheckedConnector { inner: conn, owner }),
             timeout,
-            owner: nix::unistd::geteuid()
-                .is_root()
-                .then_some(nix::unistd::geteuid().as_raw()),
         }
     }
 
@@ -389,15 +426,6 @@ impl AgentClient {
         body: Option<Vec<u8>>,
         extra: Duration,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), AgentError> {
-        if let Some(uid) = self
-            .owner
-            .and_then(|o| slotpack_proto::procfs::foreign_listener(ep.addr.port(), o))
-        {
-            return Err(AgentError::Unreachable(
-                ep.addr,
-                format!("the port is held by uid {uid}, not by an agent: its token is not sent"),
-            ));
-        }
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", ep.addr))
@@ -409,7 +437,7 @@ impl AgentClient {
         let resp = tokio::time::timeout(self.timeout + extra, self.http.request(req))
             .await
             .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(crate::proxy::error_chain(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = tokio::time::timeout(self.timeout + extra, resp.into_body().collect())
@@ -642,6 +670,42 @@ pub fn stop_grace(spec: &ProgramSpec) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_port_another_user_listens_on_is_never_connected_to() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (a listener of another uid)");
+            return;
+        }
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        // A squatter: uid 65534 listens on a port and says which.
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import socket,time\ns=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\nprint(s.getsockname()[1], flush=True); time.sleep(60)"])
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let ep = Endpoint {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            token: "secret".into(),
+        };
+        let r = AgentClient::new(Duration::from_secs(2)).health(&ep).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        match r {
+            Err(AgentError::Unreachable(_, m)) => {
+                assert!(m.contains("held by uid 65534"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn an_agents_error_answer_is_typed_once() {

@@ -49,6 +49,9 @@ pub async fn serve(
             },
             _ = &mut stop => return,
         };
+        // Answers go out at once: with Nagle, a kept-alive client's next
+        // answer waited for the delayed ACK of the last (20-40 ms a call).
+        let _ = tcp.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             drop(tcp); // over the cap: closed at once
             continue;
