@@ -251,6 +251,7 @@ fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let classes = cfg.classes.clone();
+    let (cfg_backend, data_dir) = (cfg.backend, cfg.data_dir.clone());
     logging::init(&cfg.log, &cfg.log_format).map_err(anyhow::Error::msg)?;
     // One serve per data dir: held until this process ends.
     let _lock = server::DataDirLock::take(&cfg.data_dir)?;
@@ -383,7 +384,18 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             Err(_) => bail!("an API worker panicked"),
         }
     }
-    tracing::info!("stopped; pools keep running and are adopted at the next start");
+    // The pools outlive serve by design (a restart or upgrade stops no
+    // tenant): say so, and how to end them on purpose.
+    let how = match cfg_backend {
+        BackendKind::Local => format!(
+            "`slotpack agents stop --data-dir {}` ends them",
+            data_dir.display()
+        ),
+        _ => "delete their tenants (or the pool containers) to end them".to_string(),
+    };
+    tracing::info!(
+        "stopped; the pools and their tenants keep running, and the next serve adopts them; {how}"
+    );
     Ok(())
 }
 

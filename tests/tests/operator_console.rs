@@ -465,9 +465,15 @@ fn agents_stop_ends_a_local_deployments_agents_only_when_serve_is_gone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", s.pid())), "{err}");
     assert!(agents.iter().all(|(_, p)| alive(*p)));
-    // Ctrl-C on serve leaves them (and the tenant) running.
+    // Ctrl-C on serve leaves them (and the tenant) running, and says how
+    // to end them.
     s.stop();
     assert!(agents.iter().all(|(_, p)| alive(*p)));
+    let said = s.stderr();
+    assert!(
+        said.contains("keep running") && said.contains("slotpack agents stop --data-dir"),
+        "{said}"
+    );
     let out = stop(&s);
     assert!(
         out.status.success(),
