@@ -10,8 +10,14 @@ ensure_cmd unshare util-linux
 ensure_cmd readelf binutils
 # The swarm tests advertise the swarm on docker0 (`ip addr`).
 ensure_cmd ip iproute2
-# A real Prometheus server and promtool for the observability test.
-ensure_cmd promtool prometheus
+# A real Prometheus server and promtool for the observability test, which
+# runs the binary itself: Debian's package would start and enable
+# prometheus.service (and recommends prometheus-node-exporter), so it is
+# installed without recommends, starting no service and leaving none
+# enabled (scripts/lib/ensure.sh).
+ensure_cmd_no_services promtool prometheus
+# docker-compose for the check of deploy/compose.yaml (it recommends docker.io).
+ensure_cmd_no_services docker-compose docker-compose
 # Headless Chromium for the browser test of tenant pages (issue I), and pip
 # for the Python websockets server it installs into /var/lib/slotpack-tests.
 ensure_cmd chromium chromium
