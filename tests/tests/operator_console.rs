@@ -166,6 +166,12 @@ fn the_cli_lists_acts_on_and_deletes_tenants_with_script_fit_output() {
     wait_for(Duration::from_secs(10), "c-1 restarted", || {
         (restarts(&s, "c-1") > before).then_some(())
     });
+    // A restart is a line of the event feed (stop and start are too).
+    let ev = s.call("GET", "/api/events?tenant=c-1", "").text();
+    assert!(
+        ev.contains("tenant.restarted") && ev.contains("by the admin"),
+        "{ev}"
+    );
     // One unknown among known ones: the others are done, the exit code fails.
     let (ok, out, err) = cli(&s, ADMIN, &["stop", "c-2", "nope"]);
     assert!(!ok);

@@ -14,22 +14,24 @@
   const EVENTS_POLL_MS = 3000;
   const LOG_POLL_MS = 2000;
   const MAX_EVENTS = 200;
+  const EVENTS_BACKLOG = 50;
   const MAX_LOG_CHARS = 512 * 1024;
   const ACTIONS = ['restart', 'stop', 'start', 'delete'];
 
   const $ = (id) => document.getElementById(id);
-  /** Names in natural order: bot-2 before bot-10 (no Intl: cheap on a cold page). */
-  function byName(a, b) {
-    const x = a.match(/\d+|\D+/g) || [];
-    const y = b.match(/\d+|\D+/g) || [];
+  /**
+   * Names split into runs of digits and of the rest, compared in natural
+   * order: bot-2 before bot-10 (no Intl: cheap on a cold page).
+   */
+  function byParts(x, y) {
     for (let i = 0; i < Math.min(x.length, y.length); i++) {
       if (x[i] === y[i]) continue;
-      const nx = /^\d/.test(x[i]);
-      const ny = /^\d/.test(y[i]);
-      if (nx && ny && Number(x[i]) !== Number(y[i])) return Number(x[i]) - Number(y[i]);
+      const dx = x[i].charCodeAt(0) <= 57 && x[i].charCodeAt(0) >= 48;
+      const dy = y[i].charCodeAt(0) <= 57 && y[i].charCodeAt(0) >= 48;
+      if (dx && dy && Number(x[i]) !== Number(y[i])) return Number(x[i]) - Number(y[i]);
       return x[i] < y[i] ? -1 : 1;
     }
-    return x.length - y.length || (a < b ? -1 : a > b ? 1 : 0);
+    return x.length - y.length;
   }
 
   /** Everything of one login; replaced whole on log-out. */
@@ -122,15 +124,20 @@
 
   // ------------------------------------------------------- log in / out
 
-  function tokenFromFragment() {
+  /** The token of a `#token=...` fragment, if the address has one. */
+  function tokenInFragment() {
     const h = location.hash;
     if (!h || h.length < 2) return null;
-    const params = new URLSearchParams(h.slice(1));
-    const t = params.get('token');
-    // The fragment is cleared at once: it never stays in the address bar
-    // or the history.
-    history.replaceState(null, '', location.pathname + location.search);
+    const t = new URLSearchParams(h.slice(1)).get('token');
     return t && t.trim() ? t.trim() : null;
+  }
+
+  /**
+   * The fragment cleared from the address and this history entry (right
+   * after the first request is on its way: it is not free either).
+   */
+  function clearFragment() {
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
   }
 
   function boot() {
@@ -144,11 +151,25 @@
     $('error-close').addEventListener('click', hideError);
     $('filter').addEventListener('input', renderTenants);
     window.addEventListener('hashchange', () => {
-      const t = tokenFromFragment();
+      const t = tokenInFragment();
+      clearFragment();
       if (t) { logOut(''); logIn(t); }
     });
-    const t = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
+    // Leaving the page ends its streams at once: a page kept in the
+    // back/forward cache would otherwise hold its connections (a browser
+    // has 6 per host) and its server-side stream slots.
+    window.addEventListener('pagehide', () => {
+      if (st.session) st.session.abort();
+      if (st.log) st.log.abort();
+      clearInterval(st.timer);
+    });
+    window.addEventListener('pageshow', (e) => {
+      const saved = sessionStorage.getItem(TOKEN_KEY);
+      if (e.persisted && saved) logIn(saved);
+    });
+    const t = tokenInFragment() || sessionStorage.getItem(TOKEN_KEY);
     if (t) logIn(t); else showLogin('');
+    clearFragment();
   }
 
   function showLogin(message) {
@@ -165,12 +186,14 @@
     st = fresh();
     st.token = token;
     st.session = new AbortController();
-    sessionStorage.setItem(TOKEN_KEY, token);
     $('login').hidden = true;
     $('console').hidden = false;
     $('logout').hidden = false;
     document.body.dataset.view = 'console';
     firstLoad(st.session.signal);
+    // Saved once the first request is on its way (the first use of the
+    // storage costs a few milliseconds).
+    sessionStorage.setItem(TOKEN_KEY, token);
     st.timer = setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
   }
 
@@ -188,6 +211,7 @@
     $('log-tenant').textContent = '';
     $('log-status').textContent = '';
     $('tenants-summary').textContent = '';
+    $('notice').textContent = '';
     $('pools-section').hidden = true;
     hideError();
     delete document.body.dataset.role;
@@ -211,7 +235,7 @@
       requestAnimationFrame(() => setTimeout(() => {
         if (signal.aborted) return;
         performance.mark('slotpack:painted');
-        document.body.dataset.rows = String($('tenant-rows').rows.length);
+        document.body.dataset.rows = String($('tenant-rows').children.length);
         document.body.dataset.loadedMs = performance.now().toFixed(1);
       }, 0));
     });
@@ -221,7 +245,6 @@
     if (signal.aborted) return;
     await loadPools(signal);
     if (signal.aborted) return;
-    await prefillEvents(signal);
     followEvents(signal);
   }
 
@@ -346,23 +369,60 @@
     }
   };
 
-  /** One use cell: value, percent of the limit and a bar. */
-  function useCell(field, use, value, limit) {
-    const td = el('td', { class: 'use', 'data-field': field });
+  /**
+   * The empty row every tenant's row is cloned from (a native deep clone
+   * and a few text writes per row: cheap for a cold script, where building
+   * each element anew is not).
+   */
+  let skeleton = null;
+  const CELLS = ['id', 'state', 'healthy', 'restarts', 'placement', 'port', 'uptime',
+    'cpu', 'memory', 'disk', 'level', 'message', 'actions'];
+  const CELL_CLASS = { restarts: 'num', port: 'num', uptime: 'num', placement: 'mono',
+    cpu: 'use', memory: 'use', disk: 'use', message: 'message', actions: 'actions' };
+
+  function rowSkeleton() {
+    if (skeleton) return skeleton;
+    const tr = el('div', { role: 'row', class: 'trow' });
+    for (const f of CELLS) {
+      const c = el('div', { role: 'cell', 'data-field': f, class: CELL_CLASS[f] });
+      if (f === 'id') c.append(el('span', { class: 'mono' }), el('span', { class: 'owner' }));
+      else if (f === 'state') c.append(el('span', { class: 'badge' }), el('span', { class: 'muted small' }));
+      else if (f === 'healthy' || f === 'level') c.append(el('span', { class: 'badge' }));
+      else if (CELL_CLASS[f] === 'use') c.append(el('span'), el('span', { class: 'meter' }, el('span', { class: 'fill' })));
+      else if (f === 'actions') {
+        const b = el('span', { class: 'buttons' },
+          el('button', { type: 'button', 'data-action': 'logs', text: 'log', title: 'follow its log' }));
+        for (const a of ACTIONS) b.append(el('button', { type: 'button', 'data-action': a, class: a === 'delete' ? 'danger' : '', text: a }));
+        c.append(b);
+      }
+      tr.append(c);
+    }
+    skeleton = tr;
+    return tr;
+  }
+
+  /** Fill a use cell: value, percent of the limit and a bar. */
+  function fillUse(cell, use, value, limit) {
+    const text = cell.firstChild;
+    const meter = cell.lastChild;
     if (!use || typeof use !== 'object') {
-      td.textContent = '—';
-      td.title = 'not measured yet';
-      return td;
+      text.textContent = '—';
+      cell.title = 'not measured yet';
+      meter.remove();
+      return;
     }
     const p = num(use.percent);
-    td.append(p === null ? value : value + ' · ' + fmtPercent(p));
-    if (p !== null) {
-      const fill = el('span', { class: 'fill ' + (p >= 95 ? 'bad' : p >= 80 ? 'warn' : 'ok') });
-      fill.style.width = Math.min(100, Math.max(0, p)).toFixed(1) + '%';
-      td.append(el('span', { class: 'meter' }, fill));
+    if (p === null) {
+      text.textContent = value;
+      cell.title = value + ' (no limit set)';
+      meter.remove();
+      return;
     }
-    td.title = p === null ? value + ' (no limit set)' : value + ' of ' + limit;
-    return td;
+    text.textContent = value + ' · ' + fmtPercent(p);
+    cell.title = value + ' of ' + limit;
+    const fill = meter.firstChild;
+    fill.className = 'fill ' + (p >= 95 ? 'bad' : p >= 80 ? 'warn' : 'ok');
+    fill.style.width = Math.min(100, Math.max(0, p)).toFixed(1) + '%';
   }
 
   function tenantRow(t) {
@@ -373,58 +433,77 @@
     const desired = str(t.desired, '');
     const level = u && typeof u.level === 'string' ? u.level : null;
     const busy = st.pending.has(t.id);
-    const tr = el('tr', {
-      'data-tenant': t.id,
-      'data-state': state,
-      'data-desired': desired,
-      'data-healthy': String(t.healthy === true),
-      'data-level': level,
-      class: (t.id === st.selected ? 'selected' : '') + (busy ? ' busy' : ''),
-    });
-    const stateCell = el('td', { 'data-field': 'state' },
-      el('span', { class: 'badge ' + stateClass(state), text: state }));
+    const tr = rowSkeleton().cloneNode(true);
+    tr.setAttribute('data-tenant', t.id);
+    tr.setAttribute('data-state', state);
+    tr.setAttribute('data-desired', desired);
+    tr.setAttribute('data-healthy', String(t.healthy === true));
+    if (level) tr.setAttribute('data-level', level);
+    if (t.id === st.selected) tr.classList.add('selected');
+    if (busy) tr.classList.add('busy');
+    // Cells by walking siblings (cheap on a cold page, unlike iterators).
+    const id = tr.firstChild;
+    const stateCell = id.nextSibling;
+    const health = stateCell.nextSibling;
+    const restarts = health.nextSibling;
+    const place = restarts.nextSibling;
+    const port = place.nextSibling;
+    const uptime = port.nextSibling;
+    const cpu = uptime.nextSibling;
+    const mem = cpu.nextSibling;
+    const disk = mem.nextSibling;
+    const lv = disk.nextSibling;
+    const message = lv.nextSibling;
+    const actions = message.nextSibling;
+
+    id.firstChild.textContent = t.id;
+    if (typeof t.owner === 'string' && t.owner) id.lastChild.textContent = t.owner;
+    else id.lastChild.remove();
+
+    stateCell.firstChild.textContent = state;
+    stateCell.firstChild.className = 'badge ' + stateClass(state);
     if (desired && desired !== state && !(desired === 'running' && state === 'starting')) {
-      stateCell.append(el('span', { class: 'muted small', text: ' → ' + desired }));
+      stateCell.lastChild.textContent = ' → ' + desired;
+    } else {
+      stateCell.lastChild.remove();
     }
-    const memLimit = num(res.memoryMb);
+
+    const ok = t.healthy === true;
+    health.firstChild.textContent = ok ? 'healthy' : 'unhealthy';
+    health.firstChild.className = 'badge ' + (ok ? 'ok' : (desired === 'stopped' ? 'idle' : 'bad'));
+    restarts.textContent = str(num(t.restarts), '—');
+    place.textContent = pl.poolId !== undefined ? str(pl.poolId, '?') + ' / ' + str(num(pl.slot), '?') : '—';
+    port.textContent = str(num(pl.port), '—');
+    uptime.textContent = typeof t.startedAt === 'string' && state === 'running' ? fmtAge(t.startedAt) : '—';
+
     const cpuLimit = num(res.cpuMillis);
-    const diskLimit = num(res.diskMb);
-    const msg = str(t.message, '');
-    const buttons = el('span', { class: 'buttons' },
-      el('button', { type: 'button', 'data-action': 'logs', text: 'log', title: 'follow its log' }));
-    for (const a of ACTIONS) {
-      const disabled = busy
-        || (a === 'stop' && desired === 'stopped' && state === 'stopped')
-        || (a === 'start' && desired === 'running' && state === 'running');
-      buttons.append(el('button', {
-        type: 'button',
-        'data-action': a,
-        class: a === 'delete' ? 'danger' : '',
-        text: a,
-        disabled,
-      }));
+    fillUse(cpu, u && u.cpu, fmtMillis(u && u.cpu && u.cpu.millis), cpuLimit ? fmtMillis(cpuLimit) : 'no limit');
+    fillUse(mem, u && u.memory, fmtBytes(u && u.memory && u.memory.bytes), fmtMb(num(res.memoryMb)));
+    fillUse(disk, u && u.disk, fmtBytes(u && u.disk && u.disk.bytes), fmtMb(num(res.diskMb)));
+
+    if (level) {
+      lv.firstChild.textContent = level;
+      lv.firstChild.className = 'badge level-' + level;
+    } else {
+      lv.firstChild.textContent = '—';
+      lv.firstChild.className = 'muted';
     }
-    tr.append(
-      el('td', { 'data-field': 'id' },
-        el('span', { class: 'mono', text: t.id }),
-        t.owner ? el('span', { class: 'owner', text: str(t.owner, '') }) : null),
-      stateCell,
-      el('td', { 'data-field': 'healthy' },
-        el('span', { class: 'badge ' + (t.healthy === true ? 'ok' : (desired === 'stopped' ? 'idle' : 'bad')), text: t.healthy === true ? 'healthy' : 'unhealthy' })),
-      el('td', { class: 'num', 'data-field': 'restarts', text: str(num(t.restarts), '—') }),
-      el('td', { class: 'mono', 'data-field': 'placement', text: pl.poolId !== undefined ? str(pl.poolId, '?') + ' / ' + str(num(pl.slot), '?') : '—' }),
-      el('td', { class: 'num', 'data-field': 'port', text: str(num(pl.port), '—') }),
-      el('td', { class: 'num', 'data-field': 'uptime', text: typeof t.startedAt === 'string' && state === 'running' ? fmtAge(t.startedAt) : '—' }),
-      useCell('cpu', u && u.cpu, fmtMillis(u && u.cpu && u.cpu.millis), cpuLimit ? fmtMillis(cpuLimit) : 'no limit'),
-      useCell('memory', u && u.memory, fmtBytes(u && u.memory && u.memory.bytes), fmtMb(memLimit)),
-      useCell('disk', u && u.disk, fmtBytes(u && u.disk && u.disk.bytes), fmtMb(diskLimit)),
-      el('td', { 'data-field': 'level' },
-        level ? el('span', { class: 'badge level-' + level, text: level }) : el('span', { class: 'muted', text: '—' })),
-      el('td', { class: 'message', 'data-field': 'message', text: msg, title: msg || undefined }),
-      el('td', { class: 'actions', 'data-field': 'actions' }, buttons),
-    );
+    const msg = str(t.message, '');
+    message.textContent = msg;
+    if (msg) message.title = msg;
+
+    // The skeleton's buttons: log, restart, stop, start, delete.
+    if (busy) {
+      for (let b = actions.firstChild.firstChild.nextSibling; b; b = b.nextSibling) b.disabled = true;
+    } else {
+      const stop = actions.firstChild.firstChild.nextSibling.nextSibling;
+      stop.disabled = desired === 'stopped' && state === 'stopped';
+      stop.nextSibling.disabled = desired === 'running' && state === 'running';
+    }
     // One listener per row (not per table), so a click on a row that a
-    // refresh has just replaced still acts on its tenant.
+    // refresh has just replaced still acts on its tenant. The rows are a
+    // grid, not a <table>: off-screen ones skip layout and paint
+    // (content-visibility), which a table's rows cannot.
     tr.addEventListener('click', onRowClick);
     return tr;
   }
@@ -436,9 +515,22 @@
     act(id, b.dataset.action);
   }
 
+  /** The tenants by name, natural order; the order is kept between renders. */
+  let sortedFor = null;
+  let sortedList = [];
+  function sortedTenants() {
+    if (sortedFor !== st.tenants) {
+      const keyed = st.tenants.map((t) => [t.id.match(/\d+|\D+/g) || [], t]);
+      keyed.sort((x, y) => byParts(x[0], y[0]) || (x[1].id < y[1].id ? -1 : 1));
+      sortedList = keyed.map((k) => k[1]);
+      sortedFor = st.tenants;
+    }
+    return sortedList;
+  }
+
   function renderTenants() {
     const q = $('filter').value.trim().toLowerCase();
-    const list = st.tenants.slice().sort((a, b) => byName(a.id, b.id));
+    const list = sortedTenants();
     const frag = document.createDocumentFragment();
     let shown = 0;
     const count = { running: 0, healthy: 0, warning: 0, critical: 0 };
@@ -623,7 +715,7 @@
     st.log = ctl;
     st.session.signal.addEventListener('abort', () => ctl.abort(), { once: true });
     st.selected = id;
-    for (const tr of $('tenant-rows').rows) tr.classList.toggle('selected', tr.dataset.tenant === id);
+    for (const tr of $('tenant-rows').children) tr.classList.toggle('selected', tr.dataset.tenant === id);
     $('log-tenant').textContent = id;
     $('log-section').dataset.tenant = id;
     $('log').textContent = '';
@@ -788,9 +880,13 @@
     $('events-section').dataset.mode = mode || '';
   }
 
+  const pad2 = (n) => (n < 10 ? '0' : '') + n;
+  /** Local HH:MM:SS (by hand: toLocaleTimeString is slow on a cold page). */
   const fmtTime = (at) => {
     const t = Date.parse(at);
-    return Number.isNaN(t) ? str(at, '') : new Date(t).toLocaleTimeString([], { hour12: false });
+    if (Number.isNaN(t)) return str(at, '');
+    const d = new Date(t);
+    return pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + ':' + pad2(d.getSeconds());
   };
 
   /** Add events (oldest first) to the top of the feed; true if one was new. */
@@ -806,7 +902,7 @@
         if (st.lastEventId === null || seq > Number(st.lastEventId)) st.lastEventId = String(seq);
       }
       const kind = str(ev.kind, 'event');
-      const bad = /fail|problem|memory|unreachable|revoked|removed/.test(kind);
+      const bad = /fail|problem|memory|unreachable|crash|fatal/.test(kind);
       const li = el('li', {
         'data-seq': seq === null ? undefined : String(seq),
         'data-kind': kind,
@@ -825,17 +921,6 @@
     return added;
   }
 
-  /** The latest events, so the feed is not empty (admin only). */
-  async function prefillEvents(signal) {
-    if (st.role !== 'admin') return;
-    try {
-      const body = await api('GET', '/api/events?limit=50', { signal });
-      if (!signal.aborted && body && Array.isArray(body.events)) addEvents(body.events);
-    } catch (_) {
-      // The stream follows anyway.
-    }
-  }
-
   function onSse(msg) {
     let ev;
     try {
@@ -849,7 +934,8 @@
 
   /**
    * `GET /api/events/stream` read with fetch() (EventSource cannot send an
-   * Authorization header), reconnecting with `Last-Event-ID`.
+   * Authorization header): first with the latest events (`backlog`), then,
+   * reconnecting, from `Last-Event-ID` on.
    */
   async function followEvents(signal) {
     let delay = 1000;
@@ -858,7 +944,8 @@
       try {
         const headers = { Accept: 'text/event-stream' };
         if (st.lastEventId !== null) headers['Last-Event-ID'] = st.lastEventId;
-        const res = await request('GET', '/api/events/stream', { signal, headers });
+        const path = '/api/events/stream' + (st.lastEventId === null ? '?backlog=' + EVENTS_BACKLOG : '');
+        const res = await request('GET', path, { signal, headers });
         if (res.status === 404 || res.status === 405) {
           await res.text();
           return pollEvents(signal);
@@ -868,6 +955,9 @@
           if (signal.aborted) return;
           setEventsStatus(describe(e), 'error');
           if (res.status === 403) return;
+          // Too many streams of this token (other tabs): as the server says.
+          const after = Number(res.headers.get('Retry-After'));
+          if (after > 0) delay = Math.max(delay, after * 1000);
         } else {
           setEventsStatus('live', 'live');
           delay = 1000;

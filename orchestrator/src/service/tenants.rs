@@ -436,6 +436,23 @@ impl Orchestrator {
                 r?;
             }
         }
+        if action == ProgramAction::Restart {
+            // Stop and start change the desired state (its own event); a
+            // restart changes none, and is worth a line in the feed too.
+            let who = match caller {
+                Caller::Admin => "the admin".to_string(),
+                Caller::Owner(o) => format!("owner {o}"),
+            };
+            let at = pool_id(pool.number).to_string();
+            if let Err(e) = self.db.event(
+                "tenant.restarted",
+                Some(id),
+                Some(&at),
+                &format!("restarted through the API by {who}"),
+            ) {
+                tracing::warn!(tenant = id, error = %e, "event not recorded");
+            }
+        }
         let t = self.visible(caller, id)?;
         self.view(&t).await
     }
