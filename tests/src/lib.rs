@@ -114,6 +114,23 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether Debian's headless `chromium` is here (the browser tests'
+/// browser); on CI, where it must be, its absence is a failure.
+pub fn have_chromium() -> bool {
+    let ok = std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !in_ci(),
+            "chromium is missing (apt-get install chromium; scripts/test.sh installs it)"
+        );
+        eprintln!("skipped: no chromium");
+    }
+    ok
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -586,26 +586,12 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
-/// The headless Chromium of Debian's package, or `None` (skip) outside CI.
-fn chromium() -> Option<&'static str> {
-    let found = Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            !in_ci(),
-            "chromium is missing (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: no chromium");
-        return None;
-    }
-    Some("chromium")
-}
-
 #[test]
 fn a_tenant_page_in_a_real_browser_cannot_act_as_the_admin() {
-    let Some(browser) = chromium() else { return };
+    if !slotpack_tests::have_chromium() {
+        return;
+    }
+    let browser = "chromium";
     let s = Slotpack::start(&[]);
     let api = format!("http://{}", s.addr);
     start_python(

@@ -20,27 +20,11 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use slotpack_tests::orchestrator::{Slotpack, ADMIN};
-use slotpack_tests::{dir_seen_by_slots, in_ci, wait_for};
+use slotpack_tests::{dir_seen_by_slots, have_chromium, wait_for};
 
 /// How long any one thing the page should do may take before the test
 /// fails (a limit for a stuck test, never a measurement).
 const PATIENCE: Duration = Duration::from_secs(45);
-
-/// Whether Debian's `chromium` is here; panics on CI, where it must be.
-fn have_chromium() -> bool {
-    let ok = Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "chromium is missing (apt-get install chromium; scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: no chromium");
-    }
-    ok
-}
 
 /// A client websocket (RFC 6455), enough for the DevTools protocol: text
 /// frames out (masked), text frames in (possibly fragmented), pings

@@ -148,16 +148,7 @@ impl Db {
              ORDER BY seq DESC LIMIT ?3",
         )?;
         let mut rows: Vec<EventRow> = st
-            .query_map(params![owner, tenant, limit], |r| {
-                Ok(EventRow {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    kind: r.get(2)?,
-                    tenant: r.get(3)?,
-                    pool: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })?
+            .query_map(params![owner, tenant, limit], event_row)?
             .collect::<Result<_, _>>()?;
         rows.reverse();
         Ok(rows)
@@ -179,16 +170,7 @@ impl Db {
              ORDER BY seq LIMIT ?4",
         )?;
         let rows = st
-            .query_map(params![after, owner, tenant, limit], |r| {
-                Ok(EventRow {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    kind: r.get(2)?,
-                    tenant: r.get(3)?,
-                    pool: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })?
+            .query_map(params![after, owner, tenant, limit], event_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -370,5 +352,17 @@ fn migration_row(r: &Row<'_>) -> rusqlite::Result<MigrationRow> {
         backup: r.get(2)?,
         status: r.get(3)?,
         detail: r.get(4)?,
+    })
+}
+
+/// An event row of `SELECT seq, at, kind, tenant, pool, detail`.
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        tenant: r.get(3)?,
+        pool: r.get(4)?,
+        detail: r.get(5)?,
     })
 }
