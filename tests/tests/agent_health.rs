@@ -67,24 +67,29 @@ fn http_ping_needs_2xx_and_tcp_ping_needs_a_listener() {
 }
 
 #[test]
-fn initial_delay_defers_the_first_ping() {
+fn within_the_initial_delay_pings_run_but_failures_do_not_count() {
     let a = Agent::start(2, &[]);
+    // A slow starter that never answers: pinged (every 250 ms at most),
+    // never restarted within its delay.
     a.put(
         "late",
-        tenant_spec(0, &[], json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100, "initialDelayMs": 60000}})),
+        tenant_spec(0, &["--no-listen"], json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100, "failureThreshold": 1, "initialDelayMs": 60000}})),
     );
-    a.wait_running("late");
-    // Meanwhile other pings do happen, so the agent's loop runs.
+    a.wait_status("late", "pinged and failing", LONG, |s| s["lastPing"]["ok"] == false);
+    // One that answers at once is healthy at once, delay or not.
     a.put(
         "early",
         tenant_spec(
             1,
             &[],
-            json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100}}),
+            json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100, "initialDelayMs": 60000}}),
         ),
     );
-    a.wait_status("early", "pinged", LONG, |s| s["lastPing"]["ok"] == true);
-    assert!(a.status("late")["lastPing"].is_null());
+    a.wait_status("early", "healthy", LONG, |s| s["healthy"] == true);
+    let late = a.status("late");
+    assert_eq!(late["state"], "running", "{late}");
+    assert_eq!(late["restarts"], 0, "{late}");
+    assert_eq!(late["healthy"], false, "{late}");
 }
 
 #[test]

@@ -325,7 +325,9 @@ impl Host for OsHost {
             plan.uid = None;
         }
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(plan.spec.initial_delay_ms)).await;
+            // Pings start at once: a program that answers early is healthy
+            // early; the initial delay only keeps failures from counting
+            // (see `Supervisor::on_ping`).
             let mut pinger = ping::Pinger::new(plan.spec.kind, plan.addr, &plan.spec.path);
             loop {
                 // An answer from another user's listener on the slot's port
