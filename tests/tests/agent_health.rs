@@ -75,7 +75,9 @@ fn within_the_initial_delay_pings_run_but_failures_do_not_count() {
         "late",
         tenant_spec(0, &["--no-listen"], json!({"restart": {"startSecs": 0}, "ping": {"kind": "http", "intervalMs": 100, "failureThreshold": 1, "initialDelayMs": 60000}})),
     );
-    a.wait_status("late", "pinged and failing", LONG, |s| s["lastPing"]["ok"] == false);
+    a.wait_status("late", "pinged and failing", LONG, |s| {
+        s["lastPing"]["ok"] == false
+    });
     // One that answers at once is healthy at once, delay or not.
     a.put(
         "early",
