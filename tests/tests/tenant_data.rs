@@ -507,7 +507,7 @@ fn a_deployment_of_the_previous_release_keeps_its_tenants_homes_when_upgraded() 
 
     // Make it what the previous release left: the agent gone (it would be
     // replaced), the home in the pool's slot homes, the database at schema
-    // 5 with version-1 specs and no layout column.
+    // 5 with version-1 specs, no layout column and no event owners.
     sp.stop();
     for (_, pid) in sp.agent_pids() {
         let _ = nix::sys::signal::kill(
@@ -524,7 +524,10 @@ fn a_deployment_of_the_previous_release_keeps_its_tenants_homes_when_upgraded() 
     std::fs::remove_dir_all(sp.data.join("tenants/old")).unwrap();
     let db = rusqlite::Connection::open(sp.data.join("slotpack.db")).unwrap();
     db.execute_batch(
-        "ALTER TABLE pools DROP COLUMN layout;
+        "DROP TRIGGER events_owner;
+         DROP INDEX events_owner;
+         ALTER TABLE events DROP COLUMN owner;
+         ALTER TABLE pools DROP COLUMN layout;
          ALTER TABLE classes DROP COLUMN roll_failed;
          UPDATE tenants SET spec = json_set(spec, '$.version', 1);
          PRAGMA user_version = 5;",
@@ -547,7 +550,16 @@ fn a_deployment_of_the_previous_release_keeps_its_tenants_homes_when_upgraded() 
         db.query_row("SELECT layout FROM pools", [], |r| r.get(0))
             .unwrap(),
     );
-    assert_eq!((version, layout), (6, 2));
+    assert_eq!((version, layout), (7, 2));
+    // The events of before were given their tenant's owner (step 7).
+    let unowned: u32 = db
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE tenant = 'old' AND owner IS NOT 'admin'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unowned, 0);
     // And the upgraded tenant's data follows it on as any other's.
     let log = sp.call("GET", "/api/tenants/old/logs?tail=200", "").text();
     let last: u32 = log
