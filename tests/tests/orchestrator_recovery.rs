@@ -324,6 +324,12 @@ fn an_agent_nobody_noted_is_adopted_when_it_answers_with_the_pools_token() {
     assert_eq!(status["pools"][0]["status"], "running", "{status}");
     assert_eq!(s.agent_pids(), agents, "a second agent was started");
     assert_eq!(s.wait_pong("kept"), port);
+    // Its agent's own ping says so too (pings run from the start: one may
+    // have failed before the program listened).
+    wait_for(Duration::from_secs(20), "kept healthy", || {
+        let t = s.call("GET", "/api/tenants/kept", "").json();
+        (t["tenant"]["healthy"] == true).then_some(())
+    });
     let h = s.health_check();
     assert_eq!(h["issues"], json!([]), "{h}");
 }
