@@ -390,7 +390,7 @@ impl AgentClient {
     ) -> Result<Bytes, AgentError> {
         self.call_raw(ep, method, path, body, extra)
             .await
-            .map(|(_, b)| b)
+            .map(|(_, _, b)| b)
     }
 
     /// A call without body whose success status matters, not its answer.
@@ -402,23 +402,12 @@ impl AgentClient {
     ) -> Result<StatusCode, AgentError> {
         self.call_raw(ep, method, path, None, Duration::ZERO)
             .await
-            .map(|(s, _)| s)
+            .map(|(s, _, _)| s)
     }
 
+    /// One call: the status, headers and body of a 2xx answer; any other
+    /// is the typed [`AgentError`].
     async fn call_raw(
-        &self,
-        ep: &Endpoint,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        extra: Duration,
-    ) -> Result<(StatusCode, Bytes), AgentError> {
-        self.call_full(ep, method, path, body, extra)
-            .await
-            .map(|(s, _, b)| (s, b))
-    }
-
-    async fn call_full(
         &self,
         ep: &Endpoint,
         method: Method,
@@ -620,7 +609,7 @@ impl AgentClient {
     ) -> Result<Bytes, AgentError> {
         let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
         let owner = owner.map_or(String::new(), |(u, g)| format!("&owner={u}:{g}"));
-        self.call_raw(
+        self.call(
             ep,
             Method::GET,
             &format!("/v1/programs/{id}/volume?path={q}{owner}"),
@@ -628,7 +617,6 @@ impl AgentClient {
             VOLUME_TRANSFER,
         )
         .await
-        .map(|(_, b)| b)
     }
 
     /// `GET /v1/programs/{id}/logs?tail=N` or `?after=CURSOR`.
@@ -643,7 +631,7 @@ impl AgentClient {
             LogRead::After(c) => format!("after={c}"),
         };
         let (_, headers, bytes) = self
-            .call_full(
+            .call_raw(
                 ep,
                 Method::GET,
                 &format!("/v1/programs/{id}/logs?{query}"),

@@ -349,11 +349,17 @@ fn ending(
                 svc.metrics().streams_ended.inc();
                 return;
             }
-            if changes.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            access_changed(&mut changes).await;
         }
     })
+}
+
+/// Resolves at the next change of tokens or sessions (never, if none can
+/// come): what every open stream rechecks its grant at.
+async fn access_changed(rx: &mut tokio::sync::watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The auth middleware: puts the [`Caller`] into the request's extensions.

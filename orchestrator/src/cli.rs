@@ -477,7 +477,9 @@ async fn stop_agents(data_dir: &Path, agent_bin: Option<&Path>, json: bool) -> a
     // Refused while serve runs: it would start the pools again at its next tick.
     let _lock = crate::server::DataDirLock::take(data_dir)?;
     let bin = crate::find_agent_bin(agent_bin).ok();
-    let stopped = crate::backend::local::stop_agents(data_dir, bin.as_deref()).await;
+    let stopped = crate::backend::local::stop_agents(data_dir, bin.as_deref())
+        .await
+        .with_context(|| format!("the local deployment in {}", data_dir.display()))?;
     if json {
         println!("{}", serde_json::json!({ "stopped": stopped }));
     } else if stopped.is_empty() {

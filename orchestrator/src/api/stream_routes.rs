@@ -53,14 +53,6 @@ pub(super) fn stream_permit(app: &App, grant: &Grant) -> Result<StreamPermit, Bo
     })
 }
 
-/// Resolves at the next change of tokens or sessions (never, if none can
-/// come).
-async fn access_changed(rx: &mut tokio::sync::watch::Receiver<u64>) {
-    if rx.changed().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StreamQuery {

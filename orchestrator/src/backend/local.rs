@@ -329,7 +329,10 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// programs within their stop timeouts), and end what one killed hard left
 /// behind with `agent_bin --end-leftovers`. The pools' state stays, so a
 /// later `serve` starts them again. The pools stopped, by name.
-pub async fn stop_agents(data_dir: &Path, agent_bin: Option<&Path>) -> Vec<String> {
+pub async fn stop_agents(
+    data_dir: &Path,
+    agent_bin: Option<&Path>,
+) -> std::io::Result<Vec<String>> {
     let dir = data_dir.join("pools");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .into_iter()
@@ -341,15 +344,9 @@ pub async fn stop_agents(data_dir: &Path, agent_bin: Option<&Path>) -> Vec<Strin
         })
         .collect();
     names.sort();
-    let backend = LocalBackend {
-        deployment: String::new(),
-        probe: AgentClient::new(Duration::from_secs(2)),
-        homes: data_dir.join("homes"),
-        tenants: data_dir.join("tenants"),
-        agent_bin: agent_bin.map_or_else(|| PathBuf::from("slot-agent"), Path::to_path_buf),
-        env: Vec::new(),
-        dir,
-    };
+    let bin = agent_bin.map_or_else(|| PathBuf::from("slot-agent"), Path::to_path_buf);
+    // The folders are serve's; `new` gives them the modes serve does.
+    let backend = LocalBackend::new("", data_dir, bin, Vec::new())?;
     let mut stopped = Vec::new();
     for n in names {
         if backend.running_pid(&n).is_some() {
@@ -357,5 +354,5 @@ pub async fn stop_agents(data_dir: &Path, agent_bin: Option<&Path>) -> Vec<Strin
             stopped.push(n);
         }
     }
-    stopped
+    Ok(stopped)
 }

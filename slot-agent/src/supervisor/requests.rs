@@ -78,10 +78,7 @@ impl Supervisor {
         if in_volume || relative {
             return Ok(());
         }
-        let path = spec
-            .env
-            .get("PATH")
-            .map_or_else(|| self.base_path(), String::as_str);
+        let path = self.program_path(spec);
         match crate::access::resolve(&spec.command, path) {
             Some(f) if f.is_file() => Ok(()),
             Some(f) => Err(SupervisorError::Invalid(format!(
@@ -123,10 +120,7 @@ impl Supervisor {
         if let Some(uid) = spec.slot.and_then(|s| self.slot_uid(s)) {
             // A command the slot's user cannot reach or run is refused now,
             // not found out by a restart loop.
-            let path = spec
-                .env
-                .get("PATH")
-                .map_or_else(|| self.base_path(), String::as_str);
+            let path = self.program_path(&spec);
             // Nor one that other tenants could change under it.
             if let Some(file) = crate::access::resolve(&spec.command, path) {
                 crate::access::can_run(&file, uid, uid).map_err(SupervisorError::Invalid)?;
@@ -357,6 +351,13 @@ impl Supervisor {
         for id in ids {
             self.stop(&id, Kill::Shutdown);
         }
+    }
+
+    /// The `PATH` `spec`'s program runs with: its own, else the base one.
+    fn program_path<'a>(&'a self, spec: &'a ProgramSpec) -> &'a str {
+        spec.env
+            .get("PATH")
+            .map_or_else(|| self.base_path(), String::as_str)
     }
 
     /// `PATH` of programs whose spec sets none.
